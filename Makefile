@@ -1,0 +1,62 @@
+# Every target creates or reuses .venv itself: `make serve` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+MODEL  ?= cross-encoder/ms-marco-MiniLM-L-12-v2
+MODELS ?= models
+STANDIN ?=
+GPU    ?=
+ARGS   ?=
+ifeq ($(STANDIN),1)
+MODEL_DIR ?= $(MODELS)/stand-in-L-12
+EXPORT_ARGS := --stand-in --models-root $(MODELS)
+else
+MODEL_DIR ?= $(MODELS)/$(notdir $(patsubst %/,%,$(MODEL)))
+EXPORT_ARGS := $(MODEL) --models-root $(MODELS)
+endif
+
+.PHONY: install export serve test bench bench-compare lint clean
+
+install: $(STAMP)
+
+# torch is installed first and pinned: 2.13.0 is a CPU build; an unpinned torch pulls a
+# several-GB CUDA build. GPU=1 swaps onnxruntime for onnxruntime-gpu (same module name).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+ifeq ($(GPU),1)
+	$(BIN)/python -m pip uninstall -q -y onnxruntime
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps 'onnxruntime-gpu>=1.20,<2'
+endif
+	@touch $(STAMP)
+
+export: $(STAMP)
+	$(BIN)/python -m export $(EXPORT_ARGS) $(ARGS)
+
+serve: $(STAMP)
+	@test -f $(MODEL_DIR)/manifest.json || $(BIN)/python -m export $(EXPORT_ARGS) || { \
+	  echo ""; \
+	  echo "No model to serve. Offline? Serve a local checkpoint or the stand-in instead:"; \
+	  echo "  make serve MODEL=/path/to/cross-encoder-checkpoint"; \
+	  echo "  make serve STANDIN=1      (random weights: for trials and benchmarks only)"; \
+	  exit 1; }
+	$(BIN)/python -m runtime --model-dir $(MODEL_DIR) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest bench -p no:cacheprovider --benchmark-columns=median,iqr,min,rounds \
+	  --benchmark-sort=name $(ARGS)
+	$(BIN)/python -m bench.compare
+
+lint: $(STAMP)
+	$(BIN)/ruff check export runtime bench tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,26 @@
+"""The seeded benchmark workload: a ~12-word query and chunks with a realistic mix of lengths."""
+
+from __future__ import annotations
+
+import random
+
+from export.corpus import FILLER, TOPICS
+
+QUERY = "What are the main causes of ocean tides and how does the moon affect them?"
+
+
+def chunks(n: int, seed: int = 0) -> list[str]:
+    """n chunks: ~20% short (~30 tokens), ~65% typical (120-300), ~15% over 512 tokens."""
+    rng = random.Random(seed)
+    sentences = [s for _, ss in TOPICS.values() for s in ss] + FILLER
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.20:
+            k = 2
+        elif r < 0.85:
+            k = rng.randint(9, 22)  # ~13 tokens a sentence
+        else:
+            k = rng.randint(42, 70)
+        out.append(" ".join(rng.choice(sentences) for _ in range(k)))
+    return out

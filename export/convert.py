@@ -1,0 +1,189 @@
+"""Hugging Face checkpoint -> ONNX (fp32, unoptimized), with the checks that make errors clear."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from export import ExportError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-12-v2"
+_HUB_FILES = [
+    "config.json", "*.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
+    "vocab.txt", "special_tokens_map.json", "sentencepiece.bpe.model", "spm.model",
+]
+IDENTITY = "torch.nn.modules.linear.Identity"
+SIGMOID = "torch.nn.modules.activation.Sigmoid"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a checkpoint came from and where its files are on disk."""
+
+    spec: str
+    path: Path
+    revision: str | None
+    is_local: bool
+
+
+def resolve(spec: str, revision: str | None = None) -> Source:
+    """A local checkpoint directory, or a hub id fetched into the Hugging Face cache."""
+    local = Path(spec).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ExportError(f"{spec} is a file, not a checkpoint directory. Pass the directory "
+                              "that holds config.json and the weights.")
+        return Source(spec=str(local.resolve()), path=local.resolve(), revision=None, is_local=True)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ExportError(f"No such checkpoint directory: {spec}. Check the path, or pass a hub id "
+                          "such as cross-encoder/ms-marco-MiniLM-L-12-v2.")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+    except ImportError as exc:
+        raise ExportError("Exporting from the hub needs huggingface-hub: `make install`.") from exc
+    try:
+        path = Path(snapshot_download(spec, revision=revision, allow_patterns=_HUB_FILES))
+    except RepositoryNotFoundError as exc:
+        raise ExportError(
+            f"The Hugging Face hub has no model called {spec!r} (or it is private). Check the id, "
+            "log in with `huggingface-cli login` for a private model, or pass a local checkpoint "
+            "directory instead."
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise ExportError(f"Model {spec!r} has no revision {revision!r}. Pass an existing branch, "
+                          "tag or commit with --revision.") from exc
+    except GatedRepoError as exc:
+        raise ExportError(f"Model {spec!r} is gated: accept its terms on the hub and log in with "
+                          "`huggingface-cli login`, then export again.") from exc
+    except (LocalEntryNotFoundError, OSError) as exc:
+        raise ExportError(
+            f"Cannot download {spec!r}: the Hugging Face hub is unreachable and the model is not in "
+            "the local cache. Either export from a local checkpoint directory "
+            "(`make export MODEL=/path/to/checkpoint`), point HF_ENDPOINT at a hub mirror you can "
+            "reach, or build the offline stand-in (`make export STANDIN=1`; its scores are "
+            "meaningless, for trials and benchmarks only)."
+        ) from exc
+    return Source(spec=spec, path=path, revision=path.name if revision is None else revision,
+                  is_local=False)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """config.json of a checkpoint, checked to be a one-score sequence-classification model."""
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise ExportError(f"{path} has no config.json, so it is not a Hugging Face checkpoint. "
+                          "Pass the directory that holds config.json and the model weights.")
+    try:
+        cfg: dict[str, Any] = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{cfg_path} is not valid JSON ({exc}). The checkpoint is damaged: "
+                          "copy or download it again.") from exc
+    archs = cfg.get("architectures") or []
+    if not any(str(a).endswith("ForSequenceClassification") for a in archs):
+        raise ExportError(
+            f"{path} is not a cross-encoder: its architectures are {archs or 'unset'}, with no "
+            "sequence-classification head. Re-rankers such as cross-encoder/ms-marco-MiniLM-L-12-v2 "
+            "are *ForSequenceClassification models; an embedding model (bi-encoder) cannot score "
+            "pairs."
+        )
+    num_labels = _num_labels(cfg)
+    if num_labels != 1:
+        raise ExportError(
+            f"{path} has {num_labels} output labels; crossrank serves re-rankers with exactly one "
+            "relevance score per pair (num_labels=1). Classifiers such as NLI models are not "
+            "re-rankers."
+        )
+    return cfg
+
+
+def _num_labels(cfg: dict[str, Any]) -> int:
+    if "num_labels" in cfg:
+        return int(cfg["num_labels"])
+    id2label = cfg.get("id2label")
+    return len(id2label) if isinstance(id2label, dict) else 2
+
+
+def activation(cfg: dict[str, Any]) -> str:
+    """'identity' or 'sigmoid', read the way sentence-transformers' CrossEncoder reads it."""
+    st = cfg.get("sentence_transformers")
+    path: str | None = None
+    if isinstance(st, dict) and "activation_fn" in st:
+        path = st["activation_fn"]
+    elif cfg.get("sbert_ce_default_activation_function") is not None:
+        path = cfg["sbert_ce_default_activation_function"]
+    if path is None:
+        return "sigmoid"  # CrossEncoder's default for one label
+    if path == IDENTITY or path.endswith(".Identity"):
+        return "identity"
+    if path == SIGMOID or path.endswith(".Sigmoid"):
+        return "sigmoid"
+    raise ExportError(f"The checkpoint's score activation {path!r} is not supported (only Identity "
+                      "and Sigmoid are); remove it from config.json to get the default.")
+
+
+def load_model(path: Path) -> Any:
+    """The PyTorch model with eager attention: the form ONNX Runtime fuses into Attention ops."""
+    from transformers import AutoModelForSequenceClassification
+
+    weights = list(path.glob("*.safetensors")) + list(path.glob("pytorch_model*.bin"))
+    if not weights:
+        raise ExportError(f"{path} has no model weights (*.safetensors or pytorch_model.bin). "
+                          "Copy the complete checkpoint directory.")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(path), attn_implementation="eager"
+        )
+    except Exception as exc:  # transformers raises many types for unreadable weights
+        raise ExportError(
+            f"Could not load the weights in {path}: {type(exc).__name__}: {str(exc)[:300]}. The "
+            "files are probably truncated or corrupt: copy or download the checkpoint again."
+        ) from exc
+    return model.eval()
+
+
+def write_tokenizer(path: Path, out: Path) -> None:
+    """tokenizer.json (fast tokenizer, even from vocab.txt alone) with no baked-in truncation."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), use_fast=True)
+    except Exception as exc:
+        raise ExportError(f"Could not load a tokenizer from {path}: {type(exc).__name__}: "
+                          f"{str(exc)[:300]}. The checkpoint needs tokenizer.json or vocab.txt.") from exc
+    if not getattr(tok, "is_fast", False):
+        raise ExportError(f"{path} has no fast (Rust) tokenizer; crossrank needs tokenizer.json.")
+    backend = tok.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    backend.save(str(out / "tokenizer.json"))
+
+
+def export_onnx(model: Any, out_file: Path, opset: int) -> list[str]:
+    """Export with optimum's ONNX exporter; returns the graph's input names."""
+    import tempfile
+
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    with tempfile.TemporaryDirectory(dir=out_file.parent) as tmp:
+        onnx_export_from_model(model, output=Path(tmp), task="text-classification", opset=opset,
+                               do_validation=False)
+        produced = Path(tmp) / "model.onnx"
+        if (Path(tmp) / "model.onnx_data").exists():
+            raise ExportError("The exported model is over 2 GB; crossrank handles single-file "
+                              "models only.")
+        produced.replace(out_file)
+    import onnx
+
+    graph = onnx.load(str(out_file), load_external_data=False).graph
+    return [i.name for i in graph.input]

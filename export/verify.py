@@ -1,0 +1,96 @@
+"""Parity of each ONNX variant against the PyTorch reference, before a manifest is written.
+
+The reference is the seed's own scorer: sentence_transformers.CrossEncoder(path,
+max_length=512).predict(pairs). Each variant is scored through the runtime's own Scorer on the
+CPU provider (fp16 on CUDA when it exists), so what is verified is what is served.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.corpus import UNICODE, sample_pairs
+
+log = logging.getLogger(__name__)
+
+FP32_MAX_ABS = 1e-3
+INT8_MIN_SPEARMAN = 0.98
+FP16_MIN_SPEARMAN = 0.98
+
+
+def fixed_pairs() -> list[tuple[str, str]]:
+    """Short, long, over-512-token, unicode and empty chunks, and a long query; seeded, fixed."""
+    pairs = sample_pairs(56, seed=1001)
+    long_text = " ".join(p for _, p in sample_pairs(8, seed=1002, max_sentences=40))
+    q = "Who was the first person to walk on the moon?"
+    pairs += [
+        (q, ""),
+        (q, "moon"),
+        (q, long_text),  # far over 512 tokens: truncated
+        (q, " ".join(UNICODE)),
+        ("東京 Москва café?", UNICODE[1]),
+        (" ".join([q] * 40), "Neil Armstrong walked on the moon."),  # query alone over the limit
+        (q, "Neil Armstrong was the first person to walk on the moon in July 1969."),
+        ("", "An empty query still gets a score."),
+    ]
+    return pairs
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation with average ranks for ties."""
+    def ranks(x: np.ndarray) -> np.ndarray:
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x), dtype=np.float64)
+        r[order] = np.arange(len(x), dtype=np.float64)
+        for v in np.unique(x):
+            idx = np.flatnonzero(x == v)
+            if len(idx) > 1:
+                r[idx] = r[idx].mean()
+        return r
+
+    ra, rb = ranks(np.asarray(a, dtype=np.float64)), ranks(np.asarray(b, dtype=np.float64))
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def reference_logits(checkpoint: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """The seed's scores with its activation removed: raw logits from CrossEncoder.predict."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    ce = CrossEncoder(str(checkpoint), max_length=512, device="cpu",
+                      activation_fn=torch.nn.Identity())
+    return np.asarray(ce.predict(pairs, batch_size=32, show_progress_bar=False), dtype=np.float32)
+
+
+def onnx_logits(model_dir: Path, model_file: str, max_length: int, provider: str,
+                pairs: list[tuple[str, str]]) -> np.ndarray:
+    """Logits from the runtime's Scorer on one model file."""
+    from runtime.scorer import Scorer
+    from runtime.session import Session
+    from runtime.tokenization import PairTokenizer
+
+    tok = PairTokenizer(model_dir / "tokenizer.json", max_length)
+    sess = Session(model_dir / model_file, provider=provider)
+    scorer = Scorer(tok, sess, activation="identity", token_budget=8192, max_rows=64)
+    return scorer.predict(pairs)
+
+
+def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    """Max and mean |difference|, Spearman, top-10 overlap of got against ref."""
+    k = min(10, len(ref))
+    top_ref = set(np.argsort(-ref, kind="stable")[:k].tolist())
+    top_got = set(np.argsort(-got, kind="stable")[:k].tolist())
+    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    return {
+        "pairs": int(len(ref)),
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "spearman": spearman(ref, got),
+        "top10_overlap": len(top_ref & top_got),
+    }

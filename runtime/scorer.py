@@ -1,0 +1,169 @@
+"""The only glue: tokenization -> batching -> session -> sorted scores."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime import batching, modeldir
+from runtime.errors import ConfigError, InvalidRequest
+from runtime.session import Session, resolve_provider
+from runtime.tokenization import Encoded, PairTokenizer
+
+log = logging.getLogger(__name__)
+
+ACTIVATIONS = ("model", "identity", "sigmoid")
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+def rank(scores: np.ndarray) -> list[tuple[int, float]]:
+    """(index, score) sorted by score descending, ties by index ascending, plain Python floats."""
+    s = np.asarray(scores)
+    order = np.lexsort((np.arange(len(s)), -s.astype(np.float64)))
+    return [(int(i), float(s[i])) for i in order]
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    """What a Scorer serves, for /info and logs."""
+
+    model_dir: str
+    name: str
+    source: str
+    stand_in: bool
+    variant: str
+    provider: str
+    threads: int
+    max_length: int
+    activation: str
+    token_budget: int
+    max_rows: int
+
+
+class Scorer:
+    """Scores (query, chunk) pairs with an exported cross-encoder. Thread-safe."""
+
+    def __init__(self, tokenizer: PairTokenizer, session: Session, *, activation: str,
+                 token_budget: int, max_rows: int, pad_token_id: int = 0,
+                 info: ScorerInfo | None = None) -> None:
+        if activation not in ("identity", "sigmoid"):
+            raise ConfigError(f"activation must be identity or sigmoid, not {activation!r}")
+        if token_budget < 1 or max_rows < 1:
+            raise ConfigError("token_budget and max_rows must be positive integers")
+        self.tokenizer = tokenizer
+        self.session = session
+        self.activation = activation
+        self.token_budget = token_budget
+        self.max_rows = max_rows
+        self.pad_token_id = pad_token_id
+        self.info = info
+        self._lock = threading.Lock()  # one inference at a time: the session owns all cores
+
+    @classmethod
+    def from_dir(cls, path: Path | str, *, variant: str = "auto", provider: str = "auto",
+                 threads: int | None = None, token_budget: int | None = None,
+                 max_rows: int | None = None, activation: str = "model",
+                 check_hash: bool = True) -> Scorer:
+        """Load an exported model directory, checking its manifest and files first."""
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}")
+        md = modeldir.load(path)
+        prov = resolve_provider(provider)
+        chosen = md.choose_variant(variant, prov)
+        model_file = md.model_file(chosen, check_hash=check_hash)
+        tok = PairTokenizer(md.tokenizer_file(), md.max_length)
+        sess = Session(model_file, provider=prov, threads=threads)
+        gpu = prov == "cuda"
+        budget = token_budget or (batching.GPU_TOKEN_BUDGET if gpu else batching.CPU_TOKEN_BUDGET)
+        if max_rows is None and chosen == "int8":
+            # Dynamic int8 takes activation scales from the whole batch, so a pair's score would
+            # move with its batch-mates; one row per run makes it depend on the pair alone, at no
+            # measurable cost on CPUs (README, "int8 determinism").
+            rows = 1
+        else:
+            rows = max_rows or (batching.GPU_MAX_ROWS if gpu else batching.CPU_MAX_ROWS)
+        act = md.activation if activation == "model" else activation
+        if md.stand_in:
+            log.warning("%s is a STAND-IN model with random weights: its scores are meaningless "
+                        "(offline trials and benchmarks only)", md.path)
+        info = ScorerInfo(model_dir=str(md.path), name=md.name, source=md.source,
+                          stand_in=md.stand_in, variant=chosen, provider=prov,
+                          threads=sess.info.threads, max_length=md.max_length, activation=act,
+                          token_budget=budget, max_rows=rows)
+        log.info("serving %s (%s, %s, %d threads)", md.name, chosen, prov, sess.info.threads)
+        return cls(tok, sess, activation=act, token_budget=budget, max_rows=rows,
+                   pad_token_id=md.pad_token_id, info=info)
+
+    # -- the stages, public so the server can batch across requests ---------------------------
+
+    def encode(self, query: str, chunks: Sequence[str]) -> Encoded:
+        """Tokenize one request's pairs (validated: strings only)."""
+        if not isinstance(query, str):
+            raise InvalidRequest("query must be a string")
+        for i, c in enumerate(chunks):
+            if not isinstance(c, str):
+                raise InvalidRequest(f"chunks[{i}] must be a string")
+        return self.tokenizer.encode(query, list(chunks))
+
+    def logits_encoded(self, ids: Sequence[np.ndarray], type_ids: Sequence[np.ndarray],
+                       lengths: np.ndarray) -> np.ndarray:
+        """float32 logits for encoded pairs, in their given order."""
+        n = len(ids)
+        if n == 0:
+            return np.zeros(0, dtype=np.float32)
+        groups = batching.plan(lengths, self.token_budget, self.max_rows)
+        batches: list[batching.Batch] = []
+        results: list[np.ndarray] = []
+        with self._lock:
+            for g in groups:
+                b = batching.pad(ids, type_ids, g, pad_id=self.pad_token_id)
+                batches.append(b)
+                results.append(self.session.run(b))
+        return batching.restore(n, batches, results)
+
+    def apply_activation(self, logits: np.ndarray, activation: str | None = None) -> np.ndarray:
+        """Scores as the caller asked: the model's activation by default."""
+        act = activation or self.activation
+        if act == "sigmoid":
+            return sigmoid(logits)
+        return np.asarray(logits, dtype=np.float32)
+
+    # -- the simple API -------------------------------------------------------------------------
+
+    def logits(self, query: str, chunks: Sequence[str]) -> np.ndarray:
+        """Raw float32 logits, one per chunk, in the caller's order."""
+        enc = self.encode(query, chunks)
+        return self.logits_encoded(enc.ids, enc.type_ids, enc.lengths)
+
+    def predict(self, pairs: Sequence[tuple[str, str]], activation: str | None = None) -> np.ndarray:
+        """Scores for arbitrary pairs in order, like CrossEncoder.predict."""
+        enc = self.tokenizer.encode_pairs([(q, c) for q, c in pairs])
+        return self.apply_activation(self.logits_encoded(enc.ids, enc.type_ids, enc.lengths),
+                                     activation)
+
+    def score(self, query: str, chunks: Sequence[str],
+              activation: str | None = None) -> list[tuple[int, float]]:
+        """[(index, score)] sorted by score descending, ties by index; the seed's contract."""
+        if len(chunks) == 0:
+            return []
+        return rank(self.apply_activation(self.logits(query, chunks), activation))
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description for /info."""
+        return dict(self.info.__dict__) if self.info else {}

@@ -1,0 +1,128 @@
+"""The ONNX Runtime session: provider choice, thread settings, and running one Batch."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.batching import Batch
+from runtime.errors import ConfigError, InferenceError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("auto", "cpu", "cuda")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity and cgroup-aware where the OS says so)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cuda_available() -> bool:
+    """True when this onnxruntime build has the CUDA provider."""
+    return _CUDA in ort.get_available_providers()
+
+
+def resolve_provider(provider: str) -> str:
+    """'cpu' or 'cuda' for a requested 'auto' | 'cpu' | 'cuda'."""
+    if provider not in PROVIDERS:
+        raise ConfigError(f"Unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}.")
+    if provider == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if provider == "cuda" and not cuda_available():
+        raise ConfigError(
+            "provider=cuda was requested but this onnxruntime has no CUDA provider (available: "
+            f"{', '.join(ort.get_available_providers())}). Install the GPU build with "
+            "`make install GPU=1` on a machine with an NVIDIA GPU, or use provider=cpu."
+        )
+    return provider
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What the session is running: file, provider and its inputs."""
+
+    model_file: str
+    provider: str
+    threads: int
+    input_names: tuple[str, ...]
+
+
+class Session:
+    """One ONNX Runtime inference session; input names come from the model, never the data."""
+
+    def __init__(self, model_file: Path, provider: str = "cpu", threads: int | None = None) -> None:
+        if provider == "cuda":
+            _preload_cuda()
+        opts = ort.SessionOptions()
+        n_threads = threads if threads else usable_cores()
+        opts.intra_op_num_threads = n_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        providers: list[Any] = [_CPU]
+        if provider == "cuda":
+            providers = [(_CUDA, {"device_id": 0}), _CPU]
+        try:
+            self._sess = ort.InferenceSession(str(model_file), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelLoadError(
+                f"ONNX Runtime cannot load {model_file}: {str(exc)[:300]}. The file is damaged or "
+                "was written by an incompatible exporter: export the model again (`make export`)."
+            ) from exc
+        if provider == "cuda" and _CUDA not in self._sess.get_providers():
+            raise ConfigError(f"The CUDA provider failed to initialise for {model_file}; check the "
+                              "CUDA and cuDNN libraries, or use provider=cpu.")
+        inputs = self._sess.get_inputs()
+        self._input_types = {i.name: (np.int32 if "int32" in i.type else np.int64) for i in inputs}
+        known = {"input_ids", "attention_mask", "token_type_ids"}
+        unknown = set(self._input_types) - known
+        if unknown or "input_ids" not in self._input_types:
+            raise ModelLoadError(f"{model_file} has inputs {sorted(self._input_types)}; crossrank "
+                                 "expects input_ids, attention_mask and optionally token_type_ids.")
+        outputs = self._sess.get_outputs()
+        self._output = outputs[0].name
+        self.info = SessionInfo(model_file=str(model_file), provider=provider, threads=n_threads,
+                                input_names=tuple(self._input_types))
+
+    def run(self, batch: Batch) -> np.ndarray:
+        """float32 logits, one per row."""
+        arrays = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+        feed = {name: arrays[name].astype(dt, copy=False) for name, dt in self._input_types.items()}
+        try:
+            (logits,) = self._sess.run([self._output], feed)
+        except Exception as exc:
+            raise InferenceError(f"inference failed: {str(exc)[:200]}") from exc
+        out = np.asarray(logits, dtype=np.float32)
+        if out.ndim == 2:
+            if out.shape[1] != 1:
+                raise InferenceError(f"the model returned {out.shape[1]} logits per pair, not 1")
+            out = out[:, 0]
+        return out
+
+
+def _preload_cuda() -> None:
+    # onnxruntime-gpu >= 1.21 can load the CUDA/cuDNN libraries from the nvidia-* pip packages,
+    # so CUDA works without torch in the process.
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # best effort: the system libraries may still be found
+            log.debug("onnxruntime.preload_dlls failed: %s", exc)

@@ -1,0 +1,66 @@
+"""batching.py is pure: plans, padding and order restoration, no model needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.batching import pad, padded_tokens, plan, restore
+
+
+def test_plan_respects_budget_counting_padding() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 512, size=500)
+    groups = plan(lengths, token_budget=2048, max_rows=64)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(500))
+    for g in groups:
+        assert len(g) <= 64
+        assert len(g) == 1 or len(g) * lengths[g].max() <= 2048
+
+
+def test_plan_sorts_by_length_and_is_deterministic() -> None:
+    lengths = [5, 3, 5, 3, 9]
+    groups = plan(lengths, token_budget=100, max_rows=2)
+    assert [g.tolist() for g in groups] == [[1, 3], [0, 2], [4]]
+    assert [g.tolist() for g in plan(lengths, 100, 2)] == [g.tolist() for g in groups]
+
+
+def test_row_longer_than_budget_gets_its_own_batch() -> None:
+    groups = plan([600, 10, 10], token_budget=256, max_rows=8)
+    assert [g.tolist() for g in groups] == [[1, 2], [0]]
+
+
+def test_sorting_beats_one_padded_batch() -> None:
+    lengths = np.array([30] * 50 + [500] * 5)
+    assert padded_tokens(lengths, plan(lengths, 2048, 64)) < 0.5 * len(lengths) * 500
+
+
+def test_invalid_budget() -> None:
+    with pytest.raises(ValueError):
+        plan([1, 2], token_budget=0, max_rows=1)
+
+
+def test_pad_and_restore_round_trip() -> None:
+    ids = [np.array([101, 5, 102]), np.array([101, 7, 8, 9, 102]), np.array([101, 102])]
+    types = [np.zeros(len(a), dtype=np.int64) for a in ids]
+    lengths = [len(a) for a in ids]
+    groups = plan(lengths, token_budget=8, max_rows=8)
+    batches = [pad(ids, types, g) for g in groups]
+    for b in batches:
+        assert b.input_ids.shape == b.attention_mask.shape == b.token_type_ids.shape
+        assert b.width == max(lengths[i] for i in b.positions)
+        for r, i in enumerate(b.positions):
+            n = lengths[i]
+            assert b.input_ids[r, :n].tolist() == ids[i].tolist()
+            assert b.attention_mask[r].sum() == n
+    results = [b.input_ids[:, 1].astype(np.float32) for b in batches]
+    out = restore(3, batches, results)
+    assert out.tolist() == [5.0, 7.0, 102.0]
+
+
+def test_restore_detects_missing_rows() -> None:
+    ids = [np.array([1, 2]), np.array([3])]
+    types = [np.zeros(2, dtype=np.int64), np.zeros(1, dtype=np.int64)]
+    b = pad(ids, types, np.array([0]))
+    with pytest.raises(ValueError):
+        restore(2, [b], [np.zeros(1, dtype=np.float32)])

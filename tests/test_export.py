@@ -1,0 +1,202 @@
+"""The export stage: model dir contents, manifest, parity records, bad input, no-op re-runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from export import ExportError
+from export.convert import activation, read_config, resolve
+from export.pipeline import Options, run
+from export.quantize import detect_isa, quantize
+from runtime.modeldir import sha256
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "export", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=300)
+
+
+def test_tiny_export_writes_every_file(tiny_dir: Path) -> None:
+    names = {p.name for p in tiny_dir.iterdir()}
+    assert {"model.onnx", "model_fp16.onnx", "tokenizer.json", "config.json",
+            "manifest.json"} <= names
+    assert not any(n.startswith((".", "raw")) for n in names)
+    assert not list(tiny_dir.parent.glob(".*partial*"))
+
+
+def test_manifest_content(tiny_dir: Path) -> None:
+    m = json.loads((tiny_dir / "manifest.json").read_text())
+    assert m["format_version"] == 1
+    assert m["max_length"] == 512
+    assert m["activation"] == "identity"
+    assert m["stand_in"] is True  # the tiny fixture carries the stand-in mark: random weights
+    assert m["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert m["opset"] >= 14
+    for name, entry in m["files"].items():
+        assert sha256(tiny_dir / name) == entry["sha256"]
+    assert {"torch", "onnxruntime", "transformers"} <= set(m["versions"])
+    fp32 = m["variants"]["fp32"]
+    assert fp32["verification"]["passed"] is True
+    assert fp32["verification"]["max_abs_diff"] <= 1e-3
+    assert fp32["fused_ops"]["Attention"] == 2  # eager attention export: fusable
+    assert m["variants"]["fp16"]["verification"]["status"] == "unchecked"
+    int8 = m["variants"]["int8"]
+    assert int8["verification"]["enforced"] is False  # random weights: recorded only
+    assert int8["shipped"] is True
+    assert int8["recipe"]["per_channel"] is True
+    for stage in ("load", "export", "optimize", "quantize", "verify"):
+        assert stage in m["timings_s"]
+
+
+def test_tokenizer_json_has_no_baked_truncation(tiny_dir: Path) -> None:
+    tok = json.loads((tiny_dir / "tokenizer.json").read_text())
+    assert tok["truncation"] is None and tok["padding"] is None
+
+
+def test_realistic_int8_is_enforced_and_passes(realistic_dir: Path) -> None:
+    m = json.loads((realistic_dir / "manifest.json").read_text())
+    v = m["variants"]["int8"]["verification"]
+    assert m["stand_in"] is False
+    assert v["enforced"] is True and v["passed"] is True
+    assert v["spearman"] >= 0.98
+    assert m["variants"]["fp32"]["verification"]["max_abs_diff"] <= 1e-3
+
+
+def test_rerun_is_a_fast_noop(tiny_ckpt: Path, tiny_dir: Path) -> None:
+    before = (tiny_dir / "manifest.json").read_text()
+    t0 = time.perf_counter()
+    out = run(Options(model=str(tiny_ckpt), out_dir=tiny_dir))
+    assert out == tiny_dir
+    assert time.perf_counter() - t0 < 5  # no export, no verification
+    assert (tiny_dir / "manifest.json").read_text() == before
+
+
+def test_force_rebuilds(tiny_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    run(Options(model=str(tiny_ckpt), out_dir=out, variants=("fp32",)))
+    first = json.loads((out / "manifest.json").read_text())["created"]
+    time.sleep(1.1)
+    run(Options(model=str(tiny_ckpt), out_dir=out, variants=("fp32",), force=True))
+    assert json.loads((out / "manifest.json").read_text())["created"] != first
+
+
+def test_int8_failing_on_real_weights_is_not_shipped(tiny_ckpt: Path, tmp_path: Path) -> None:
+    # The tiny fixture's random scores have near-random int8 ranks; unmarked as a stand-in, the
+    # check is enforced, fails, and the variant is dropped rather than shipped degraded.
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["crossrank_stand_in"] = False
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    out = run(Options(model=str(ckpt), out_dir=tmp_path / "m", variants=("fp32", "int8")))
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["variants"]["int8"]["shipped"] is False
+    assert not (out / "model_int8.onnx").exists()
+    assert m["variants"]["int8"]["verification"]["passed"] is False
+
+
+def test_activation_read_like_sentence_transformers() -> None:
+    assert activation({"sbert_ce_default_activation_function":
+                       "torch.nn.modules.linear.Identity"}) == "identity"
+    assert activation({"sentence_transformers": {
+        "activation_fn": "torch.nn.modules.activation.Sigmoid"}}) == "sigmoid"
+    assert activation({}) == "sigmoid"  # CrossEncoder's default for one label
+    with pytest.raises(ExportError):
+        activation({"sbert_ce_default_activation_function": "torch.nn.modules.activation.Tanh"})
+
+
+def test_isa_detection_and_override(tmp_path: Path, tiny_dir: Path) -> None:
+    assert detect_isa() in ("avx512_vnni", "avx2", "arm64")
+    recipe = quantize(tiny_dir / "model.onnx", tmp_path / "q.onnx", "avx2")
+    assert recipe["reduce_range"] is True
+    with pytest.raises(ExportError):
+        quantize(tiny_dir / "model.onnx", tmp_path / "q2.onnx", "sse2")
+
+
+# -- bad input: one clear paragraph, non-zero exit, nothing half-written -----------------------
+
+def test_not_a_cross_encoder(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    with pytest.raises(ExportError, match="not a cross-encoder"):
+        read_config(tmp_path)
+
+
+def test_wrong_num_labels(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"architectures": ["BertForSequenceClassification"], "num_labels": 3}))
+    with pytest.raises(ExportError, match="3 output labels"):
+        read_config(tmp_path)
+
+
+def test_missing_directory() -> None:
+    with pytest.raises(ExportError, match="No such checkpoint directory"):
+        resolve("./no/such/dir")
+
+
+def test_unknown_hub_id_offline_says_how_to_export_locally() -> None:
+    # The hub is unreachable here: the message must say so and name the local alternatives.
+    with pytest.raises(ExportError) as err:
+        resolve("crossrank-test/definitely-not-a-model")
+    msg = str(err.value)
+    assert "local checkpoint" in msg and "stand-in" in msg
+
+
+def test_corrupt_weights(tiny_ckpt: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, ckpt)
+    (ckpt / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    out = tmp_path / "out"
+    r = cli(str(ckpt), "--out", str(out))
+    assert r.returncode != 0
+    assert "corrupt" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_unwritable_output(tiny_ckpt: Path, tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        target = Path("/proc/crossrank-out")  # unwritable even for root
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        target = ro / "out"
+    r = cli(str(tiny_ckpt), "--out", str(target))
+    assert r.returncode == 2
+    assert "Cannot write" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_bad_hub_id_is_one_paragraph() -> None:
+    r = cli("crossrank-test/nope")
+    assert r.returncode == 2
+    assert "export failed" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.network
+def test_real_model_reproduces_the_seed_example(tmp_path: Path) -> None:
+    from runtime.scorer import Scorer
+
+    out = run(Options(model="cross-encoder/ms-marco-MiniLM-L-12-v2", out_dir=tmp_path / "m"))
+    q = "Who was the first person to walk on the moon?"
+    chunks = [
+        "The moon landing was watched by millions around the world.",
+        "Neil Armstrong was the first person to walk on the moon in 1969.",
+        "The moon orbits the Earth every 27 days.",
+    ]
+    expected = {1: 8.1014, 0: -5.6745, 2: -8.9913}
+    fp32 = Scorer.from_dir(out, variant="fp32").score(q, chunks)
+    assert [i for i, _ in fp32] == [1, 0, 2]
+    for i, s in fp32:
+        assert abs(s - expected[i]) <= 0.01
+    for i, s in Scorer.from_dir(out, variant="int8").score(q, chunks):
+        assert abs(s - expected[i]) <= 0.5
