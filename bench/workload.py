@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from export.corpus import FILLER, TOPICS
+
+ROOT = Path(__file__).resolve().parent.parent
+# The stand-in L-12 checkpoint (scored by the seed's PyTorch code) and its crossrank export.
+CKPT = ROOT / "models" / ".stand-in-L-12-checkpoint"
+EXPORTED = ROOT / "models" / "stand-in-L-12-bench"
 
 QUERY = "What are the main causes of ocean tides and how does the moon affect them?"
 

@@ -1,0 +1,34 @@
+"""pytest-benchmark suite: crossrank on the stand-in L-12, requests of 1, 10, 100, 1000 chunks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.workload import QUERY, chunks
+from runtime.scorer import Scorer
+
+
+@pytest.mark.parametrize("n", [1, 10, 100, 1000])
+def test_score_request(benchmark: Any, scorer: Scorer, n: int) -> None:
+    docs = chunks(n, seed=0)
+    tokens = int(scorer.tokenizer.encode(QUERY, docs).lengths.sum())
+    rounds = {1: 30, 10: 10, 100: 3, 1000: 1}[n]
+    result = benchmark.pedantic(scorer.score, args=(QUERY, docs), rounds=rounds, warmup_rounds=1)
+    assert len(result) == n
+    median = benchmark.stats.stats.median
+    benchmark.extra_info["tokens"] = tokens
+    benchmark.extra_info["tokens_per_s"] = round(tokens / median)
+    print(f"\n{n} chunks: {tokens} tokens, median {median * 1e3:.1f} ms, "
+          f"{tokens / median:,.0f} tokens/s")
+
+
+def test_small_request_latency(benchmark: Any, scorer: Scorer) -> None:
+    # 10 chunks of ~100 tokens: the interactive case; p50 and p99 from the rounds.
+    docs = [c for c in chunks(400, seed=5) if 80 <= len(c.split()) <= 110][:10]
+    assert len(docs) == 10
+    benchmark.pedantic(scorer.score, args=(QUERY, docs), rounds=100, warmup_rounds=3)
+    data = sorted(benchmark.stats.stats.data)
+    benchmark.extra_info["p50_ms"] = round(data[len(data) // 2] * 1e3, 2)
+    benchmark.extra_info["p99_ms"] = round(data[int(len(data) * 0.99) - 1] * 1e3, 2)
