@@ -147,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for kind, label in CONTENDERS.items():
-        r = results[kind]
-        lines.append(f"| {label} | {r['median_s'] * 1e3:.0f} | {r['tokens_per_s']:,.0f} | "
-                     f"{ours / r['tokens_per_s']:.2f} | {r['peak_rss_mb']:.0f} |")
+        row = results[kind]
+        lines.append(f"| {label} | {row['median_s'] * 1e3:.0f} | {row['tokens_per_s']:,.0f} | "
+                     f"{ours / row['tokens_per_s']:.2f} | {row['peak_rss_mb']:.0f} |")
     table = "\n".join(lines)
     print("\n" + table)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -71,3 +71,9 @@ class Unavailable(CrossrankError):
     """The scorer is not ready or is shutting down."""
 
     error_type = "unavailable"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """The body is not declared as JSON."""
+
+    error_type = "unsupported_media_type"

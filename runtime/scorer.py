@@ -137,6 +137,11 @@ class Scorer:
                 results.append(self.session.run(b))
         return batching.restore(n, batches, results)
 
+    def run_batch(self, batch: batching.Batch) -> np.ndarray:
+        """Logits for one padded batch (the server's worker plans batches across requests)."""
+        with self._lock:
+            return self.session.run(batch)
+
     def apply_activation(self, logits: np.ndarray, activation: str | None = None) -> np.ndarray:
         """Scores as the caller asked: the model's activation by default."""
         act = activation or self.activation

@@ -59,6 +59,10 @@ class PairTokenizer:
             truncated[i] = self.full_length(pairs[i]) - lengths[i]
         return Encoded(ids=ids, type_ids=type_ids, lengths=lengths, truncated=truncated)
 
+    def tokenize_alone(self, text: str) -> list[tuple[int, int]]:
+        """Character offsets of a text's tokens on its own, without special tokens."""
+        return list(self._full.encode(text, add_special_tokens=False).offsets)
+
     def full_length(self, pair: tuple[str, str]) -> int:
         """Tokens the pair would have without truncation."""
         return len(self._full.encode(pair[0], pair[1]).ids)

@@ -1,0 +1,461 @@
+"""HTTP only: the seed's /score, TEI and Cohere rerank shapes, health, info, metrics, OpenAPI.
+
+Every error is a JSON body {"error", "error_type"} with the status chosen in `status_for`, the
+one place where runtime errors meet HTTP. Inference never runs on the event loop: requests are
+tokenized in a thread and scored by the worker thread, which batches across requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST as PROM_CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runtime import __version__
+from runtime.errors import (
+    CrossrankError,
+    DeadlineExceeded,
+    InferenceError,
+    InvalidRequest,
+    LimitExceeded,
+    Overloaded,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from runtime.openapi import document
+from runtime.scorer import Scorer, rank, sigmoid
+from runtime.settings import Settings
+from runtime.tokenization import Encoded
+from runtime.worker import Hooks, Worker
+
+log = logging.getLogger(__name__)
+
+# Requests with less text than this are tokenized inline: a thread hop costs more than the work.
+_INLINE_CHARS = 20_000
+
+
+def status_for(exc: Exception) -> int:
+    """The HTTP status of a runtime error (the only mapping)."""
+    table: list[tuple[type[Exception], int]] = [
+        (PayloadTooLarge, 413),
+        (UnsupportedMediaType, 415),
+        (LimitExceeded, 422),
+        (InvalidRequest, 422),
+        (Unauthorized, 401),
+        (Overloaded, 429),
+        (DeadlineExceeded, 504),
+        (Unavailable, 503),
+        (InferenceError, 500),
+    ]
+    for cls, code in table:
+        if isinstance(exc, cls):
+            return code
+    return 500
+
+
+class BadJSON(InvalidRequest):
+    """The body is not valid UTF-8 JSON (400 rather than 422)."""
+
+    error_type = "invalid_json"
+
+
+def error_response(exc: CrossrankError) -> JSONResponse:
+    code = 400 if isinstance(exc, BadJSON) else status_for(exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(max(1, int(exc.retry_after_s)))
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"error": str(exc), "error_type": exc.error_type}, status_code=code,
+                        headers=headers)
+
+
+class Metrics(Hooks):
+    """Prometheus metrics on a registry of the app's own (several apps may share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("crossrank_requests", "HTTP requests", ["endpoint", "status"],
+                                registry=r)
+        self.latency = Histogram("crossrank_request_seconds", "request latency", ["endpoint"],
+                                 registry=r, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25,
+                                                      .5, 1, 2.5, 5, 10, 30, 60))
+        self.queue = Histogram("crossrank_queue_seconds", "time queued before inference",
+                               registry=r, buckets=(.001, .005, .01, .05, .1, .5, 1, 5, 10, 30))
+        self.rows = Histogram("crossrank_batch_rows", "rows per batch", registry=r,
+                              buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+        self.tokens = Histogram("crossrank_batch_tokens", "real tokens per batch", registry=r,
+                                buckets=(32, 128, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536))
+        self.padding = Counter("crossrank_padded_tokens", "tokens computed, padding included",
+                               registry=r)
+        self.queued = Gauge("crossrank_queued_tokens", "tokens waiting for inference", registry=r)
+        self.pairs = Counter("crossrank_pairs", "pairs scored", registry=r)
+
+    def batch(self, rows: int, tokens: int, padded: int) -> None:
+        self.rows.observe(rows)
+        self.tokens.observe(tokens)
+        self.padding.inc(padded)
+        self.pairs.inc(rows)
+
+    def queue_time(self, seconds: float) -> None:
+        self.queue.observe(seconds)
+
+    def queued_tokens(self, tokens: int) -> None:
+        self.queued.set(tokens)
+
+
+# -- request parsing ------------------------------------------------------------------------------
+
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object, size-checked before and while reading."""
+    ctype = request.headers.get("content-type", "")
+    main = ctype.split(";")[0].strip().lower()
+    if main and main != "application/json" and not main.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type must be application/json, not {main!r} "
+                                   "(curl: -H 'Content-Type: application/json')")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError as exc:
+            raise BadJSON("invalid Content-Length header") from exc
+        if size > max_bytes:
+            raise PayloadTooLarge(f"the body is {size} bytes; the limit is {max_bytes}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadJSON(f"the body is not valid UTF-8 (byte {exc.start})") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadJSON(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise BadJSON("malformed JSON: nested too deeply") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return data
+
+
+def _clean(s: str) -> str:
+    # JSON may carry lone surrogates (\ud800); the tokenizer needs valid Unicode.
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "replace").decode("utf-8")
+
+
+def get_query(body: dict[str, Any]) -> str:
+    q = body.get("query")
+    if q is None:
+        raise InvalidRequest("'query' is required")
+    if not isinstance(q, str):
+        raise InvalidRequest("'query' must be a string")
+    if not q.strip():
+        raise InvalidRequest("'query' must not be empty")
+    return _clean(q)
+
+
+def get_texts(body: dict[str, Any], field: str, max_items: int, objects: bool = False) -> list[str]:
+    items = body.get(field)
+    if items is None:
+        raise InvalidRequest(f"'{field}' is required")
+    if not isinstance(items, list):
+        raise InvalidRequest(f"'{field}' must be a list of strings")
+    if len(items) > max_items:
+        raise LimitExceeded(f"'{field}' has {len(items)} items; the limit is {max_items}")
+    out = []
+    for i, item in enumerate(items):
+        if objects and isinstance(item, dict) and isinstance(item.get("text"), str):
+            item = item["text"]
+        if not isinstance(item, str):
+            kind = "a string or an object with a 'text' string" if objects else "a string"
+            raise InvalidRequest(f"'{field}[{i}]' must be {kind}")
+        out.append(_clean(item))
+    return out
+
+
+def get_bool(body: dict[str, Any], field: str, default: bool) -> bool:
+    v = body.get(field, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise InvalidRequest(f"'{field}' must be true or false")
+    return v
+
+
+def get_pos_int(body: dict[str, Any], field: str) -> int | None:
+    v = body.get(field)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise InvalidRequest(f"'{field}' must be a positive integer")
+    return v
+
+
+# -- the app --------------------------------------------------------------------------------------
+
+class App:
+    """Handlers bound to one scorer, its worker and the settings."""
+
+    def __init__(self, scorer: Scorer, settings: Settings) -> None:
+        self.scorer = scorer
+        self.settings = settings
+        self.metrics = Metrics()
+        self.worker = Worker(scorer, settings.max_queued_tokens, hooks=self.metrics)
+
+    # Every endpoint runs through here: auth, errors, metrics.
+    def endpoint(self, name: str, handler: Callable[[Request], Awaitable[Response]],
+                 auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapped(request: Request) -> Response:
+            t0 = time.perf_counter()
+            try:
+                if auth:
+                    self.check_key(request)
+                response = await handler(request)
+            except CrossrankError as exc:
+                response = error_response(exc)
+            except Exception:
+                log.exception("unexpected error in %s", name)
+                response = JSONResponse({"error": "internal error", "error_type": "internal_error"},
+                                        status_code=500)
+            self.metrics.requests.labels(name, str(response.status_code)).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - t0)
+            return response
+
+        return wrapped
+
+    def check_key(self, request: Request) -> None:
+        key = self.settings.api_key
+        if not key:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                 key.encode()):
+            raise Unauthorized("missing or wrong API key (Authorization: Bearer <key>)")
+
+    def timeout_for(self, request: Request) -> float:
+        limit = self.settings.request_timeout_s
+        raw = request.headers.get("x-request-timeout")
+        if raw is None:
+            return limit
+        try:
+            asked = float(raw)
+        except ValueError as exc:
+            raise InvalidRequest("X-Request-Timeout must be a number of seconds") from exc
+        if not asked > 0:
+            raise InvalidRequest("X-Request-Timeout must be positive")
+        return min(asked, limit)
+
+    async def logits(self, request: Request, query: str, texts: list[str]) -> np.ndarray:
+        """Tokenize off the loop, queue for the worker, drop the work if the client leaves."""
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        timeout = self.timeout_for(request)
+        enc: Encoded
+        if len(query) + sum(len(t) for t in texts) < _INLINE_CHARS:
+            enc = self.scorer.tokenizer.encode(query, texts)
+        else:
+            enc = await anyio.to_thread.run_sync(self.scorer.tokenizer.encode, query, texts)
+        task = asyncio.ensure_future(self.worker.submit(enc, timeout))
+        watcher = asyncio.ensure_future(_wait_disconnect(request))
+        try:
+            done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if task not in done:
+                task.cancel()  # marks the job abandoned: the worker skips it
+                with contextlib.suppress(BaseException):
+                    await task
+                raise InvalidRequest("the client disconnected")
+            out = task.result()
+        finally:
+            watcher.cancel()
+        if not np.isfinite(out).all():
+            raise InferenceError("the model returned a non-finite score")
+        return out
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    async def score(self, request: Request) -> Response:
+        body = await read_json(request, self.settings.max_body_bytes)
+        query = get_query(body)
+        chunks = get_texts(body, "chunks", self.settings.max_chunks)
+        logits = await self.logits(request, query, chunks)
+        scores = self.scorer.apply_activation(logits)
+        return JSONResponse([[i, s] for i, s in rank(scores)])
+
+    async def rerank_tei(self, request: Request) -> Response:
+        body = await read_json(request, self.settings.max_body_bytes)
+        query = get_query(body)
+        texts = get_texts(body, "texts", self.settings.max_chunks)
+        raw = get_bool(body, "raw_scores", False)
+        return_text = get_bool(body, "return_text", False)
+        truncate = get_bool(body, "truncate", True)
+        direction = body.get("truncation_direction", "right")
+        if not isinstance(direction, str) or direction.lower() not in ("right", "left"):
+            raise InvalidRequest("'truncation_direction' must be 'right' or 'left'")
+        if direction.lower() == "left":
+            raise InvalidRequest("truncation_direction 'left' is not supported; crossrank "
+                                 "truncates like sentence-transformers (right, longest first)")
+        if not truncate:
+            self.check_fits(query, texts)
+        logits = await self.logits(request, query, texts)
+        scores = logits if raw else sigmoid(logits)
+        out = []
+        for i, s in rank(scores):
+            item: dict[str, Any] = {"index": i, "score": s}
+            if return_text:
+                item["text"] = texts[i]
+            out.append(item)
+        return JSONResponse(out)
+
+    def check_fits(self, query: str, texts: list[str]) -> None:
+        limit = self.scorer.tokenizer.max_length
+        for i, t in enumerate(texts):
+            n = self.scorer.tokenizer.full_length((query, t))
+            if n > limit:
+                raise InvalidRequest(f"texts[{i}] is {n} tokens with the query; the model takes "
+                                     f"{limit}. Send truncate=true or shorten it.")
+
+    async def rerank_cohere(self, request: Request, version: str) -> Response:
+        body = await read_json(request, self.settings.max_body_bytes)
+        query = get_query(body)
+        docs = get_texts(body, "documents", self.settings.max_chunks, objects=True)
+        top_n = get_pos_int(body, "top_n")
+        return_documents = get_bool(body, "return_documents", False)
+        max_tokens = get_pos_int(body, "max_tokens_per_doc")
+        model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise InvalidRequest("'model' must be a string")
+        scored = docs if max_tokens is None else [self.cut(d, max_tokens) for d in docs]
+        logits = await self.logits(request, query, scored)
+        ranked = rank(sigmoid(logits))
+        if top_n is not None:
+            ranked = ranked[:top_n]
+        results = []
+        for i, s in ranked:
+            item: dict[str, Any] = {"index": i, "relevance_score": s}
+            if return_documents:
+                item["document"] = {"text": docs[i]}
+            results.append(item)
+        return JSONResponse({
+            "id": str(uuid.uuid4()),
+            "results": results,
+            "meta": {"api_version": {"version": version},
+                     "billed_units": {"search_units": 1}},
+        })
+
+    def cut(self, text: str, max_tokens: int) -> str:
+        """The text up to its max_tokens-th token (Cohere's max_tokens_per_doc)."""
+        enc = self.scorer.tokenizer.tokenize_alone(text)
+        if len(enc) <= max_tokens:
+            return text
+        return text[: enc[max_tokens - 1][1]]
+
+    async def health(self, request: Request) -> Response:
+        if self.worker.healthy:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable", "error": "the model cannot score now",
+                             "error_type": "unavailable"}, status_code=503)
+
+    async def info(self, request: Request) -> Response:
+        d = self.scorer.describe()
+        s = self.settings
+        return JSONResponse({
+            "model": d.get("name"),
+            "source": d.get("source"),
+            "stand_in": d.get("stand_in"),
+            "variant": d.get("variant"),
+            "provider": d.get("provider"),
+            "threads": d.get("threads"),
+            "max_length": d.get("max_length"),
+            "activation": d.get("activation"),
+            "version": __version__,
+            "limits": {
+                "max_chunks": s.max_chunks,
+                "max_body_bytes": s.max_body_bytes,
+                "max_queued_tokens": s.max_queued_tokens,
+                "request_timeout_s": s.request_timeout_s,
+                "token_budget": d.get("token_budget"),
+                "max_rows": d.get("max_rows"),
+            },
+            "queued_tokens": self.worker.queued_tokens,
+            "auth": bool(s.api_key),
+        })
+
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=PROM_CONTENT_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(document(self.settings.max_chunks))
+
+
+async def _wait_disconnect(request: Request) -> None:
+    # The body has been read, so the next message is http.disconnect when the client leaves.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    code = exc.status_code if isinstance(exc, HTTPException) else 500
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(code, "http_error")
+    detail = exc.detail if isinstance(exc, HTTPException) else "error"
+    headers = getattr(exc, "headers", None)
+    return JSONResponse({"error": detail, "error_type": kind}, status_code=code, headers=headers)
+
+
+def create_app(scorer: Scorer, settings: Settings) -> Starlette:
+    """The ASGI app; the worker starts and stops with the app's lifespan."""
+    app_state = App(scorer, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        app_state.worker.start()
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(app_state.worker.stop, settings.graceful_shutdown_s)
+
+    a = app_state
+    routes = [
+        Route("/score", a.endpoint("score", a.score), methods=["POST"]),
+        Route("/rerank", a.endpoint("rerank", a.rerank_tei), methods=["POST"]),
+        Route("/v1/rerank", a.endpoint("v1_rerank", lambda r: a.rerank_cohere(r, "1")),
+              methods=["POST"]),
+        Route("/v2/rerank", a.endpoint("v2_rerank", lambda r: a.rerank_cohere(r, "2")),
+              methods=["POST"]),
+        Route("/health", a.endpoint("health", a.health, auth=False), methods=["GET"]),
+        Route("/info", a.endpoint("info", a.info), methods=["GET"]),
+        Route("/metrics", a.endpoint("metrics", a.metrics_text), methods=["GET"]),
+        Route("/openapi.json", a.endpoint("openapi", a.openapi, auth=False), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error})
+    app.state.crossrank = app_state
+    return app

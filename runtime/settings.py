@@ -1,0 +1,117 @@
+"""Server settings: one frozen dataclass, built once at start-up from flags, then CROSSRANK_* env."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from runtime.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know; defaults are the documented ones."""
+
+    model_dir: str = "models/ms-marco-MiniLM-L-12-v2"
+    provider: str = "auto"
+    variant: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int = 0  # 0: usable cores
+    token_budget: int = 0  # 0: the provider's measured default
+    max_rows: int = 0  # 0: the variant's default
+    max_chunks: int = 1000  # per request
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_queued_tokens: int = 400_000  # backpressure bound: above it, 429
+    request_timeout_s: float = 60.0  # deadline unless the request asks for less
+    api_key: str = ""  # empty: no authentication
+    max_connections: int = 256  # uvicorn limit_concurrency
+    keepalive_timeout_s: float = 5.0
+    graceful_shutdown_s: float = 30.0
+    log_level: str = "info"
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to show in /info: never the API key."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["api_key"] = bool(self.api_key)
+        return d
+
+
+_HELP = {
+    "model_dir": "exported model directory (make export writes it)",
+    "provider": "auto | cpu | cuda",
+    "variant": "auto | fp32 | int8 | fp16",
+    "host": "bind address (default 127.0.0.1: loopback only)",
+    "port": "TCP port",
+    "threads": "intra-op threads (0: usable cores)",
+    "token_budget": "tokens per batch, padding counted (0: measured default)",
+    "max_rows": "rows per batch (0: variant default; int8 runs one pair per batch)",
+    "max_chunks": "most chunks/texts/documents in one request (422 above)",
+    "max_body_bytes": "largest request body (413 above, checked before reading it all)",
+    "max_queued_tokens": "tokens waiting for inference before new work gets 429",
+    "request_timeout_s": "deadline per request; X-Request-Timeout (seconds) may ask for less",
+    "api_key": "require 'Authorization: Bearer KEY' (empty: no auth)",
+    "max_connections": "concurrent connections before uvicorn answers 503",
+    "keepalive_timeout_s": "idle keep-alive timeout",
+    "graceful_shutdown_s": "on SIGTERM, how long in-flight requests may take to finish",
+    "log_level": "debug | info | warning | error",
+}
+
+
+def build(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Parse flags; a flag not given falls back to CROSSRANK_<NAME>, then the default."""
+    env = os.environ if env is None else env
+    p = argparse.ArgumentParser(prog="python -m runtime",
+                                description="Serve an exported cross-encoder over HTTP.")
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, dest=f.name, default=None,
+                       help=f"{_HELP.get(f.name, '')} [env CROSSRANK_{f.name.upper()}; "
+                            f"default {f.default!r}]")
+    ns = p.parse_args(argv)
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = getattr(ns, f.name)
+        source = f"--{f.name.replace('_', '-')}"
+        if raw is None:
+            raw = env.get(f"CROSSRANK_{f.name.upper()}")
+            source = f"CROSSRANK_{f.name.upper()}"
+        if raw is None:
+            continue
+        values[f.name] = _convert(f.name, type(f.default), raw, source)
+    s = Settings(**values)
+    _check(s)
+    return s
+
+
+def _convert(name: str, kind: type, raw: str, source: str) -> Any:
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{source}={raw!r} is not a valid {kind.__name__}") from exc
+    return raw
+
+
+def _check(s: Settings) -> None:
+    if s.provider not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"provider must be auto, cpu or cuda, not {s.provider!r}")
+    if s.variant not in ("auto", "fp32", "int8", "fp16"):
+        raise ConfigError(f"variant must be auto, fp32, int8 or fp16, not {s.variant!r}")
+    if not 0 < s.port < 65536:
+        raise ConfigError(f"port must be 1-65535, not {s.port}")
+    for name in ("max_chunks", "max_body_bytes", "max_queued_tokens", "max_connections"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name} must be positive")
+    for name in ("threads", "token_budget", "max_rows"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"{name} must be 0 (default) or positive")
+    if s.request_timeout_s <= 0:
+        raise ConfigError("request_timeout_s must be positive")
+    if s.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")

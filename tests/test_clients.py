@@ -1,0 +1,50 @@
+"""Real client libraries against the server: the Cohere SDK (v1 and v2) with only base_url changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from runtime.scorer import Scorer
+from runtime.server import create_app
+from runtime.settings import Settings
+
+cohere = pytest.importorskip("cohere")
+
+QUERY = "Who was the first person to walk on the moon?"
+DOCS = [
+    "The moon landing was watched by millions around the world.",
+    "Neil Armstrong was the first person to walk on the moon in 1969.",
+    "The moon orbits the Earth every 27 days.",
+]
+
+
+@pytest.fixture(scope="module")
+def http(tiny_dir: Path) -> Iterator[TestClient]:
+    scorer = Scorer.from_dir(tiny_dir, variant="fp32")
+    with TestClient(create_app(scorer, Settings(api_key="k")), base_url="http://testserver") as c:
+        c.headers["authorization"] = "Bearer k"
+        yield c
+
+
+def expected(tiny_dir: Path) -> list[int]:
+    return [i for i, _ in Scorer.from_dir(tiny_dir, variant="fp32").score(QUERY, DOCS)]
+
+
+def test_cohere_v2_sdk(http: TestClient, tiny_dir: Path) -> None:
+    co = cohere.ClientV2(api_key="k", base_url="http://testserver", httpx_client=http)
+    res = co.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS, top_n=2)
+    assert [r.index for r in res.results] == expected(tiny_dir)[:2]
+    assert all(0 < r.relevance_score < 1 for r in res.results)
+
+
+def test_cohere_v1_sdk(http: TestClient, tiny_dir: Path) -> None:
+    co = cohere.Client(api_key="k", base_url="http://testserver", httpx_client=http)
+    res = co.rerank(model="rerank-english-v3.0", query=QUERY, documents=DOCS,
+                    return_documents=True)
+    assert [r.index for r in res.results] == expected(tiny_dir)
+    assert res.results[0].document is not None
+    assert res.results[0].document.text == DOCS[res.results[0].index]

@@ -1,0 +1,33 @@
+"""Settings: flags first, then CROSSRANK_* environment variables, then defaults; checked once."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.errors import ConfigError
+from runtime.settings import Settings, build
+
+
+def test_defaults() -> None:
+    s = build([], env={})
+    assert s == Settings()
+    assert s.host == "127.0.0.1" and s.port == 8000
+
+
+def test_env_fallback_and_flag_precedence() -> None:
+    env = {"CROSSRANK_PORT": "9000", "CROSSRANK_API_KEY": "k", "CROSSRANK_MAX_CHUNKS": "10"}
+    s = build([], env=env)
+    assert (s.port, s.api_key, s.max_chunks) == (9000, "k", 10)
+    assert build(["--port", "9001"], env=env).port == 9001
+
+
+def test_public_hides_the_key() -> None:
+    assert build([], env={"CROSSRANK_API_KEY": "secret"}).public()["api_key"] is True
+
+
+@pytest.mark.parametrize("argv", [["--port", "0"], ["--provider", "tpu"], ["--variant", "int4"],
+                                  ["--max-chunks", "0"], ["--request-timeout-s", "-1"],
+                                  ["--threads", "x"]])
+def test_invalid(argv: list[str]) -> None:
+    with pytest.raises(ConfigError):
+        build(argv, env={})
