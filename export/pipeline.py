@@ -40,6 +40,8 @@ class Options:
     isa: str | None = None
     force: bool = False
     variants: tuple[str, ...] = ("fp32", "int8", "fp16")
+    exporter: str = "auto"
+    tokenizer_dir: Path | None = None  # stand-in only: where its tokenizer files come from
 
 
 @contextmanager
@@ -114,7 +116,8 @@ def run(opts: Options) -> Path:
                 from export.standin import build_standin
 
                 src_tmp = Path(tempfile.mkdtemp(prefix="crossrank-standin-"))
-                src = convert.Source(spec=STANDIN_ID, path=build_standin(src_tmp / "ckpt"),
+                ckpt = build_standin(src_tmp / "ckpt", tokenizer_dir=opts.tokenizer_dir)
+                src = convert.Source(spec=STANDIN_ID, path=ckpt,
                                      revision="seed-0", is_local=True)
             else:
                 src = convert.resolve(opts.model, opts.revision)
@@ -150,7 +153,7 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
     max_length = min(512, int(cfg.get("max_position_embeddings", 512)) - _position_offset(cfg))
     raw = staging / "raw.onnx"
     with stage("export", timings):
-        input_names = convert.export_onnx(model, raw, OPSET)
+        input_names = convert.export_onnx(model, raw, OPSET, opts.exporter)
         convert.write_tokenizer(src.path, staging)
         shutil.copyfile(src.path / "config.json", staging / "config.json")
     variants: dict[str, dict[str, Any]] = {}

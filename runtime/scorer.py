@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,8 @@ class Scorer:
 
     def __init__(self, tokenizer: PairTokenizer, session: Session, *, activation: str,
                  token_budget: int, max_rows: int, pad_token_id: int = 0,
-                 info: ScorerInfo | None = None) -> None:
+                 info: ScorerInfo | None = None, pipeline: bool = False,
+                 slice_pairs: int = 512) -> None:
         if activation not in ("identity", "sigmoid"):
             raise ConfigError(f"activation must be identity or sigmoid, not {activation!r}")
         if token_budget < 1 or max_rows < 1:
@@ -74,6 +76,12 @@ class Scorer:
         self.pad_token_id = pad_token_id
         self.info = info
         self._lock = threading.Lock()  # one inference at a time: the session owns all cores
+        # pipeline: pad the next batch and tokenize the next slice of a large request while the
+        # accelerator runs the current batch (ONNX Runtime releases the GIL while it runs).
+        self.pipeline = pipeline
+        self.slice_pairs = slice_pairs
+        self._pad_pool: ThreadPoolExecutor | None = None
+        self._tok_pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_dir(cls, path: Path | str, *, variant: str = "auto", provider: str = "auto",
@@ -108,7 +116,7 @@ class Scorer:
                           token_budget=budget, max_rows=rows)
         log.info("serving %s (%s, %s, %d threads)", md.name, chosen, prov, sess.info.threads)
         return cls(tok, sess, activation=act, token_budget=budget, max_rows=rows,
-                   pad_token_id=md.pad_token_id, info=info)
+                   pad_token_id=md.pad_token_id, info=info, pipeline=gpu)
 
     # -- the stages, public so the server can batch across requests ---------------------------
 
@@ -130,12 +138,27 @@ class Scorer:
         groups = batching.plan(lengths, self.token_budget, self.max_rows)
         batches: list[batching.Batch] = []
         results: list[np.ndarray] = []
-        with self._lock:
-            for g in groups:
-                b = batching.pad(ids, type_ids, g, pad_id=self.pad_token_id)
-                batches.append(b)
-                results.append(self.session.run(b))
+        for b in self.iter_batches(ids, type_ids, groups):
+            batches.append(b)
+            results.append(self.run_batch(b))
         return batching.restore(n, batches, results)
+
+    def iter_batches(self, ids: Sequence[np.ndarray], type_ids: Sequence[np.ndarray],
+                     groups: Sequence[np.ndarray]) -> Iterator[batching.Batch]:
+        """Padded batches in plan order; with pipelining, the next is padded during this one."""
+        if not self.pipeline or len(groups) < 2:
+            for g in groups:
+                yield batching.pad(ids, type_ids, g, pad_id=self.pad_token_id)
+            return
+        if self._pad_pool is None:
+            self._pad_pool = ThreadPoolExecutor(1, thread_name_prefix="crossrank-pad")
+        pool = self._pad_pool
+        fut = pool.submit(batching.pad, ids, type_ids, groups[0], self.pad_token_id)
+        for k in range(len(groups)):
+            batch = fut.result()
+            if k + 1 < len(groups):
+                fut = pool.submit(batching.pad, ids, type_ids, groups[k + 1], self.pad_token_id)
+            yield batch
 
     def run_batch(self, batch: batching.Batch) -> np.ndarray:
         """Logits for one padded batch (the server's worker plans batches across requests)."""
@@ -153,8 +176,25 @@ class Scorer:
 
     def logits(self, query: str, chunks: Sequence[str]) -> np.ndarray:
         """Raw float32 logits, one per chunk, in the caller's order."""
+        if self.pipeline and len(chunks) > self.slice_pairs:
+            return self._logits_sliced(query, chunks)
         enc = self.encode(query, chunks)
         return self.logits_encoded(enc.ids, enc.type_ids, enc.lengths)
+
+    def _logits_sliced(self, query: str, chunks: Sequence[str]) -> np.ndarray:
+        # Tokenize slice k+1 on a helper thread while slice k's batches run on the device.
+        if self._tok_pool is None:
+            self._tok_pool = ThreadPoolExecutor(1, thread_name_prefix="crossrank-tok")
+        step = self.slice_pairs
+        slices = [chunks[i:i + step] for i in range(0, len(chunks), step)]
+        fut = self._tok_pool.submit(self.encode, query, slices[0])
+        outs = []
+        for k in range(len(slices)):
+            enc = fut.result()
+            if k + 1 < len(slices):
+                fut = self._tok_pool.submit(self.encode, query, slices[k + 1])
+            outs.append(self.logits_encoded(enc.ids, enc.type_ids, enc.lengths))
+        return np.concatenate(outs)
 
     def predict(self, pairs: Sequence[tuple[str, str]], activation: str | None = None) -> np.ndarray:
         """Scores for arbitrary pairs in order, like CrossEncoder.predict."""

@@ -184,14 +184,14 @@ class Worker:
         owners = np.asarray(owner)
         out = np.zeros(len(ids), dtype=np.float32)
         try:
-            for group in batching.plan(lengths, self.scorer.token_budget, self.scorer.max_rows):
-                if all(live[k].abandoned for k in set(owners[group].tolist())):
+            groups = batching.plan(lengths, self.scorer.token_budget, self.scorer.max_rows)
+            for batch in self.scorer.iter_batches(ids, types, groups):
+                if all(live[k].abandoned for k in set(owners[batch.positions].tolist())):
                     continue  # nobody is waiting for these rows any more
-                batch = batching.pad(ids, types, group, pad_id=self.scorer.pad_token_id)
                 t0 = time.perf_counter()
                 if self.fault is not None:
                     self.fault(batch)
-                out[group] = self.scorer.run_batch(batch)
+                out[batch.positions] = self.scorer.run_batch(batch)
                 dt = time.perf_counter() - t0
                 real = batch.real_tokens
                 self.hooks.batch(batch.rows, real, batch.rows * batch.width)

@@ -200,3 +200,13 @@ def test_real_model_reproduces_the_seed_example(tmp_path: Path) -> None:
         assert abs(s - expected[i]) <= 0.01
     for i, s in Scorer.from_dir(out, variant="int8").score(q, chunks):
         assert abs(s - expected[i]) <= 0.5
+
+
+def test_torch_exporter_fallback_is_fused_and_faithful(tiny_ckpt: Path, tmp_path: Path) -> None:
+    # The path used where optimum is absent (the GPU machine): same fusions, same parity bound.
+    out = run(Options(model=str(tiny_ckpt), out_dir=tmp_path / "m", variants=("fp32", "fp16"),
+                      exporter="torch"))
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["variants"]["fp32"]["fused_ops"]["Attention"] == 2
+    assert m["variants"]["fp32"]["verification"]["max_abs_diff"] <= 1e-3
+    assert m["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]

@@ -194,3 +194,13 @@ def test_serving_never_imports_torch(tiny_dir: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_pipelined_path_gives_the_same_scores(realistic_dir: Path) -> None:
+    # The CUDA path's pipelining (pad prefetch, sliced tokenization) exercised on the CPU.
+    plain = Scorer.from_dir(realistic_dir, variant="fp32", token_budget=1024, max_rows=8)
+    piped = Scorer.from_dir(realistic_dir, variant="fp32", token_budget=1024, max_rows=8)
+    piped.pipeline = True
+    piped.slice_pairs = 16
+    chunks = varied_chunks(70)
+    assert np.abs(plain.logits(QUERY, chunks) - piped.logits(QUERY, chunks)).max() <= 1e-5

