@@ -77,7 +77,7 @@ def main() -> int:
     p.add_argument("--work", default="/tmp/crossrank-gpu")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     p.add_argument("--sizes", default="100,2000")
-    p.add_argument("--budgets", default="16384,32768,65536")
+    p.add_argument("--budgets", default="32768,65536")
     p.add_argument("--cpu-dry-run", action="store_true",
                    help="exercise the script on a machine without CUDA (tiny sizes, CPU provider)")
     args = p.parse_args()
@@ -105,6 +105,10 @@ def main() -> int:
     from export.standin import build_standin
     from export.verify import spearman
     from runtime.scorer import Scorer
+    from runtime.tokenization import PairTokenizer
+
+    report["TOKENIZERS_PARALLELISM"] = os.environ.get("TOKENIZERS_PARALLELISM")
+    print("TOKENIZERS_PARALLELISM =", report["TOKENIZERS_PARALLELISM"], flush=True)
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -162,7 +166,12 @@ def main() -> int:
                       "median_ms": med * 1e3, "tokens_per_s": tokens / med})
         print(speed[-1], flush=True)
         tt = timed(base.tokenizer.encode, rounds, QUERY, docs)[0]
-        speed.append({"n": n, "tokens": tokens, "who": "tokenization only",
+        speed.append({"n": n, "tokens": tokens,
+                      "who": f"tokenization only ({base.tokenizer.threads} threads)",
+                      "median_ms": tt * 1e3, "tokens_per_s": tokens / tt})
+        one = PairTokenizer(standin / "tokenizer.json", 512, threads=1)
+        tt = timed(one.encode, rounds, QUERY, docs)[0]
+        speed.append({"n": n, "tokens": tokens, "who": "tokenization only (1 thread)",
                       "median_ms": tt * 1e3, "tokens_per_s": tokens / tt})
         for budget in budgets:
             for io in (True, False):

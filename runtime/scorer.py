@@ -14,7 +14,7 @@ import numpy as np
 
 from runtime import batching, modeldir
 from runtime.errors import ConfigError, InvalidRequest
-from runtime.session import Session, resolve_provider
+from runtime.session import Session, resolve_provider, usable_cores
 from runtime.tokenization import Encoded, PairTokenizer
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Scorer:
     def __init__(self, tokenizer: PairTokenizer, session: Session, *, activation: str,
                  token_budget: int, max_rows: int, pad_token_id: int = 0,
                  info: ScorerInfo | None = None, pipeline: bool = False,
-                 slice_pairs: int = 512) -> None:
+                 slice_pairs: int = 0) -> None:
         if activation not in ("identity", "sigmoid"):
             raise ConfigError(f"activation must be identity or sigmoid, not {activation!r}")
         if token_budget < 1 or max_rows < 1:
@@ -79,7 +79,7 @@ class Scorer:
         # pipeline: pad the next batch and tokenize the next slice of a large request while the
         # accelerator runs the current batch (ONNX Runtime releases the GIL while it runs).
         self.pipeline = pipeline
-        self.slice_pairs = slice_pairs
+        self.slice_pairs = slice_pairs  # 0: a quarter of the request, at least 32 pairs
         self._pad_pool: ThreadPoolExecutor | None = None
         self._tok_pool: ThreadPoolExecutor | None = None
 
@@ -95,9 +95,11 @@ class Scorer:
         prov = resolve_provider(provider)
         chosen = md.choose_variant(variant, prov)
         model_file = md.model_file(chosen, check_hash=check_hash)
-        tok = PairTokenizer(md.tokenizer_file(), md.max_length)
-        sess = Session(model_file, provider=prov, threads=threads)
         gpu = prov == "cuda"
+        # On a GPU box the CPU cores are free to tokenize; on a CPU box ORT owns them.
+        tok = PairTokenizer(md.tokenizer_file(), md.max_length,
+                            threads=usable_cores() if gpu else 1)
+        sess = Session(model_file, provider=prov, threads=threads)
         budget = token_budget or (batching.GPU_TOKEN_BUDGET if gpu else batching.CPU_TOKEN_BUDGET)
         if max_rows is None and chosen == "int8":
             # Dynamic int8 takes activation scales from the whole batch, so a pair's score would
@@ -176,7 +178,7 @@ class Scorer:
 
     def logits(self, query: str, chunks: Sequence[str]) -> np.ndarray:
         """Raw float32 logits, one per chunk, in the caller's order."""
-        if self.pipeline and len(chunks) > self.slice_pairs:
+        if self.pipeline and len(chunks) > 64:
             return self._logits_sliced(query, chunks)
         enc = self.encode(query, chunks)
         return self.logits_encoded(enc.ids, enc.type_ids, enc.lengths)
@@ -185,7 +187,7 @@ class Scorer:
         # Tokenize slice k+1 on a helper thread while slice k's batches run on the device.
         if self._tok_pool is None:
             self._tok_pool = ThreadPoolExecutor(1, thread_name_prefix="crossrank-tok")
-        step = self.slice_pairs
+        step = self.slice_pairs or max(32, -(-len(chunks) // 4))
         slices = [chunks[i:i + step] for i in range(0, len(chunks), step)]
         fut = self._tok_pool.submit(self.encode, query, slices[0])
         outs = []

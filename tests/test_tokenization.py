@@ -35,7 +35,8 @@ def test_segment_ids_mark_the_chunk(tiny_dir: Path) -> None:
 
 def test_truncation_is_reported(tiny_dir: Path) -> None:
     tok = PairTokenizer(tiny_dir / "tokenizer.json", 512)
-    enc = tok.encode("q", ["short", LONG])
+    enc = tok.encode("q", ["short", LONG], with_truncation=True)
+    assert enc.truncated is not None
     assert enc.truncated[0] == 0
     assert enc.truncated[1] == tok.full_length(("q", LONG)) - 512 > 0
 
@@ -50,3 +51,13 @@ def test_bad_tokenizer_file(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(ModelLoadError, match="Cannot read the tokenizer"):
         PairTokenizer(bad, 512)
+
+
+def test_threaded_shards_match_one_batch(tiny_dir: Path) -> None:
+    one = PairTokenizer(tiny_dir / "tokenizer.json", 512)
+    many = PairTokenizer(tiny_dir / "tokenizer.json", 512, threads=3)
+    chunks = [f"chunk {i} " + "moon " * (i % 700) for i in range(600)]
+    a, b = one.encode("q", chunks), many.encode("q", chunks)
+    assert a.lengths.tolist() == b.lengths.tolist()
+    assert all(x.tolist() == y.tolist() for x, y in zip(a.ids, b.ids, strict=True))
+    assert a.truncated is None
