@@ -277,6 +277,7 @@ class App:
         if not texts:
             return np.zeros(0, dtype=np.float32)
         timeout = self.timeout_for(request)
+        self.worker.check_capacity()  # refuse at once, before tokenizing, when already full
         enc: Encoded
         if len(query) + sum(len(t) for t in texts) < _INLINE_CHARS:
             enc = self.scorer.tokenizer.encode(query, texts)

@@ -63,7 +63,7 @@ class Session:
     """One ONNX Runtime inference session; input names come from the model, never the data."""
 
     def __init__(self, model_file: Path, provider: str = "cpu", threads: int | None = None,
-                 io_binding: bool = True) -> None:
+                 io_binding: bool = True, spin: bool = True) -> None:
         if provider == "cuda":
             _preload_cuda()
         opts = ort.SessionOptions()
@@ -73,6 +73,10 @@ class Session:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        if not spin:
+            # Idle intra-op threads otherwise spin-wait after each run, taking cores from the
+            # event loop and from other processes; servers turn it off.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any] = [_CPU]
         if provider == "cuda":
             cuda_opts = {"device_id": 0, "arena_extend_strategy": "kSameAsRequested",

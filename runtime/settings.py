@@ -21,6 +21,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int = 0  # 0: usable cores
+    spin: int = 1  # 1: ONNX Runtime threads spin-wait between runs (faster, busier)
     token_budget: int = 0  # 0: the provider's measured default
     max_rows: int = 0  # 0: the variant's default
     max_chunks: int = 1000  # per request
@@ -47,6 +48,7 @@ _HELP = {
     "host": "bind address (default 127.0.0.1: loopback only)",
     "port": "TCP port",
     "threads": "intra-op threads (0: usable cores)",
+    "spin": "1: inference threads spin-wait between runs (throughput); 0: they sleep",
     "token_budget": "tokens per batch, padding counted (0: measured default)",
     "max_rows": "rows per batch (0: variant default; int8 runs one pair per batch)",
     "max_chunks": "most chunks/texts/documents in one request (422 above)",
@@ -108,6 +110,8 @@ def _check(s: Settings) -> None:
     for name in ("max_chunks", "max_body_bytes", "max_queued_tokens", "max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be positive")
+    if s.spin not in (0, 1):
+        raise ConfigError("spin must be 0 or 1")
     for name in ("threads", "token_budget", "max_rows"):
         if getattr(s, name) < 0:
             raise ConfigError(f"{name} must be 0 (default) or positive")

@@ -102,6 +102,17 @@ class Worker:
 
     # -- the caller's side --------------------------------------------------------------------
 
+    def check_capacity(self) -> None:
+        """Raise Overloaded if the queue is already at its bound (cheap, no tokenization)."""
+        queued = self._queued
+        if queued >= self.max_queued_tokens:
+            raise self._overloaded(queued)
+
+    def _overloaded(self, queued: int) -> Overloaded:
+        wait = max(1, math.ceil(queued / self._rate))
+        return Overloaded(f"{queued} tokens are already queued (limit {self.max_queued_tokens}); "
+                          f"retry in {wait}s", retry_after_s=wait)
+
     async def submit(self, enc: Encoded, timeout_s: float) -> np.ndarray:
         """Logits for the encoded pairs, in their order. Raises Overloaded / DeadlineExceeded."""
         n = len(enc.ids)
@@ -114,9 +125,7 @@ class Worker:
             if not (self._accepting and self.alive):
                 raise Unavailable("the inference worker is not running")
             if self._queued > 0 and self._queued + job.tokens > self.max_queued_tokens:
-                wait = max(1, math.ceil(self._queued / self._rate))
-                raise Overloaded(f"{self._queued} tokens are already queued (limit "
-                                 f"{self.max_queued_tokens}); retry in {wait}s", retry_after_s=wait)
+                raise self._overloaded(self._queued)
             self._queue.append(job)
             self._queued += job.tokens
             self.hooks.queued_tokens(self._queued)
