@@ -16,7 +16,7 @@ MODEL_DIR ?= $(MODELS)/$(notdir $(patsubst %/,%,$(MODEL)))
 EXPORT_ARGS := $(MODEL) --models-root $(MODELS)
 endif
 
-.PHONY: install export serve test bench bench-compare lint clean
+.PHONY: install export serve test bench bench-server lint clean
 
 install: $(STAMP)
 
@@ -49,9 +49,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest bench -p no:cacheprovider --benchmark-columns=median,iqr,min,rounds \
-	  --benchmark-sort=name $(ARGS)
+	$(BIN)/python -m pytest bench -s -p no:cacheprovider --benchmark-columns=median,iqr,min,rounds \
+	  --benchmark-sort=name --benchmark-json=bench/results/latency-latest.json $(ARGS)
 	$(BIN)/python -m bench.compare
+
+bench-server: $(STAMP)
+	$(BIN)/python -m bench.server_bench $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check export runtime bench tests

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bench.workload import QUERY, chunks
+from bench.workload import QUERY, chunks, with_overlong
 from runtime.scorer import Scorer
 
 
@@ -32,3 +32,17 @@ def test_small_request_latency(benchmark: Any, scorer: Scorer) -> None:
     data = sorted(benchmark.stats.stats.data)
     benchmark.extra_info["p50_ms"] = round(data[len(data) // 2] * 1e3, 2)
     benchmark.extra_info["p99_ms"] = round(data[int(len(data) * 0.99) - 1] * 1e3, 2)
+
+
+@pytest.mark.parametrize("overflow", ["truncate", "split"])
+def test_overflow_cost(benchmark: Any, scorer: Scorer, overflow: str) -> None:
+    # 100 chunks, 20% of them over 512 tokens: what windowed scoring costs over truncation.
+    docs = with_overlong(100, 0.2, seed=1)
+    fn = scorer.logits if overflow == "truncate" else scorer.split
+    benchmark.pedantic(fn, args=(QUERY, docs), rounds=3, warmup_rounds=1)
+    enc = (scorer.tokenizer.encode(QUERY, docs) if overflow == "truncate" else
+           scorer.tokenizer.encode_windows(QUERY, docs, 128, 16, 2000))
+    benchmark.extra_info["rows"] = enc.rows
+    benchmark.extra_info["tokens"] = int(enc.lengths.sum())
+    print(f"\n{overflow}: {enc.rows} rows, {int(enc.lengths.sum())} tokens, "
+          f"median {benchmark.stats.stats.median * 1e3:.0f} ms")

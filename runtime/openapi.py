@@ -13,6 +13,15 @@ _ERROR = {
 }
 _STR = {"type": "string"}
 _STR_LIST = {"type": "array", "items": {"type": "string"}}
+# Every scoring endpoint takes these (crossrank extensions; defaults keep the original shapes).
+_OVERFLOW = {
+    "overflow": {"type": "string", "enum": ["truncate", "split"],
+                 "description": "over-long chunks: truncate at the model's limit (default) or "
+                                "split into overlapping windows scored by their max"},
+    "report_truncation": {"type": "boolean", "default": False,
+                          "description": "report cut chunks in X-Truncated-Count and "
+                                         "X-Truncated-Chunks (index:tokens lost)"},
+}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -50,6 +59,7 @@ def document(max_chunks: int) -> dict[str, Any]:
             "return_documents": {"type": "boolean", "default": False},
             "model": _STR,
             "max_tokens_per_doc": {"type": "integer", "minimum": 1},
+            **_OVERFLOW,
         },
     }
     cohere_resp = {
@@ -99,14 +109,15 @@ def document(max_chunks: int) -> dict[str, Any]:
         "components": {"schemas": {
             "Error": _ERROR,
             "ScoreRequest": {"type": "object", "required": ["query", "chunks"], "properties": {
-                "query": {**_STR, "minLength": 1}, "chunks": chunks}},
+                "query": {**_STR, "minLength": 1}, "chunks": chunks, **_OVERFLOW}},
             "TEIRerankRequest": {"type": "object", "required": ["query", "texts"], "properties": {
                 "query": {**_STR, "minLength": 1}, "texts": chunks,
                 "raw_scores": {"type": "boolean", "default": False},
                 "return_text": {"type": "boolean", "default": False},
                 "truncate": {"type": "boolean", "default": True},
                 "truncation_direction": {"type": "string", "enum": ["right", "Right"],
-                                         "default": "right"}}},
+                                         "default": "right"},
+                **_OVERFLOW}},
             "CohereRerankRequest": cohere_req,
         }},
     }

@@ -168,6 +168,21 @@ class Scorer:
         with self._lock:
             return self.session.run(batch)
 
+    @staticmethod
+    def per_chunk(logits: np.ndarray, enc: Encoded) -> np.ndarray:
+        """One logit per chunk: a split chunk scores as the best of its windows."""
+        if enc.owner is None or enc.n_chunks is None or enc.n_chunks == len(logits):
+            return logits
+        out = np.full(enc.n_chunks, -np.inf, dtype=np.float32)
+        np.maximum.at(out, enc.owner, logits)
+        return out
+
+    def split(self, query: str, chunks: Sequence[str], stride: int = 128,
+              max_per_chunk: int = 16, max_total: int = 2000) -> np.ndarray:
+        """Logits with overflow='split': over-long chunks scored as the max over windows."""
+        enc = self.tokenizer.encode_windows(query, list(chunks), stride, max_per_chunk, max_total)
+        return self.per_chunk(self.logits_encoded(enc.ids, enc.type_ids, enc.lengths), enc)
+
     def apply_activation(self, logits: np.ndarray, activation: str | None = None) -> np.ndarray:
         """Scores as the caller asked: the model's activation by default."""
         act = activation or self.activation

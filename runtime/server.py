@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # Requests with less text than this are tokenized inline: a thread hop costs more than the work.
 _INLINE_CHARS = 20_000
+# At most this many index:tokens entries in X-Truncated-Chunks (the count header has them all).
+_REPORT_MAX = 256
 
 
 def status_for(exc: Exception) -> int:
@@ -272,17 +274,43 @@ class App:
             raise InvalidRequest("X-Request-Timeout must be positive")
         return min(asked, limit)
 
-    async def logits(self, request: Request, query: str, texts: list[str]) -> np.ndarray:
-        """Tokenize off the loop, queue for the worker, drop the work if the client leaves."""
+    def overflow_options(self, body: dict[str, Any]) -> tuple[str, bool]:
+        """The request's overflow mode (or the server's default) and whether to report cuts."""
+        mode = body.get("overflow", self.settings.overflow)
+        if mode is None:
+            mode = self.settings.overflow
+        if mode not in ("truncate", "split"):
+            raise InvalidRequest("'overflow' must be 'truncate' or 'split'")
+        return str(mode), get_bool(body, "report_truncation", False)
+
+    def encode(self, query: str, texts: list[str], mode: str, report: bool) -> Encoded:
+        tok = self.scorer.tokenizer
+        if mode == "split":
+            s = self.settings
+            return tok.encode_windows(query, texts, s.window_stride, s.max_windows_per_chunk,
+                                      s.max_windows_per_request, with_truncation=report)
+        return tok.encode(query, texts, with_truncation=report)
+
+    async def logits(self, request: Request, query: str, texts: list[str],
+                     body: dict[str, Any] | None = None,
+                     headers: dict[str, str] | None = None) -> np.ndarray:
+        """One logit per text. Tokenizes off the loop, queues for the worker, drops the work
+        if the client leaves. With report_truncation, headers get what was cut."""
+        mode, report = self.overflow_options(body or {})
         if not texts:
             return np.zeros(0, dtype=np.float32)
         timeout = self.timeout_for(request)
         self.worker.check_capacity()  # refuse at once, before tokenizing, when already full
         enc: Encoded
         if len(query) + sum(len(t) for t in texts) < _INLINE_CHARS:
-            enc = self.scorer.tokenizer.encode(query, texts)
+            enc = self.encode(query, texts, mode, report)
         else:
-            enc = await anyio.to_thread.run_sync(self.scorer.tokenizer.encode, query, texts)
+            enc = await anyio.to_thread.run_sync(self.encode, query, texts, mode, report)
+        if report and headers is not None and enc.truncated is not None:
+            cut = np.flatnonzero(enc.truncated > 0)
+            headers["X-Truncated-Count"] = str(len(cut))
+            headers["X-Truncated-Chunks"] = ",".join(
+                f"{i}:{enc.truncated[i]}" for i in cut[:_REPORT_MAX])
         task = asyncio.ensure_future(self.worker.submit(enc, timeout))
         watcher = asyncio.ensure_future(_wait_disconnect(request))
         try:
@@ -297,7 +325,7 @@ class App:
             watcher.cancel()
         if not np.isfinite(out).all():
             raise InferenceError("the model returned a non-finite score")
-        return out
+        return Scorer.per_chunk(out, enc)
 
     # -- endpoints ------------------------------------------------------------------------------
 
@@ -305,9 +333,10 @@ class App:
         body = await read_json(request, self.settings.max_body_bytes)
         query = get_query(body)
         chunks = get_texts(body, "chunks", self.settings.max_chunks)
-        logits = await self.logits(request, query, chunks)
+        headers: dict[str, str] = {}
+        logits = await self.logits(request, query, chunks, body, headers)
         scores = self.scorer.apply_activation(logits)
-        return JSONResponse([[i, s] for i, s in rank(scores)])
+        return JSONResponse([[i, s] for i, s in rank(scores)], headers=headers)
 
     async def rerank_tei(self, request: Request) -> Response:
         body = await read_json(request, self.settings.max_body_bytes)
@@ -324,7 +353,8 @@ class App:
                                  "truncates like sentence-transformers (right, longest first)")
         if not truncate:
             self.check_fits(query, texts)
-        logits = await self.logits(request, query, texts)
+        headers: dict[str, str] = {}
+        logits = await self.logits(request, query, texts, body, headers)
         scores = logits if raw else sigmoid(logits)
         out = []
         for i, s in rank(scores):
@@ -332,7 +362,7 @@ class App:
             if return_text:
                 item["text"] = texts[i]
             out.append(item)
-        return JSONResponse(out)
+        return JSONResponse(out, headers=headers)
 
     def check_fits(self, query: str, texts: list[str]) -> None:
         limit = self.scorer.tokenizer.max_length
@@ -353,7 +383,8 @@ class App:
         if model is not None and not isinstance(model, str):
             raise InvalidRequest("'model' must be a string")
         scored = docs if max_tokens is None else [self.cut(d, max_tokens) for d in docs]
-        logits = await self.logits(request, query, scored)
+        headers: dict[str, str] = {}
+        logits = await self.logits(request, query, scored, body, headers)
         ranked = rank(sigmoid(logits))
         if top_n is not None:
             ranked = ranked[:top_n]
@@ -368,7 +399,7 @@ class App:
             "results": results,
             "meta": {"api_version": {"version": version},
                      "billed_units": {"search_units": 1}},
-        })
+        }, headers=headers)
 
     def cut(self, text: str, max_tokens: int) -> str:
         """The text up to its max_tokens-th token (Cohere's max_tokens_per_doc)."""
@@ -401,6 +432,10 @@ class App:
                 "max_body_bytes": s.max_body_bytes,
                 "max_queued_tokens": s.max_queued_tokens,
                 "request_timeout_s": s.request_timeout_s,
+                "overflow_default": s.overflow,
+                "window_stride": s.window_stride,
+                "max_windows_per_chunk": s.max_windows_per_chunk,
+                "max_windows_per_request": s.max_windows_per_request,
                 "token_budget": d.get("token_budget"),
                 "max_rows": d.get("max_rows"),
             },

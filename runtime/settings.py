@@ -29,6 +29,10 @@ class Settings:
     max_queued_tokens: int = 400_000  # backpressure bound: above it, 429
     request_timeout_s: float = 60.0  # deadline unless the request asks for less
     api_key: str = ""  # empty: no authentication
+    overflow: str = "truncate"  # default for requests that do not say: truncate | split
+    window_stride: int = 128  # overflow=split: tokens shared by consecutive windows
+    max_windows_per_chunk: int = 16
+    max_windows_per_request: int = 2000
     max_connections: int = 256  # uvicorn limit_concurrency
     keepalive_timeout_s: float = 5.0
     graceful_shutdown_s: float = 30.0
@@ -56,6 +60,11 @@ _HELP = {
     "max_queued_tokens": "tokens waiting for inference before new work gets 429",
     "request_timeout_s": "deadline per request; X-Request-Timeout (seconds) may ask for less",
     "api_key": "require 'Authorization: Bearer KEY' (empty: no auth)",
+    "overflow": "over-long chunks: truncate (like sentence-transformers) or split into windows "
+                "scored by their max",
+    "window_stride": "overflow=split: tokens shared by consecutive windows",
+    "max_windows_per_chunk": "overflow=split: most windows one chunk may need (422 above)",
+    "max_windows_per_request": "overflow=split: most windows one request may need (422 above)",
     "max_connections": "concurrent connections before uvicorn answers 503",
     "keepalive_timeout_s": "idle keep-alive timeout",
     "graceful_shutdown_s": "on SIGTERM, how long in-flight requests may take to finish",
@@ -110,6 +119,12 @@ def _check(s: Settings) -> None:
     for name in ("max_chunks", "max_body_bytes", "max_queued_tokens", "max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be positive")
+    if s.overflow not in ("truncate", "split"):
+        raise ConfigError(f"overflow must be truncate or split, not {s.overflow!r}")
+    if not 0 <= s.window_stride <= 256:
+        raise ConfigError("window_stride must be between 0 and 256 tokens")
+    if s.max_windows_per_chunk < 1 or s.max_windows_per_request < 1:
+        raise ConfigError("window limits must be positive")
     if s.spin not in (0, 1):
         raise ConfigError("spin must be 0 or 1")
     for name in ("threads", "token_budget", "max_rows"):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from runtime.errors import ModelLoadError
+from runtime.errors import LimitExceeded, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,13 @@ class Encoded:
     type_ids: list[np.ndarray]
     lengths: np.ndarray  # int64, tokens per pair after truncation
     truncated: np.ndarray | None  # int64, tokens cut from each pair; None unless asked for
+    # With overflow="split" one chunk may become several rows (windows): owner[row] is its chunk.
+    owner: np.ndarray | None = None
+    n_chunks: int | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
 
 
 # Below this many pairs one encode_batch call is fastest; above it, shards run on threads.
@@ -52,6 +59,7 @@ class PairTokenizer:
         # parallelises even where the library's own thread pool is disabled.
         self.threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
+        self._splitters: dict[int, Tokenizer] = {}
 
     def encode(self, query: str, chunks: list[str], with_truncation: bool = False) -> Encoded:
         """Encode one query against many chunks."""
@@ -90,6 +98,70 @@ class PairTokenizer:
         for part in self._pool.map(self._tok.encode_batch, shards):
             out.extend(part)
         return out
+
+    def encode_windows(self, query: str, chunks: list[str], stride: int, max_per_chunk: int,
+                       max_total: int, with_truncation: bool = False) -> Encoded:
+        """Pairs that fit stay one row; a chunk whose pair is too long becomes overlapping
+        windows of its tokens, each with the whole query ([CLS] q [SEP] window [SEP]), the
+        windows overlapping by `stride` tokens so every token is seen. Caps raise LimitExceeded.
+
+        A query too long to leave room for a window falls back to longest-first truncation.
+        """
+        base = self.encode(query, chunks, with_truncation=True)
+        assert base.truncated is not None
+        cut = np.flatnonzero(base.truncated > 0)
+        n = len(chunks)
+        if len(cut) == 0:
+            return Encoded(ids=base.ids, type_ids=base.type_ids, lengths=base.lengths,
+                           truncated=base.truncated if with_truncation else None,
+                           owner=np.arange(n, dtype=np.int64), n_chunks=n)
+        splitter = self._splitter(stride)
+        windows: dict[int, list[Any]] = {}
+        total = n - len(cut)
+        for c in cut.tolist():
+            try:
+                enc = splitter.encode(query, chunks[c])
+            except Exception:  # the query leaves no room for a window: keep the truncated row
+                total += 1
+                continue
+            wins = [enc, *enc.overflowing]
+            if len(wins) > max_per_chunk:
+                raise LimitExceeded(
+                    f"chunk {c} needs {len(wins)} windows; the limit is {max_per_chunk} per chunk. "
+                    "Shorten it, or send overflow='truncate'.")
+            windows[c] = wins
+            total += len(wins)
+        if total > max_total:
+            raise LimitExceeded(f"the request needs {total} windows; the limit is {max_total} "
+                                "per request. Send fewer or shorter chunks, or overflow='truncate'.")
+        ids: list[np.ndarray] = []
+        type_ids: list[np.ndarray] = []
+        owner: list[int] = []
+        truncated = base.truncated.copy()
+        for i in range(n):
+            if i in windows:
+                truncated[i] = 0
+                for w in windows[i]:
+                    ids.append(np.asarray(w.ids, dtype=np.int64))
+                    type_ids.append(np.asarray(w.type_ids, dtype=np.int64))
+                    owner.append(i)
+            else:
+                ids.append(base.ids[i])
+                type_ids.append(base.type_ids[i])
+                owner.append(i)
+        lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
+        return Encoded(ids=ids, type_ids=type_ids, lengths=lengths,
+                       truncated=truncated if with_truncation else None,
+                       owner=np.asarray(owner, dtype=np.int64), n_chunks=n)
+
+    def _splitter(self, stride: int) -> Tokenizer:
+        cached = self._splitters.get(stride)
+        if cached is None:
+            cached = Tokenizer.from_str(self._full.to_str())
+            cached.enable_truncation(max_length=self.max_length, stride=stride,
+                                     strategy="only_second")
+            self._splitters[stride] = cached
+        return cached
 
     def tokenize_alone(self, text: str) -> list[tuple[int, int]]:
         """Character offsets of a text's tokens on its own, without special tokens."""
