@@ -16,7 +16,7 @@ MODEL_DIR ?= $(MODELS)/$(notdir $(patsubst %/,%,$(MODEL)))
 EXPORT_ARGS := $(MODEL) --models-root $(MODELS)
 endif
 
-.PHONY: install export serve test bench bench-server lint clean
+.PHONY: install export serve test bench bench-server fuzz overload soak lint clean
 
 install: $(STAMP)
 
@@ -52,6 +52,9 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest bench -s -p no:cacheprovider --benchmark-columns=median,iqr,min,rounds \
 	  --benchmark-sort=name --benchmark-json=bench/results/latency-latest.json $(ARGS)
 	$(BIN)/python -m bench.compare
+
+fuzz: $(STAMP)
+	CROSSRANK_FUZZ_EXAMPLES=$${EXAMPLES:-1000} $(BIN)/python -m pytest tests/test_fuzz.py -q $(ARGS)
 
 bench-server: $(STAMP)
 	$(BIN)/python -m bench.server_bench $(ARGS)

@@ -62,9 +62,10 @@ class ModelDir:
         return int(self.manifest.get("pad_token_id", 0))
 
     def shipped(self, variant: str) -> bool:
-        """True when the export wrote and accepted this variant."""
+        """True when the export wrote and accepted this variant (a shipped file that has gone
+        missing is an error at load, not a silent fallback)."""
         v = self.manifest.get("variants", {}).get(variant, {})
-        return bool(v.get("shipped")) and (self.path / VARIANT_FILES[variant]).exists()
+        return bool(v.get("shipped"))
 
     def choose_variant(self, requested: str, provider: str) -> str:
         """int8 on CPU, fp16 on CUDA, fp32 when asked or when the preferred one was not shipped."""

@@ -13,14 +13,25 @@ _ERROR = {
 }
 _STR = {"type": "string"}
 _STR_LIST = {"type": "array", "items": {"type": "string"}}
+
+
+def _opt(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional field: null is accepted and means 'not given' (some clients send nulls)."""
+    out = dict(schema)
+    out["type"] = [schema["type"], "null"]
+    if "enum" in out:
+        out["enum"] = [*schema["enum"], None]
+    return out
+
+
 # Every scoring endpoint takes these (crossrank extensions; defaults keep the original shapes).
 _OVERFLOW = {
-    "overflow": {"type": "string", "enum": ["truncate", "split"],
-                 "description": "over-long chunks: truncate at the model's limit (default) or "
-                                "split into overlapping windows scored by their max"},
-    "report_truncation": {"type": "boolean", "default": False,
-                          "description": "report cut chunks in X-Truncated-Count and "
-                                         "X-Truncated-Chunks (index:tokens lost)"},
+    "overflow": _opt({"type": "string", "enum": ["truncate", "split"],
+                      "description": "over-long chunks: truncate at the model's limit (default) "
+                                     "or split into overlapping windows scored by their max"}),
+    "report_truncation": _opt({"type": "boolean", "default": False,
+                               "description": "report cut chunks in X-Truncated-Count and "
+                                              "X-Truncated-Chunks (index:tokens lost)"}),
 }
 
 
@@ -55,10 +66,10 @@ def document(max_chunks: int) -> dict[str, Any]:
         "properties": {
             "query": {**_STR, "minLength": 1},
             "documents": {"type": "array", "items": cohere_doc, "maxItems": max_chunks},
-            "top_n": {"type": "integer", "minimum": 1},
-            "return_documents": {"type": "boolean", "default": False},
-            "model": _STR,
-            "max_tokens_per_doc": {"type": "integer", "minimum": 1},
+            "top_n": _opt({"type": "integer", "minimum": 1}),
+            "return_documents": _opt({"type": "boolean", "default": False}),
+            "model": _opt(_STR),
+            "max_tokens_per_doc": _opt({"type": "integer", "minimum": 1}),
             **_OVERFLOW,
         },
     }
@@ -82,8 +93,9 @@ def document(max_chunks: int) -> dict[str, Any]:
             "/score": _post(
                 "Score chunks against a query (the seed's contract): [[index, score], ...]",
                 "ScoreRequest",
-                {"type": "array", "items": {"type": "array", "prefixItems": [
-                    {"type": "integer"}, {"type": "number"}], "minItems": 2, "maxItems": 2}},
+                {"type": "array", "items": {
+                    "type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+                    "description": "[index into chunks (an integer), score]"}},
             ),
             "/rerank": _post(
                 "Text Embeddings Inference rerank shape", "TEIRerankRequest",
@@ -102,6 +114,9 @@ def document(max_chunks: int) -> dict[str, Any]:
                               "responses": {"200": {"description": "info", "content": {
                                   "application/json": {"schema": {"type": "object"}}}},
                                   **_errors(401)}}},
+            "/openapi.json": {"get": {"summary": "this document", "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {
+                    "schema": {"type": "object"}}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "metrics",
                         "content": {"text/plain": {"schema": _STR}}}, **_errors(401)}}},
@@ -112,11 +127,11 @@ def document(max_chunks: int) -> dict[str, Any]:
                 "query": {**_STR, "minLength": 1}, "chunks": chunks, **_OVERFLOW}},
             "TEIRerankRequest": {"type": "object", "required": ["query", "texts"], "properties": {
                 "query": {**_STR, "minLength": 1}, "texts": chunks,
-                "raw_scores": {"type": "boolean", "default": False},
-                "return_text": {"type": "boolean", "default": False},
-                "truncate": {"type": "boolean", "default": True},
-                "truncation_direction": {"type": "string", "enum": ["right", "Right"],
-                                         "default": "right"},
+                "raw_scores": _opt({"type": "boolean", "default": False}),
+                "return_text": _opt({"type": "boolean", "default": False}),
+                "truncate": _opt({"type": "boolean", "default": True}),
+                "truncation_direction": _opt({"type": "string", "enum": ["right", "Right"],
+                                              "default": "right"}),
                 **_OVERFLOW}},
             "CohereRerankRequest": cohere_req,
         }},

@@ -177,7 +177,7 @@ def get_query(body: dict[str, Any]) -> str:
         raise InvalidRequest("'query' is required")
     if not isinstance(q, str):
         raise InvalidRequest("'query' must be a string")
-    if not q.strip():
+    if not q:
         raise InvalidRequest("'query' must not be empty")
     return _clean(q)
 
@@ -214,6 +214,8 @@ def get_pos_int(body: dict[str, Any], field: str) -> int | None:
     v = body.get(field)
     if v is None:
         return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)  # JSON Schema counts 3.0 as an integer
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
         raise InvalidRequest(f"'{field}' must be a positive integer")
     return v
@@ -345,10 +347,11 @@ class App:
         raw = get_bool(body, "raw_scores", False)
         return_text = get_bool(body, "return_text", False)
         truncate = get_bool(body, "truncate", True)
-        direction = body.get("truncation_direction", "right")
-        if not isinstance(direction, str) or direction.lower() not in ("right", "left"):
+        direction = body.get("truncation_direction")
+        direction = "right" if direction is None else direction
+        if not isinstance(direction, str) or direction not in ("right", "Right", "left", "Left"):
             raise InvalidRequest("'truncation_direction' must be 'right' or 'left'")
-        if direction.lower() == "left":
+        if direction in ("left", "Left"):
             raise InvalidRequest("truncation_direction 'left' is not supported; crossrank "
                                  "truncates like sentence-transformers (right, longest first)")
         if not truncate:

@@ -165,7 +165,6 @@ BAD = [
     (b'{"query": "q", "chunks": ["a", 1]}', "application/json", 422),
     (b'{"query": "q", "chunks": ["a", null]}', "application/json", 422),
     (b'{"query": "", "chunks": ["a"]}', "application/json", 422),
-    (b'{"query": "   ", "chunks": ["a"]}', "application/json", 422),
 ]
 
 
@@ -207,7 +206,7 @@ def test_lone_surrogates_are_scored(client: TestClient) -> None:
     assert r.status_code == 200
 
 
-@pytest.mark.parametrize("top_n", [0, -1, "3", 1.5, True])
+@pytest.mark.parametrize("top_n", [0, -1, "3", 1.5, True, -2.0])
 def test_bad_top_n(client: TestClient, top_n: Any) -> None:
     assert_error(client.post("/v1/rerank", json={"query": "q", "documents": ["a"],
                                                  "top_n": top_n}), 422)

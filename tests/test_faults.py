@@ -1,0 +1,144 @@
+"""Faults: a client that leaves frees its queued work; damaged model dirs fail at start-up;
+slow or idle clients do not stall others (real uvicorn process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from runtime import batching
+from runtime.scorer import Scorer
+from runtime.server import create_app
+from runtime.settings import Settings
+from tests.test_process import ROOT, free_port, start
+
+
+async def asgi_post(app: Any, path: str, body: dict[str, Any], leave: asyncio.Event) -> int:
+    """POST through the ASGI interface; `leave` set means the client disconnects."""
+    payload = json.dumps(body).encode()
+    sent = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": payload, "more_body": False}
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "headers": [(b"content-type", b"application/json")],
+             "http_version": "1.1", "scheme": "http", "server": ("test", 80),
+             "client": ("test", 1), "root_path": "", "app": app}
+    await app(scope, receive, send)
+    return status
+
+
+def test_disconnected_client_frees_its_queued_work(tiny_dir: Path) -> None:
+    scorer = Scorer.from_dir(tiny_dir, variant="fp32")
+    app = create_app(scorer, Settings())
+    worker = app.state.crossrank.worker
+    gate = threading.Event()
+    rows: list[int] = []
+
+    def hold(batch: batching.Batch) -> None:
+        gate.wait(10)
+        rows.append(batch.rows)
+
+    worker.fault = hold
+    worker.start()
+
+    async def scenario() -> tuple[int, int]:
+        stay, leave = asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(asgi_post(app, "/score", {"query": "q", "chunks": ["a"]}, stay))
+        await asyncio.sleep(0.3)
+        second = asyncio.create_task(
+            asgi_post(app, "/score", {"query": "q", "chunks": ["b"] * 7}, leave))
+        await asyncio.sleep(0.3)
+        leave.set()  # the second client goes away while its work is queued
+        await asyncio.sleep(0.2)
+        gate.set()
+        return await first, await second
+
+    try:
+        first, _ = asyncio.run(scenario())
+        time.sleep(0.3)
+        assert first == 200
+        assert rows == [1]  # the abandoned request's 7 pairs never reached the model
+        assert worker.queued_tokens == 0
+    finally:
+        worker.stop(5)
+
+
+def damaged(tiny_dir: Path, tmp_path: Path, how: str) -> Path:
+    d = tmp_path / how
+    shutil.copytree(tiny_dir, d)
+    if how == "corrupt":
+        (d / "model_int8.onnx").write_bytes(b"not an onnx file")
+    elif how == "missing":
+        (d / "model_int8.onnx").unlink()
+    elif how == "tokenizer":
+        (d / "tokenizer.json").unlink()
+    elif how == "version":
+        m = json.loads((d / "manifest.json").read_text())
+        m["format_version"] = 0
+        (d / "manifest.json").write_text(json.dumps(m))
+    return d
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("corrupt", "does not match the hash"),
+    ("missing", "is missing"),
+    ("tokenizer", "tokenizer.json is missing"),
+    ("version", "manifest format 0"),
+])
+def test_damaged_model_dir_fails_at_start(tiny_dir: Path, tmp_path: Path, how: str,
+                                          message: str) -> None:
+    d = damaged(tiny_dir, tmp_path, how)
+    port = str(free_port())
+    r = subprocess.run([sys.executable, "-m", "runtime", "--model-dir", str(d), "--port", port],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_slow_and_idle_clients_do_not_stall_others(tiny_dir: Path) -> None:
+    proc, base = start(tiny_dir, "--variant", "fp32", "--max-connections", "64")
+    host, port = base.removeprefix("http://").split(":")
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(30):  # idle connections
+            socks.append(socket.create_connection((host, int(port))))
+        slow = socket.create_connection((host, int(port)))  # a body sent a byte at a time
+        slow.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{")
+        socks.append(slow)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            r = httpx.post(base + "/score", json={"query": "q", "chunks": ["a", "b"]}, timeout=10)
+            assert r.status_code == 200
+            slow.sendall(b" ")
+        assert time.perf_counter() - t0 < 5
+        assert httpx.get(base + "/health", timeout=5).status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+        proc.terminate()
+        proc.wait(30)
