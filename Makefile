@@ -56,6 +56,12 @@ bench: $(STAMP)
 fuzz: $(STAMP)
 	CROSSRANK_FUZZ_EXAMPLES=$${EXAMPLES:-1000} $(BIN)/python -m pytest tests/test_fuzz.py -q $(ARGS)
 
+overload: $(STAMP)
+	$(BIN)/python -m bench.overload $(ARGS)
+
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(ARGS)
+
 bench-server: $(STAMP)
 	$(BIN)/python -m bench.server_bench $(ARGS)
 
