@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,34 +21,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.loadgen import Server, pct
 from bench.workload import EXPORTED, QUERY, ROOT, chunks
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(*args: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _port()
-    proc = subprocess.Popen([sys.executable, "-m", "runtime", "--model-dir", str(EXPORTED),
-                             "--port", str(port), "--log-level", "warning", *args],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start")
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q))
 
 
 def overhead(base: str, n: int = 300) -> dict[str, float]:
@@ -145,18 +117,9 @@ def tiny_overhead() -> dict[str, float]:
     if not (ckpt / "config.json").is_file():
         build_tiny(ckpt)
     out = run(Options(model=str(ckpt), out_dir=ROOT / "models" / "tiny-bench", variants=("fp32",)))
-    port = _port()
-    proc = subprocess.Popen([sys.executable, "-m", "runtime", "--model-dir", str(out), "--port",
-                             str(port), "--log-level", "warning"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    server = Server(out)
+    base = server.base
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         from runtime.scorer import Scorer
 
         doc = ["Neil Armstrong was the first person to walk on the moon."]
@@ -172,8 +135,7 @@ def tiny_overhead() -> dict[str, float]:
                 c.post("/score", json={"query": QUERY, "chunks": doc})
                 http.append(time.perf_counter() - t0)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop()
     return {"direct_p50_ms": pct(direct, 50) * 1e3, "http_p50_ms": pct(http, 50) * 1e3,
             "overhead_p50_ms": (pct(http, 50) - pct(direct, 50)) * 1e3}
 
@@ -212,24 +174,24 @@ def main() -> int:
     standin()
     extra = sys.argv[1:]  # passed to the server, e.g. --spin 0
     results: dict[str, Any] = {"server_args": extra}
-    proc, base = start_server(*extra)
+    server = Server(EXPORTED, *extra)
+    base = server.base
     try:
         print("HTTP overhead (1 chunk) ...", flush=True)
         results["overhead"] = overhead(base)
         print("16 concurrent clients x 20 chunks ...", flush=True)
         results["concurrency"] = concurrency(base)
     finally:
-        proc.terminate()
-        proc.wait(30)
-    proc, base = start_server("--max-queued-tokens", "8000", *extra)
+        server.stop()
+    server = Server(EXPORTED, "--max-queued-tokens", "8000", *extra)
+    base = server.base
     try:
         print("overload burst ...", flush=True)
         results["overload"] = overload(base)
         print("requests arriving while the queue is full ...", flush=True)
         results["while_busy"] = while_busy(base)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop()
     print("serving overhead on a 2-layer model ...", flush=True)
     results["tiny_overhead"] = tiny_overhead()
     o, c, v = results["overhead"], results["concurrency"], results["overload"]

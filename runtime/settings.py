@@ -26,7 +26,7 @@ class Settings:
     max_rows: int = 0  # 0: the variant's default
     max_chunks: int = 1000  # per request
     max_body_bytes: int = 16 * 1024 * 1024
-    max_queued_tokens: int = 400_000  # backpressure bound: above it, 429
+    max_queued_tokens: int = 200_000  # backpressure bound: above it, 429
     request_timeout_s: float = 60.0  # deadline unless the request asks for less
     api_key: str = ""  # empty: no authentication
     overflow: str = "truncate"  # default for requests that do not say: truncate | split

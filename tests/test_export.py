@@ -183,7 +183,15 @@ def test_cli_bad_hub_id_is_one_paragraph() -> None:
 
 
 @pytest.mark.network
-def test_real_model_reproduces_the_seed_example(tmp_path: Path) -> None:
+def test_real_model_matches_the_seed(tmp_path: Path) -> None:
+    """The real model from the hub: the seed's query, scored by the export and by the seed.
+
+    The seed's three example chunks were not available offline, so the expected scores come
+    from the seed's own code (CrossEncoder.predict on the same checkpoint) rather than from
+    hard-coded numbers; the answer chunk must rank first.
+    """
+    from sentence_transformers import CrossEncoder
+
     from runtime.scorer import Scorer
 
     out = run(Options(model="cross-encoder/ms-marco-MiniLM-L-12-v2", out_dir=tmp_path / "m"))
@@ -193,13 +201,15 @@ def test_real_model_reproduces_the_seed_example(tmp_path: Path) -> None:
         "Neil Armstrong was the first person to walk on the moon in 1969.",
         "The moon orbits the Earth every 27 days.",
     ]
-    expected = {1: 8.1014, 0: -5.6745, 2: -8.9913}
+    seed = CrossEncoder("cross-encoder/ms-marco-MiniLM-L-12-v2", max_length=512).predict(
+        [(q, c) for c in chunks])
     fp32 = Scorer.from_dir(out, variant="fp32").score(q, chunks)
-    assert [i for i, _ in fp32] == [1, 0, 2]
+    assert fp32[0][0] == 1
+    assert [i for i, _ in fp32] == sorted(range(3), key=lambda i: -float(seed[i]))
     for i, s in fp32:
-        assert abs(s - expected[i]) <= 0.01
+        assert abs(s - float(seed[i])) <= 0.01
     for i, s in Scorer.from_dir(out, variant="int8").score(q, chunks):
-        assert abs(s - expected[i]) <= 0.5
+        assert abs(s - float(seed[i])) <= 0.5
 
 
 def test_torch_exporter_fallback_is_fused_and_faithful(tiny_ckpt: Path, tmp_path: Path) -> None:
