@@ -220,3 +220,16 @@ def test_torch_exporter_fallback_is_fused_and_faithful(tiny_ckpt: Path, tmp_path
     assert m["variants"]["fp32"]["fused_ops"]["Attention"] == 2
     assert m["variants"]["fp32"]["verification"]["max_abs_diff"] <= 1e-3
     assert m["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def test_tokenizer_json_written_from_vocab_txt_alone(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from runtime.tokenization import PairTokenizer
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, ckpt)
+    (ckpt / "tokenizer.json").unlink()
+    assert (ckpt / "vocab.txt").is_file()
+    out = run(Options(model=str(ckpt), out_dir=tmp_path / "m", variants=("fp32",)))
+    a = PairTokenizer(out / "tokenizer.json", 512).encode("who walked", ["on the moon"])
+    b = PairTokenizer(tiny_ckpt / "tokenizer.json", 512).encode("who walked", ["on the moon"])
+    assert a.ids[0].tolist() == b.ids[0].tolist()
