@@ -82,6 +82,7 @@ class Scorer:
         self.slice_pairs = slice_pairs  # 0: a quarter of the request, at least 32 pairs
         self._pad_pool: ThreadPoolExecutor | None = None
         self._tok_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_dir(cls, path: Path | str, *, variant: str = "auto", provider: str = "auto",
@@ -153,9 +154,10 @@ class Scorer:
             for g in groups:
                 yield batching.pad(ids, type_ids, g, pad_id=self.pad_token_id)
             return
-        if self._pad_pool is None:
-            self._pad_pool = ThreadPoolExecutor(1, thread_name_prefix="crossrank-pad")
-        pool = self._pad_pool
+        with self._pool_lock:
+            if self._pad_pool is None:
+                self._pad_pool = ThreadPoolExecutor(1, thread_name_prefix="crossrank-pad")
+            pool = self._pad_pool
         fut = pool.submit(batching.pad, ids, type_ids, groups[0], self.pad_token_id)
         for k in range(len(groups)):
             batch = fut.result()
@@ -201,16 +203,18 @@ class Scorer:
 
     def _logits_sliced(self, query: str, chunks: Sequence[str]) -> np.ndarray:
         # Tokenize slice k+1 on a helper thread while slice k's batches run on the device.
-        if self._tok_pool is None:
-            self._tok_pool = ThreadPoolExecutor(1, thread_name_prefix="crossrank-tok")
+        with self._pool_lock:
+            if self._tok_pool is None:
+                self._tok_pool = ThreadPoolExecutor(1, thread_name_prefix="crossrank-tok")
+            tok_pool = self._tok_pool
         step = self.slice_pairs or max(32, -(-len(chunks) // 4))
         slices = [chunks[i:i + step] for i in range(0, len(chunks), step)]
-        fut = self._tok_pool.submit(self.encode, query, slices[0])
+        fut = tok_pool.submit(self.encode, query, slices[0])
         outs = []
         for k in range(len(slices)):
             enc = fut.result()
             if k + 1 < len(slices):
-                fut = self._tok_pool.submit(self.encode, query, slices[k + 1])
+                fut = tok_pool.submit(self.encode, query, slices[k + 1])
             outs.append(self.logits_encoded(enc.ids, enc.type_ids, enc.lengths))
         return np.concatenate(outs)
 

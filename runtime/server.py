@@ -20,7 +20,15 @@ from typing import Any
 import anyio
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST as PROM_CONTENT_TYPE
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -96,6 +104,8 @@ class Metrics(Hooks):
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, open fds
+        PlatformCollector(registry=r)
         self.requests = Counter("crossrank_requests", "HTTP requests", ["endpoint", "status"],
                                 registry=r)
         self.latency = Histogram("crossrank_request_seconds", "request latency", ["endpoint"],

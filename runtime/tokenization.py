@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ class PairTokenizer:
         self.threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
         self._splitters: dict[int, Tokenizer] = {}
+        self._lock = threading.Lock()
 
     def encode(self, query: str, chunks: list[str], with_truncation: bool = False) -> Encoded:
         """Encode one query against many chunks."""
@@ -90,12 +92,15 @@ class PairTokenizer:
         n = len(pairs)
         if self.threads < 2 or n < _SHARD_MIN:
             return list(self._tok.encode_batch(pairs))
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="crossrank-tokenize")
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads,
+                                                thread_name_prefix="crossrank-tokenize")
+            pool = self._pool
         step = -(-n // self.threads)
         shards = [pairs[i:i + step] for i in range(0, n, step)]
         out: list[Any] = []
-        for part in self._pool.map(self._tok.encode_batch, shards):
+        for part in pool.map(self._tok.encode_batch, shards):
             out.extend(part)
         return out
 
@@ -155,13 +160,14 @@ class PairTokenizer:
                        owner=np.asarray(owner, dtype=np.int64), n_chunks=n)
 
     def _splitter(self, stride: int) -> Tokenizer:
-        cached = self._splitters.get(stride)
-        if cached is None:
-            cached = Tokenizer.from_str(self._full.to_str())
-            cached.enable_truncation(max_length=self.max_length, stride=stride,
-                                     strategy="only_second")
-            self._splitters[stride] = cached
-        return cached
+        with self._lock:
+            cached = self._splitters.get(stride)
+            if cached is None:
+                cached = Tokenizer.from_str(self._full.to_str())
+                cached.enable_truncation(max_length=self.max_length, stride=stride,
+                                         strategy="only_second")
+                self._splitters[stride] = cached
+            return cached
 
     def tokenize_alone(self, text: str) -> list[tuple[int, int]]:
         """Character offsets of a text's tokens on its own, without special tokens."""

@@ -136,6 +136,7 @@ def test_health_info_metrics_openapi(client: TestClient) -> None:
     metrics = client.get("/metrics").text
     assert 'crossrank_requests_total{endpoint="score",status="200"}' in metrics
     assert "crossrank_batch_rows_bucket" in metrics and "crossrank_queued_tokens" in metrics
+    assert "process_resident_memory_bytes" in metrics
     spec = client.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.")
     assert {"/score", "/rerank", "/v1/rerank", "/v2/rerank", "/health", "/info",
