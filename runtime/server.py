@@ -295,8 +295,21 @@ class App:
             raise InvalidRequest("'overflow' must be 'truncate' or 'split'")
         return str(mode), get_bool(body, "report_truncation", False)
 
-    def encode(self, query: str, texts: list[str], mode: str, report: bool) -> Encoded:
+    def encode(self, query: str, texts: list[str], mode: str, report: bool,
+               must_fit: bool = False) -> Encoded:
+        """Tokenize for the requested overflow mode; must_fit (TEI's truncate=false) refuses
+        any text that would be cut, from the same encoding that is then scored."""
         tok = self.scorer.tokenizer
+        if must_fit:
+            enc = tok.encode(query, texts, with_truncation=True)
+            assert enc.truncated is not None
+            over = np.flatnonzero(enc.truncated > 0)
+            if len(over):
+                i = int(over[0])
+                raise InvalidRequest(
+                    f"texts[{i}] is {int(enc.lengths[i] + enc.truncated[i])} tokens with the "
+                    f"query; the model takes {tok.max_length}. Send truncate=true or shorten it.")
+            return enc  # nothing is over the limit, so split would change nothing
         if mode == "split":
             s = self.settings
             return tok.encode_windows(query, texts, s.window_stride, s.max_windows_per_chunk,
@@ -305,7 +318,7 @@ class App:
 
     async def logits(self, request: Request, query: str, texts: list[str],
                      body: dict[str, Any] | None = None,
-                     headers: dict[str, str] | None = None) -> np.ndarray:
+                     headers: dict[str, str] | None = None, must_fit: bool = False) -> np.ndarray:
         """One logit per text. Tokenizes off the loop, queues for the worker, drops the work
         if the client leaves. With report_truncation, headers get what was cut."""
         mode, report = self.overflow_options(body or {})
@@ -315,9 +328,9 @@ class App:
         self.worker.check_capacity()  # refuse at once, before tokenizing, when already full
         enc: Encoded
         if len(query) + sum(len(t) for t in texts) < _INLINE_CHARS:
-            enc = self.encode(query, texts, mode, report)
+            enc = self.encode(query, texts, mode, report, must_fit)
         else:
-            enc = await anyio.to_thread.run_sync(self.encode, query, texts, mode, report)
+            enc = await anyio.to_thread.run_sync(self.encode, query, texts, mode, report, must_fit)
         if report and headers is not None and enc.truncated is not None:
             cut = np.flatnonzero(enc.truncated > 0)
             headers["X-Truncated-Count"] = str(len(cut))
@@ -364,10 +377,8 @@ class App:
         if direction in ("left", "Left"):
             raise InvalidRequest("truncation_direction 'left' is not supported; crossrank "
                                  "truncates like sentence-transformers (right, longest first)")
-        if not truncate:
-            self.check_fits(query, texts)
         headers: dict[str, str] = {}
-        logits = await self.logits(request, query, texts, body, headers)
+        logits = await self.logits(request, query, texts, body, headers, must_fit=not truncate)
         scores = logits if raw else sigmoid(logits)
         out = []
         for i, s in rank(scores):
@@ -376,14 +387,6 @@ class App:
                 item["text"] = texts[i]
             out.append(item)
         return JSONResponse(out, headers=headers)
-
-    def check_fits(self, query: str, texts: list[str]) -> None:
-        limit = self.scorer.tokenizer.max_length
-        for i, t in enumerate(texts):
-            n = self.scorer.tokenizer.full_length((query, t))
-            if n > limit:
-                raise InvalidRequest(f"texts[{i}] is {n} tokens with the query; the model takes "
-                                     f"{limit}. Send truncate=true or shorten it.")
 
     async def rerank_cohere(self, request: Request, version: str) -> Response:
         body = await read_json(request, self.settings.max_body_bytes)
