@@ -112,40 +112,48 @@ class PairTokenizer:
 
         A query too long to leave room for a window falls back to longest-first truncation.
         """
-        base = self.encode(query, chunks, with_truncation=True)
-        assert base.truncated is not None
-        cut = np.flatnonzero(base.truncated > 0)
+        base = self.encode(query, chunks)
         n = len(chunks)
-        if len(cut) == 0:
-            return Encoded(ids=base.ids, type_ids=base.type_ids, lengths=base.lengths,
-                           truncated=base.truncated if with_truncation else None,
-                           owner=np.arange(n, dtype=np.int64), n_chunks=n)
-        splitter = self._splitter(stride)
+        # Only a pair at the limit may be too long; the splitter tells which (>1 window).
+        at_limit = np.flatnonzero(base.lengths >= self.max_length).tolist()
+        splitter = self._splitter(stride) if at_limit else None
         windows: dict[int, list[Any]] = {}
-        total = n - len(cut)
-        for c in cut.tolist():
+        kept_cut: list[int] = []  # over-long, but the query leaves no room for a window
+        total = n
+        for c in at_limit:
+            assert splitter is not None
             try:
                 enc = splitter.encode(query, chunks[c])
             except Exception:  # the query leaves no room for a window: keep the truncated row
-                total += 1
+                kept_cut.append(c)
                 continue
             wins = [enc, *enc.overflowing]
+            if len(wins) == 1:
+                continue  # exactly at the limit: nothing was cut
             if len(wins) > max_per_chunk:
                 raise LimitExceeded(
                     f"chunk {c} needs {len(wins)} windows; the limit is {max_per_chunk} per chunk. "
                     "Shorten it, or send overflow='truncate'.")
             windows[c] = wins
-            total += len(wins)
+            total += len(wins) - 1
         if total > max_total:
             raise LimitExceeded(f"the request needs {total} windows; the limit is {max_total} "
                                 "per request. Send fewer or shorter chunks, or overflow='truncate'.")
+        truncated: np.ndarray | None = None
+        if with_truncation:
+            truncated = np.zeros(n, dtype=np.int64)
+            if kept_cut:
+                full = self._full.encode_batch([(query, chunks[c]) for c in kept_cut])
+                for c, e in zip(kept_cut, full, strict=True):
+                    truncated[c] = len(e.ids) - base.lengths[c]
+        if not windows:
+            return Encoded(ids=base.ids, type_ids=base.type_ids, lengths=base.lengths,
+                           truncated=truncated, owner=np.arange(n, dtype=np.int64), n_chunks=n)
         ids: list[np.ndarray] = []
         type_ids: list[np.ndarray] = []
         owner: list[int] = []
-        truncated = base.truncated.copy()
         for i in range(n):
             if i in windows:
-                truncated[i] = 0
                 for w in windows[i]:
                     ids.append(np.asarray(w.ids, dtype=np.int64))
                     type_ids.append(np.asarray(w.type_ids, dtype=np.int64))
@@ -155,8 +163,7 @@ class PairTokenizer:
                 type_ids.append(base.type_ids[i])
                 owner.append(i)
         lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
-        return Encoded(ids=ids, type_ids=type_ids, lengths=lengths,
-                       truncated=truncated if with_truncation else None,
+        return Encoded(ids=ids, type_ids=type_ids, lengths=lengths, truncated=truncated,
                        owner=np.asarray(owner, dtype=np.int64), n_chunks=n)
 
     def _splitter(self, stride: int) -> Tokenizer:

@@ -122,3 +122,12 @@ def test_split_and_report_over_http(scorer: Scorer) -> None:
         assert bad.status_code == 422
         limits = c.get("/info").json()["limits"]
         assert limits["max_windows_per_chunk"] == 3 and limits["overflow_default"] == "truncate"
+
+
+def test_query_too_long_for_a_window_falls_back_to_truncation(scorer: Scorer) -> None:
+    long_query = "moon " * 600
+    enc = scorer.tokenizer.encode_windows(long_query, [FILLER, "short"], 128, 16, 100,
+                                          with_truncation=True)
+    assert enc.owner is not None and enc.owner.tolist() == [0, 1]
+    assert enc.truncated is not None and (enc.truncated > 0).all()  # both pairs were cut
+    assert (enc.lengths == 512).all()
