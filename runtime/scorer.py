@@ -80,9 +80,8 @@ class Scorer:
         # accelerator runs the current batch (ONNX Runtime releases the GIL while it runs).
         self.pipeline = pipeline
         self.slice_pairs = slice_pairs  # 0: a quarter of the request, at least 32 pairs
-        self._pad_pool: ThreadPoolExecutor | None = None
-        self._tok_pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._helpers: ThreadPoolExecutor | None = None  # created on first pipelined call
+        self._helpers_lock = threading.Lock()
 
     @classmethod
     def from_dir(cls, path: Path | str, *, variant: str = "auto", provider: str = "auto",
@@ -154,16 +153,20 @@ class Scorer:
             for g in groups:
                 yield batching.pad(ids, type_ids, g, pad_id=self.pad_token_id)
             return
-        with self._pool_lock:
-            if self._pad_pool is None:
-                self._pad_pool = ThreadPoolExecutor(1, thread_name_prefix="crossrank-pad")
-            pool = self._pad_pool
+        pool = self._helper_pool()
         fut = pool.submit(batching.pad, ids, type_ids, groups[0], self.pad_token_id)
         for k in range(len(groups)):
             batch = fut.result()
             if k + 1 < len(groups):
                 fut = pool.submit(batching.pad, ids, type_ids, groups[k + 1], self.pad_token_id)
             yield batch
+
+    def _helper_pool(self) -> ThreadPoolExecutor:
+        # Two threads: one tokenizes the next slice while the other pads the next batch.
+        with self._helpers_lock:
+            if self._helpers is None:
+                self._helpers = ThreadPoolExecutor(2, thread_name_prefix="crossrank-prep")
+            return self._helpers
 
     def run_batch(self, batch: batching.Batch) -> np.ndarray:
         """Logits for one padded batch (the server's worker plans batches across requests)."""
@@ -203,10 +206,7 @@ class Scorer:
 
     def _logits_sliced(self, query: str, chunks: Sequence[str]) -> np.ndarray:
         # Tokenize slice k+1 on a helper thread while slice k's batches run on the device.
-        with self._pool_lock:
-            if self._tok_pool is None:
-                self._tok_pool = ThreadPoolExecutor(1, thread_name_prefix="crossrank-tok")
-            tok_pool = self._tok_pool
+        tok_pool = self._helper_pool()
         step = self.slice_pairs or max(32, -(-len(chunks) // 4))
         slices = [chunks[i:i + step] for i in range(0, len(chunks), step)]
         fut = tok_pool.submit(self.encode, query, slices[0])
