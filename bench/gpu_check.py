@@ -32,17 +32,6 @@ sys.path.insert(0, str(ROOT))
 log = logging.getLogger("gpu_check")
 
 
-def timed(fn: Any, rounds: int, *args: Any, **kwargs: Any) -> tuple[float, list[float]]:
-    fn(*args, **kwargs)  # warm-up (CUDA kernels, cuDNN/cuBLAS autotuning, allocator)
-    fn(*args, **kwargs)
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn(*args, **kwargs)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), times
-
-
 def run_all(scorer: Any, batches: list[Any]) -> None:
     for b in batches:
         scorer.session.run(b)
@@ -99,6 +88,7 @@ def main() -> int:
     report["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     report["torch"] = torch.__version__
 
+    from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
     from export.corpus import TOPICS, passages_for
     from export.pipeline import Options, run
@@ -161,16 +151,17 @@ def main() -> int:
         tokens = int(enc.lengths.sum())
         rounds = 10 if n <= 100 else 5
 
-        med, _ = timed(seed.predict, rounds, pairs, batch_size=32, show_progress_bar=False)
+        med = median_seconds(seed.predict, pairs, rounds=rounds, batch_size=32,
+                             show_progress_bar=False)
         speed.append({"n": n, "tokens": tokens, "who": "seed CrossEncoder fp32 b32",
                       "median_ms": med * 1e3, "tokens_per_s": tokens / med})
         print(speed[-1], flush=True)
-        tt = timed(base.tokenizer.encode, rounds, QUERY, docs)[0]
+        tt = median_seconds(base.tokenizer.encode, QUERY, docs, rounds=rounds)
         speed.append({"n": n, "tokens": tokens,
                       "who": f"tokenization only ({base.tokenizer.threads} threads)",
                       "median_ms": tt * 1e3, "tokens_per_s": tokens / tt})
         one = PairTokenizer(standin / "tokenizer.json", 512, threads=1)
-        tt = timed(one.encode, rounds, QUERY, docs)[0]
+        tt = median_seconds(one.encode, QUERY, docs, rounds=rounds)
         speed.append({"n": n, "tokens": tokens, "who": "tokenization only (1 thread)",
                       "median_ms": tt * 1e3, "tokens_per_s": tokens / tt})
         for budget in budgets:
@@ -180,7 +171,7 @@ def main() -> int:
                                         token_budget=budget, max_rows=4096)
                     s.session._io_binding = io
                     s.pipeline = pipe
-                    med, _ = timed(s.score, rounds, QUERY, docs)
+                    med = median_seconds(s.score, QUERY, docs, rounds=rounds)
                     speed.append({"n": n, "tokens": tokens, "who": "crossrank fp16",
                                   "budget": budget, "io_binding": io, "pipeline": pipe,
                                   "median_ms": med * 1e3, "tokens_per_s": tokens / med})
@@ -192,7 +183,7 @@ def main() -> int:
 
         groups = batching.plan(enc.lengths, 32768, 4096)
         batches = [batching.pad(enc.ids, enc.type_ids, g) for g in groups]
-        mo = timed(run_all, rounds, s, batches)[0]
+        mo = median_seconds(run_all, s, batches, rounds=rounds)
         speed.append({"n": n, "tokens": tokens, "who": "model only (pre-padded, 32k budget)",
                       "median_ms": mo * 1e3, "tokens_per_s": tokens / mo})
         print(speed[-1], flush=True)

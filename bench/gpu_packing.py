@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def median_time(fn: Any, rounds: int = 5) -> float:
-    fn()
-    fn()
-    ts = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
 
 
 def main() -> int:
@@ -50,6 +38,7 @@ def main() -> int:
     from onnxruntime.transformers.convert_to_packing_mode import PackingMode
     from onnxruntime.transformers.onnx_model import OnnxModel
 
+    from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
     from export.pipeline import Options, run
     from export.standin import build_standin
@@ -90,13 +79,13 @@ def main() -> int:
             batches = [batching.pad(enc.ids, enc.type_ids, g) for g in groups]
             computed = sum(bt.rows * bt.width for bt in batches)
             for name, s in (("padded", padded), ("packed", packed)):
-                t = median_time(lambda s=s, batches=batches: [s.session.run(x) for x in batches])
+                t = median_seconds(lambda s=s, batches=batches: [s.session.run(x) for x in batches])
                 rows.append({"budget": budget, "order": order, "graph": name,
                              "padding_overhead": round(computed / tokens - 1, 3),
                              "model_ms": round(t * 1e3, 1), "tokens_per_s": round(tokens / t)})
                 print(rows[-1], flush=True)
     for name, s in (("padded", padded), ("packed", packed)):
-        t = median_time(lambda s=s: s.score(QUERY, docs))
+        t = median_seconds(s.score, QUERY, docs)
         rows.append({"end_to_end": name, "ms": round(t * 1e3, 1), "tokens_per_s": round(tokens / t)})
         print(rows[-1], flush=True)
     report["rows"] = rows

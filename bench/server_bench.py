@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,11 +26,13 @@ from bench.loadgen import Server, pct
 from bench.workload import EXPORTED, QUERY, ROOT, chunks
 
 
-def overhead(base: str, n: int = 300) -> dict[str, float]:
+def overhead(base: str, model_dir: Path = EXPORTED, doc: list[str] | None = None,
+             n: int = 300) -> dict[str, float]:
+    """p50 of a 1-chunk /score over HTTP minus p50 of the same call on a Scorer in process."""
     from runtime.scorer import Scorer
 
-    doc = chunks(1, seed=11)
-    scorer = Scorer.from_dir(EXPORTED)
+    doc = doc or chunks(1, seed=11)
+    scorer = Scorer.from_dir(model_dir)
     direct = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -118,26 +121,10 @@ def tiny_overhead() -> dict[str, float]:
         build_tiny(ckpt)
     out = run(Options(model=str(ckpt), out_dir=ROOT / "models" / "tiny-bench", variants=("fp32",)))
     server = Server(out)
-    base = server.base
     try:
-        from runtime.scorer import Scorer
-
-        doc = ["Neil Armstrong was the first person to walk on the moon."]
-        scorer = Scorer.from_dir(out)
-        direct, http = [], []
-        for _ in range(300):
-            t0 = time.perf_counter()
-            scorer.score(QUERY, doc)
-            direct.append(time.perf_counter() - t0)
-        with httpx.Client(base_url=base, timeout=30) as c:
-            for _ in range(300):
-                t0 = time.perf_counter()
-                c.post("/score", json={"query": QUERY, "chunks": doc})
-                http.append(time.perf_counter() - t0)
+        return overhead(server.base, out, ["Neil Armstrong was the first person to walk on the moon."])
     finally:
         server.stop()
-    return {"direct_p50_ms": pct(direct, 50) * 1e3, "http_p50_ms": pct(http, 50) * 1e3,
-            "overhead_p50_ms": (pct(http, 50) - pct(direct, 50)) * 1e3}
 
 
 def overload(base: str, burst: int = 40) -> dict[str, float]:

@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from bench.timing import median_seconds
 from bench.workload import QUERY, chunks
-
-
-def best(fn: Any, rounds: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main() -> int:
@@ -52,12 +42,13 @@ def main() -> int:
         return out
 
     rows = {
-        "encode_batch": best(lambda: tok.encode_batch(pairs)),
-        f"encode_batch sharded on {cores} threads": best(sharded),
-        "ids+type_ids to numpy (conversion only)": best(
+        "encode_batch": median_seconds(tok.encode_batch, pairs, warmup=1),
+        f"encode_batch sharded on {cores} threads": median_seconds(sharded, warmup=1),
+        "ids+type_ids to numpy (conversion only)": median_seconds(
             lambda: [(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64))
-                     for e in encs]),
-        "single encode() calls, serial": best(lambda: [tok.encode(q, d) for q, d in pairs], 1),
+                     for e in encs], warmup=1),
+        "single encode() calls, serial": median_seconds(
+            lambda: [tok.encode(q, d) for q, d in pairs], rounds=1, warmup=1),
     }
     print(f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM')} cores={cores} "
           f"pairs={len(pairs)} tokens={tokens}")
