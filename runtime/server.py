@@ -296,10 +296,13 @@ class App:
         return str(mode), get_bool(body, "report_truncation", False)
 
     def encode(self, query: str, texts: list[str], mode: str, report: bool,
-               must_fit: bool = False) -> Encoded:
+               must_fit: bool = False, max_tokens: int | None = None) -> Encoded:
         """Tokenize for the requested overflow mode; must_fit (TEI's truncate=false) refuses
-        any text that would be cut, from the same encoding that is then scored."""
+        any text that would be cut, from the same encoding that is then scored; max_tokens
+        (Cohere's max_tokens_per_doc) first cuts each text to that many tokens of its own."""
         tok = self.scorer.tokenizer
+        if max_tokens is not None:
+            texts = tok.cut_to_tokens(texts, max_tokens)
         if must_fit:
             enc = tok.encode(query, texts, with_truncation=True)
             assert enc.truncated is not None
@@ -318,7 +321,8 @@ class App:
 
     async def logits(self, request: Request, query: str, texts: list[str],
                      body: dict[str, Any] | None = None,
-                     headers: dict[str, str] | None = None, must_fit: bool = False) -> np.ndarray:
+                     headers: dict[str, str] | None = None, must_fit: bool = False,
+                     max_tokens: int | None = None) -> np.ndarray:
         """One logit per text. Tokenizes off the loop, queues for the worker, drops the work
         if the client leaves. With report_truncation, headers get what was cut."""
         mode, report = self.overflow_options(body or {})
@@ -328,9 +332,10 @@ class App:
         self.worker.check_capacity()  # refuse at once, before tokenizing, when already full
         enc: Encoded
         if len(query) + sum(len(t) for t in texts) < _INLINE_CHARS:
-            enc = self.encode(query, texts, mode, report, must_fit)
+            enc = self.encode(query, texts, mode, report, must_fit, max_tokens)
         else:
-            enc = await anyio.to_thread.run_sync(self.encode, query, texts, mode, report, must_fit)
+            enc = await anyio.to_thread.run_sync(self.encode, query, texts, mode, report,
+                                                 must_fit, max_tokens)
         if report and headers is not None and enc.truncated is not None:
             cut = np.flatnonzero(enc.truncated > 0)
             headers["X-Truncated-Count"] = str(len(cut))
@@ -398,9 +403,8 @@ class App:
         model = body.get("model")
         if model is not None and not isinstance(model, str):
             raise InvalidRequest("'model' must be a string")
-        scored = docs if max_tokens is None else [self.cut(d, max_tokens) for d in docs]
         headers: dict[str, str] = {}
-        logits = await self.logits(request, query, scored, body, headers)
+        logits = await self.logits(request, query, docs, body, headers, max_tokens=max_tokens)
         ranked = rank(sigmoid(logits))
         if top_n is not None:
             ranked = ranked[:top_n]
@@ -416,13 +420,6 @@ class App:
             "meta": {"api_version": {"version": version},
                      "billed_units": {"search_units": 1}},
         }, headers=headers)
-
-    def cut(self, text: str, max_tokens: int) -> str:
-        """The text up to its max_tokens-th token (Cohere's max_tokens_per_doc)."""
-        enc = self.scorer.tokenizer.tokenize_alone(text)
-        if len(enc) <= max_tokens:
-            return text
-        return text[: enc[max_tokens - 1][1]]
 
     async def health(self, request: Request) -> Response:
         if self.worker.healthy:
