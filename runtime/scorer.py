@@ -87,7 +87,7 @@ class Scorer:
     def from_dir(cls, path: Path | str, *, variant: str = "auto", provider: str = "auto",
                  threads: int | None = None, token_budget: int | None = None,
                  max_rows: int | None = None, activation: str = "model",
-                 check_hash: bool = True, spin: bool | None = None) -> Scorer:
+                 check_hash: bool = True, spin: bool = True) -> Scorer:
         """Load an exported model directory, checking its manifest and files first."""
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}")
@@ -99,8 +99,7 @@ class Scorer:
         # On a GPU box the CPU cores are free to tokenize; on a CPU box ORT owns them.
         tok = PairTokenizer(md.tokenizer_file(), md.max_length,
                             threads=usable_cores() if gpu else 1)
-        sess = Session(model_file, provider=prov, threads=threads,
-                       spin=spin if spin is not None else True)
+        sess = Session(model_file, provider=prov, threads=threads, spin=spin)
         budget = token_budget or (batching.GPU_TOKEN_BUDGET if gpu else batching.CPU_TOKEN_BUDGET)
         if max_rows is None and chosen == "int8":
             # Dynamic int8 takes activation scales from the whole batch, so a pair's score would
