@@ -65,7 +65,7 @@ def worker(kind: str, n: int, rounds: int) -> dict[str, Any]:
 
         def fn() -> Any:
             enc = tok.encode(QUERY, docs)
-            return sess.run(pad(enc.ids, enc.type_ids, np.arange(len(docs))))
+            return sess.run(pad(enc.rows, np.arange(len(docs))))
     else:
         from runtime.scorer import Scorer
 

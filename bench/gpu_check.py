@@ -5,11 +5,13 @@ Run on a machine with an NVIDIA GPU and onnxruntime-gpu (see bench/gpu_check.sh)
     python bench/gpu_check.py --tokenizer-dir DIR --realistic DIR [--out DIR]
 
 1. builds the stand-in L-12 checkpoint and exports it (fp32 + fp16; torch.onnx when optimum is
-   absent), recording fused-operator counts and the fp16 check on CUDA;
-2. exports the realistic fixture (real MiniLM encoder, principal-direction head) and compares
-   fp16 on CUDA with fp32 on the CPU provider: top-10 overlap, Spearman, max |diff|;
-3. times the seed (sentence-transformers CrossEncoder fp32, batch 32, CUDA) and crossrank
-   (fp16, CUDA) on requests of 100 and 2000 chunks, strings to sorted scores; prints tokens/s.
+   absent), recording fused-operator counts, and exports the realistic fixture;
+2. times the seed (sentence-transformers CrossEncoder fp32, batch 32, CUDA) and crossrank's
+   tokenization (library pair encoding vs the fast path) on requests of 100 and 2000 chunks;
+3. in a fresh process (no torch holding the GPU): the attention kernel ONNX Runtime reports
+   choosing, fp16 on CUDA vs fp32 on the CPU provider on the realistic fixture (top-10 overlap,
+   Spearman, max |diff|), the model alone on pre-padded batches, and crossrank end to end
+   (strings to sorted scores) with several slice sizes; prints tokens/s and ratios to the seed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,67 +62,43 @@ def upcast_checkpoint(src: Path, dst: Path) -> Path:
     return dst
 
 
-def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--tokenizer-dir", required=True)
-    p.add_argument("--realistic", required=True, help="realistic fixture checkpoint (fp16 ok)")
-    p.add_argument("--work", default="/tmp/crossrank-gpu")
-    p.add_argument("--out", default=os.environ.get("OUT", "."))
-    p.add_argument("--sizes", default="100,2000")
-    p.add_argument("--budgets", default="32768,65536")
-    p.add_argument("--cpu-dry-run", action="store_true",
-                   help="exercise the script on a machine without CUDA (tiny sizes, CPU provider)")
-    args = p.parse_args()
-    gpu = "cpu" if args.cpu_dry_run else "cuda"
-    if args.cpu_dry_run:
-        args.sizes, args.budgets = "10", "2048"
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        datefmt="%H:%M:%S")
-    logging.getLogger("export").setLevel(logging.INFO)
+def row(n: int, tokens: int, who: str, seconds: float, **extra: Any) -> dict[str, Any]:
+    r = {"n": n, "tokens": tokens, "who": who, **extra, "median_ms": round(seconds * 1e3, 3),
+         "tokens_per_s": round(tokens / seconds)}
+    print(json.dumps(r), flush=True)
+    return r
+
+
+def slices_for(n: int) -> list[int]:
+    """Slice sizes to try end to end: the whole request, then halves down to ~8 slices."""
+    out = [n]
+    step = n // 2
+    while step >= max(16, n // 16):
+        out.append(step)
+        step //= 2
+    return out
+
+
+def measure(args: argparse.Namespace) -> int:
+    """In its own process: attention kernel, parity, model alone, end to end."""
     import onnxruntime as ort
 
+    gpu = "cpu" if args.cpu_dry_run else "cuda"
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
-    report: dict[str, Any] = {"onnxruntime": ort.__version__,
-                              "providers": ort.get_available_providers()}
-    print("onnxruntime", ort.__version__, ort.get_available_providers(), flush=True)
-    import torch
-
-    report["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    report["torch"] = torch.__version__
-
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
     from export.corpus import TOPICS, passages_for
-    from export.pipeline import Options, run
-    from export.standin import build_standin
     from export.verify import spearman
+    from runtime import batching
     from runtime.scorer import Scorer
-    from runtime.tokenization import PairTokenizer
 
-    report["TOKENIZERS_PARALLELISM"] = os.environ.get("TOKENIZERS_PARALLELISM")
-    print("TOKENIZERS_PARALLELISM =", report["TOKENIZERS_PARALLELISM"], flush=True)
-
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    t0 = time.perf_counter()
-    ckpt = build_standin(work / "standin-ckpt", tokenizer_dir=Path(args.tokenizer_dir))
-    exporter = "torch" if args.cpu_dry_run else "auto"  # the GPU box has no optimum
-    standin = run(Options(model=str(ckpt), out_dir=work / "standin", variants=("fp32", "fp16"),
-                          exporter=exporter))
-    m = json.loads((standin / "manifest.json").read_text())
-    report["standin_export_s"] = round(time.perf_counter() - t0, 1)
-    report["standin_fused_fp16"] = m["variants"]["fp16"]["fused_ops"]
-    report["standin_fp16_verification"] = m["variants"]["fp16"]["verification"]
-    print("stand-in exported:", json.dumps(report["standin_fused_fp16"]), flush=True)
-
-    # fp16 parity on the realistic fixture: fp16 on CUDA vs fp32 on the CPU provider.
-    t0 = time.perf_counter()
-    real_ckpt = upcast_checkpoint(Path(args.realistic), work / "real-ckpt")
-    real = run(Options(model=str(real_ckpt), out_dir=work / "real", variants=("fp32", "fp16"),
-                       exporter=exporter))
-    rm = json.loads((real / "manifest.json").read_text())
-    report["realistic_fp16_verification"] = rm["variants"]["fp16"]["verification"]
+    report: dict[str, Any] = {}
+    if args.probe:  # only the kernel report: ONNX Runtime prints it on every run
+        s = Scorer.from_dir(args.standin, variant="fp16", provider=gpu)
+        s.score(QUERY, chunks(4, seed=0))
+        return 0
+    real = Path(args.real)
     f32 = Scorer.from_dir(real, variant="fp32", provider="cpu")
     f16 = Scorer.from_dir(real, variant="fp16", provider=gpu)
     parity = []
@@ -134,68 +113,152 @@ def main() -> int:
             "max_abs_diff": round(float(np.abs(a - b).max()), 5),
         })
     report["realistic_parity"] = parity
-    report["realistic_s"] = round(time.perf_counter() - t0, 1)
     print("fp16 parity:", json.dumps(parity), flush=True)
+    del f32, f16
 
-    # Speed: the seed's implementation and crossrank, same requests, same run.
+    speed: list[dict[str, Any]] = []
+    s = Scorer.from_dir(args.standin, variant="fp16", provider=gpu)
+    for n in (int(x) for x in args.sizes.split(",")):
+        docs = chunks(n, seed=0)
+        enc = s.tokenizer.encode(QUERY, docs)
+        tokens = int(enc.lengths.sum())
+        rounds = 20 if n <= 100 else 7
+        for budget in (16384, 32768, 65536):
+            groups = batching.plan(enc.lengths, budget, 4096)
+            batches = [batching.pad(enc.rows, g) for g in groups]
+            mo = median_seconds(run_all, s, batches, rounds=rounds)
+            speed.append(row(n, tokens, "model only (pre-padded)", mo, budget=budget))
+        for step in slices_for(n):
+            s.slice_pairs = step
+            med = median_seconds(s.score, QUERY, docs, rounds=rounds)
+            speed.append(row(n, tokens, "crossrank fp16 end to end", med, slice=step))
+    report["speed"] = speed
+    Path(args.result).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--tokenizer-dir", default="")
+    p.add_argument("--realistic", default="", help="realistic fixture checkpoint (fp16 ok)")
+    p.add_argument("--work", default="/tmp/crossrank-gpu")
+    p.add_argument("--out", default=os.environ.get("OUT", "."))
+    p.add_argument("--sizes", default="100,2000")
+    p.add_argument("--cpu-dry-run", action="store_true",
+                   help="exercise the script on a machine without CUDA (tiny sizes, CPU provider)")
+    # internal: the ONNX Runtime measurements in a fresh process
+    p.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--standin", default="", help=argparse.SUPPRESS)
+    p.add_argument("--real", default="", help=argparse.SUPPRESS)
+    p.add_argument("--result", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.cpu_dry_run:
+        args.sizes = "10,40"
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        datefmt="%H:%M:%S")
+    if args.measure or args.probe:
+        return measure(args)
+    if not args.tokenizer_dir or not args.realistic:
+        p.error("--tokenizer-dir and --realistic are required")
+    gpu = "cpu" if args.cpu_dry_run else "cuda"
+    logging.getLogger("export").setLevel(logging.INFO)
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+    report: dict[str, Any] = {"onnxruntime": ort.__version__,
+                              "providers": ort.get_available_providers(),
+                              "cores": len(os.sched_getaffinity(0))}
+    print("onnxruntime", ort.__version__, ort.get_available_providers(), flush=True)
+    import tokenizers
+    import torch
+
+    report["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    report["torch"] = torch.__version__
+    report["tokenizers"] = tokenizers.__version__
+
+    from bench.timing import median_seconds
+    from bench.workload import QUERY, chunks
+    from export.pipeline import Options, run
+    from export.standin import build_standin
+    from runtime.tokenization import PairTokenizer
+
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    t0 = time.perf_counter()
+    ckpt = build_standin(work / "standin-ckpt", tokenizer_dir=Path(args.tokenizer_dir))
+    exporter = "torch" if args.cpu_dry_run else "auto"  # the GPU box has no optimum
+    standin = run(Options(model=str(ckpt), out_dir=work / "standin", variants=("fp32", "fp16"),
+                          exporter=exporter))
+    m = json.loads((standin / "manifest.json").read_text())
+    report["standin_export_s"] = round(time.perf_counter() - t0, 1)
+    report["standin_fused_fp16"] = m["variants"]["fp16"]["fused_ops"]
+    report["standin_fp16_verification"] = m["variants"]["fp16"]["verification"]
+    print("stand-in exported:", json.dumps(report["standin_fused_fp16"]), flush=True)
+    real_ckpt = upcast_checkpoint(Path(args.realistic), work / "real-ckpt")
+    real = run(Options(model=str(real_ckpt), out_dir=work / "real", variants=("fp32", "fp16"),
+                       exporter=exporter))
+    rm = json.loads((real / "manifest.json").read_text())
+    report["realistic_fp16_verification"] = rm["variants"]["fp16"]["verification"]
+
+    # The seed's implementation and crossrank's tokenization, in this process.
     from sentence_transformers import CrossEncoder
 
     seed = CrossEncoder(str(ckpt), max_length=512, device=gpu)
-    budgets = [int(b) for b in args.budgets.split(",")]
+    cores = len(os.sched_getaffinity(0))
+    fast = PairTokenizer(standin / "tokenizer.json", 512, threads=cores)
+    library = PairTokenizer(standin / "tokenizer.json", 512, threads=cores)
+    library._template = None
     speed: list[dict[str, Any]] = []
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in (int(x) for x in args.sizes.split(",")):
         docs = chunks(n, seed=0)
         pairs = [(QUERY, d) for d in docs]
-        base = Scorer.from_dir(standin, variant="fp16", provider=gpu)
-        enc = base.tokenizer.encode(QUERY, docs)
-        tokens = int(enc.lengths.sum())
-        rounds = 10 if n <= 100 else 5
-
+        tokens = int(fast.encode(QUERY, docs).lengths.sum())
+        rounds = 20 if n <= 100 else 7
         med = median_seconds(seed.predict, pairs, rounds=rounds, batch_size=32,
                              show_progress_bar=False)
-        speed.append({"n": n, "tokens": tokens, "who": "seed CrossEncoder fp32 b32",
-                      "median_ms": med * 1e3, "tokens_per_s": tokens / med})
-        print(speed[-1], flush=True)
-        tt = median_seconds(base.tokenizer.encode, QUERY, docs, rounds=rounds)
-        speed.append({"n": n, "tokens": tokens,
-                      "who": f"tokenization only ({base.tokenizer.threads} threads)",
-                      "median_ms": tt * 1e3, "tokens_per_s": tokens / tt})
-        one = PairTokenizer(standin / "tokenizer.json", 512, threads=1)
-        tt = median_seconds(one.encode, QUERY, docs, rounds=rounds)
-        speed.append({"n": n, "tokens": tokens, "who": "tokenization only (1 thread)",
-                      "median_ms": tt * 1e3, "tokens_per_s": tokens / tt})
-        for budget in budgets:
-            for io in (True, False):
-                for pipe in (True, False):
-                    s = Scorer.from_dir(standin, variant="fp16", provider=gpu,
-                                        token_budget=budget, max_rows=4096)
-                    s.session._io_binding = io
-                    s.pipeline = pipe
-                    med = median_seconds(s.score, QUERY, docs, rounds=rounds)
-                    speed.append({"n": n, "tokens": tokens, "who": "crossrank fp16",
-                                  "budget": budget, "io_binding": io, "pipeline": pipe,
-                                  "median_ms": med * 1e3, "tokens_per_s": tokens / med})
-                    print(speed[-1], flush=True)
-        # Model only: pre-tokenized, pre-padded batches (the ceiling for the end-to-end figure).
-        s = Scorer.from_dir(standin, variant="fp16", provider=gpu, token_budget=32768,
-                            max_rows=4096)
-        from runtime import batching
+        speed.append(row(n, tokens, "seed CrossEncoder fp32 b32", med))
+        speed.append(row(n, tokens, f"tokenize: library pairs ({cores} threads)",
+                         median_seconds(library.encode, QUERY, docs, rounds=rounds)))
+        speed.append(row(n, tokens, f"tokenize: fast path ({cores} threads)",
+                         median_seconds(fast.encode, QUERY, docs, rounds=rounds)))
+    del seed
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
-        groups = batching.plan(enc.lengths, 32768, 4096)
-        batches = [batching.pad(enc.ids, enc.type_ids, g) for g in groups]
-        mo = median_seconds(run_all, s, batches, rounds=rounds)
-        speed.append({"n": n, "tokens": tokens, "who": "model only (pre-padded, 32k budget)",
-                      "median_ms": mo * 1e3, "tokens_per_s": tokens / mo})
-        print(speed[-1], flush=True)
+    # ONNX Runtime in a fresh process; first a run with its kernel report switched on.
+    common = [sys.executable, __file__, "--standin", str(standin), "--real", str(real),
+              "--sizes", args.sizes] + (["--cpu-dry-run"] if args.cpu_dry_run else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    probe = subprocess.run(common + ["--probe"], capture_output=True, text=True, timeout=300,
+                           env={**env, "ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO": "1"})
+    report["attention_kernel"] = [ln for ln in (probe.stdout + probe.stderr).splitlines()
+                                  if "Operator=Attention" in ln][:1]
+    print("attention kernel:", report["attention_kernel"], flush=True)
+    result = work / "measure.json"
+    proc = subprocess.run(common + ["--measure", "--result", str(result)], timeout=900, env=env)
+    if proc.returncode == 0 and result.is_file():
+        got = json.loads(result.read_text())
+        report["realistic_parity"] = got["realistic_parity"]
+        speed.extend(got["speed"])
+    else:
+        report["measure_error"] = f"exit {proc.returncode}"
     report["speed"] = speed
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
-    print("\nSUMMARY")
-    for row in speed:
-        extra = "".join(f" {k}={row[k]}" for k in ("budget", "io_binding", "pipeline") if k in row)
-        print(f"n={row['n']:5d} {row['who']:<38}{extra:<42} {row['median_ms']:8.1f} ms "
-              f"{row['tokens_per_s']:>12,.0f} tok/s")
+    print("\nSUMMARY (ratio: seed time / this time, same n)")
+    seed_ms = {r["n"]: r["median_ms"] for r in speed if r["who"].startswith("seed")}
+    for r in speed:
+        extra = "".join(f" {k}={r[k]}" for k in ("budget", "slice") if k in r)
+        print(f"n={r['n']:5d} {r['who']:<38}{extra:<34} {r['median_ms']:8.2f} ms "
+              f"{r['tokens_per_s']:>12,} tok/s  x{seed_ms[r['n']] / r['median_ms']:.2f}")
+    parity = report.get("realistic_parity", [])
+    if parity:
+        print(f"fp16 parity: worst top-10 overlap {min(x['top10_overlap'] for x in parity)}/10, "
+              f"max |diff| {max(x['max_abs_diff'] for x in parity)}")
     return 0
 
 

@@ -76,7 +76,7 @@ def main() -> int:
                 idx = rng.permutation(len(docs))
                 per = max(1, budget // 512)
                 groups = [idx[i:i + per] for i in range(0, len(idx), per)]
-            batches = [batching.pad(enc.ids, enc.type_ids, g) for g in groups]
+            batches = [batching.pad(enc.rows, g) for g in groups]
             computed = sum(bt.rows * bt.width for bt in batches)
             for name, s in (("padded", padded), ("packed", packed)):
                 t = median_seconds(lambda s=s, batches=batches: [s.session.run(x) for x in batches])

@@ -42,7 +42,7 @@ def test_overflow_cost(benchmark: Any, scorer: Scorer, overflow: str) -> None:
     benchmark.pedantic(fn, args=(QUERY, docs), rounds=3, warmup_rounds=1)
     enc = (scorer.tokenizer.encode(QUERY, docs) if overflow == "truncate" else
            scorer.tokenizer.encode_windows(QUERY, docs, 128, 16, 2000))
-    benchmark.extra_info["rows"] = enc.rows
+    benchmark.extra_info["rows"] = enc.n_rows
     benchmark.extra_info["tokens"] = int(enc.lengths.sum())
-    print(f"\n{overflow}: {enc.rows} rows, {int(enc.lengths.sum())} tokens, "
+    print(f"\n{overflow}: {enc.n_rows} rows, {int(enc.lengths.sum())} tokens, "
           f"median {benchmark.stats.stats.median * 1e3:.0f} ms")

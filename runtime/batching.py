@@ -7,8 +7,10 @@ order is restored at the end.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,21 +66,86 @@ def plan(lengths: Sequence[int] | np.ndarray, token_budget: int, max_rows: int) 
     return groups
 
 
-def pad(ids: Sequence[np.ndarray], type_ids: Sequence[np.ndarray], positions: np.ndarray,
-        pad_id: int = 0) -> Batch:
+def ragged_range(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The concatenation of arange(s, s + n) for each (s, n), without a Python loop."""
+    lens = np.asarray(lens, dtype=np.int64)
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lens)
+    return np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lens), lens) + np.arange(total)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Token rows stored back to back: row i is ids[offsets[i]:offsets[i + 1]].
+
+    One flat array per field instead of one small array per row: building, joining and padding
+    them is a handful of numpy calls whatever the row count.
+    """
+
+    ids: np.ndarray  # int64, all rows' token ids
+    type_ids: np.ndarray  # int64, segment ids, same shape as ids
+    offsets: np.ndarray  # int64 [rows + 1], offsets[0] == 0
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, type_ids) of one row, as views."""
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.ids[a:b], self.type_ids[a:b]
+
+    @classmethod
+    def from_lists(cls, ids: Sequence[Any], type_ids: Sequence[Any]) -> Rows:
+        """From per-row sequences of ints (lists, arrays, the library's encodings' ids)."""
+        lens = np.fromiter((len(r) for r in ids), dtype=np.int64, count=len(ids))
+        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        flat_ids = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64,
+                               count=int(offsets[-1]))
+        flat_types = np.fromiter(itertools.chain.from_iterable(type_ids), dtype=np.int64,
+                                 count=int(offsets[-1]))
+        return cls(ids=flat_ids, type_ids=flat_types, offsets=offsets)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Rows]) -> Rows:
+        if len(parts) == 1:
+            return parts[0]
+        shifts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
+        offsets = np.concatenate([np.zeros(1, dtype=np.int64)]
+                                 + [p.offsets[1:] + s for p, s in zip(parts, shifts, strict=True)])
+        return cls(ids=np.concatenate([p.ids for p in parts]),
+                   type_ids=np.concatenate([p.type_ids for p in parts]), offsets=offsets)
+
+    def select(self, positions: np.ndarray) -> Rows:
+        """The given rows, in the given order."""
+        pos = np.asarray(positions, dtype=np.int64)
+        lens = self.lengths[pos]
+        offsets = np.zeros(len(pos) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        src = ragged_range(self.offsets[pos], lens)
+        return Rows(ids=self.ids[src], type_ids=self.type_ids[src], offsets=offsets)
+
+
+def pad(rows: Rows, positions: np.ndarray, pad_id: int = 0) -> Batch:
     """Pad the selected rows to the longest among them."""
-    width = max(len(ids[i]) for i in positions)
-    rows = len(positions)
-    input_ids = np.full((rows, width), pad_id, dtype=np.int64)
-    token_type = np.zeros((rows, width), dtype=np.int64)
-    mask = np.zeros((rows, width), dtype=np.int64)
-    for r, i in enumerate(positions):
-        n = len(ids[i])
-        input_ids[r, :n] = ids[i]
-        token_type[r, :n] = type_ids[i]
-        mask[r, :n] = 1
-    return Batch(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type,
-                 positions=np.asarray(positions, dtype=np.int64))
+    pos = np.asarray(positions, dtype=np.int64)
+    lens = rows.lengths[pos]
+    width = int(lens.max())
+    n = len(pos)
+    src = ragged_range(rows.offsets[pos], lens)
+    dst = ragged_range(np.arange(n, dtype=np.int64) * width, lens)
+    input_ids = np.full((n, width), pad_id, dtype=np.int64)
+    input_ids.reshape(-1)[dst] = rows.ids[src]
+    token_type = np.zeros((n, width), dtype=np.int64)
+    token_type.reshape(-1)[dst] = rows.type_ids[src]
+    mask = (np.arange(width, dtype=np.int64) < lens[:, None]).astype(np.int64)
+    return Batch(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type, positions=pos)
 
 
 def restore(n: int, batches: Sequence[Batch], results: Sequence[np.ndarray]) -> np.ndarray:

@@ -131,33 +131,32 @@ class Scorer:
                 raise InvalidRequest(f"chunks[{i}] must be a string")
         return self.tokenizer.encode(query, list(chunks))
 
-    def logits_encoded(self, ids: Sequence[np.ndarray], type_ids: Sequence[np.ndarray],
-                       lengths: np.ndarray) -> np.ndarray:
-        """float32 logits for encoded pairs, in their given order."""
-        n = len(ids)
+    def logits_encoded(self, rows: batching.Rows) -> np.ndarray:
+        """float32 logits for encoded rows, in their given order."""
+        n = len(rows)
         if n == 0:
             return np.zeros(0, dtype=np.float32)
-        groups = batching.plan(lengths, self.token_budget, self.max_rows)
+        groups = batching.plan(rows.lengths, self.token_budget, self.max_rows)
         batches: list[batching.Batch] = []
         results: list[np.ndarray] = []
-        for b in self.iter_batches(ids, type_ids, groups):
+        for b in self.iter_batches(rows, groups):
             batches.append(b)
             results.append(self.run_batch(b))
         return batching.restore(n, batches, results)
 
-    def iter_batches(self, ids: Sequence[np.ndarray], type_ids: Sequence[np.ndarray],
+    def iter_batches(self, rows: batching.Rows,
                      groups: Sequence[np.ndarray]) -> Iterator[batching.Batch]:
         """Padded batches in plan order; with pipelining, the next is padded during this one."""
         if not self.pipeline or len(groups) < 2:
             for g in groups:
-                yield batching.pad(ids, type_ids, g, pad_id=self.pad_token_id)
+                yield batching.pad(rows, g, pad_id=self.pad_token_id)
             return
         pool = self._helper_pool()
-        fut = pool.submit(batching.pad, ids, type_ids, groups[0], self.pad_token_id)
+        fut = pool.submit(batching.pad, rows, groups[0], self.pad_token_id)
         for k in range(len(groups)):
             batch = fut.result()
             if k + 1 < len(groups):
-                fut = pool.submit(batching.pad, ids, type_ids, groups[k + 1], self.pad_token_id)
+                fut = pool.submit(batching.pad, rows, groups[k + 1], self.pad_token_id)
             yield batch
 
     def _helper_pool(self) -> ThreadPoolExecutor:
@@ -185,7 +184,7 @@ class Scorer:
               max_per_chunk: int = 16, max_total: int = 2000) -> np.ndarray:
         """Logits with overflow='split': over-long chunks scored as the max over windows."""
         enc = self.tokenizer.encode_windows(query, list(chunks), stride, max_per_chunk, max_total)
-        return self.per_chunk(self.logits_encoded(enc.ids, enc.type_ids, enc.lengths), enc)
+        return self.per_chunk(self.logits_encoded(enc.rows), enc)
 
     def apply_activation(self, logits: np.ndarray, activation: str | None = None) -> np.ndarray:
         """Scores as the caller asked: the model's activation by default."""
@@ -200,8 +199,7 @@ class Scorer:
         """Raw float32 logits, one per chunk, in the caller's order."""
         if self.pipeline and len(chunks) > 64:
             return self._logits_sliced(query, chunks)
-        enc = self.encode(query, chunks)
-        return self.logits_encoded(enc.ids, enc.type_ids, enc.lengths)
+        return self.logits_encoded(self.encode(query, chunks).rows)
 
     def _logits_sliced(self, query: str, chunks: Sequence[str]) -> np.ndarray:
         # Tokenize slice k+1 on a helper thread while slice k's batches run on the device.
@@ -214,14 +212,13 @@ class Scorer:
             enc = fut.result()
             if k + 1 < len(slices):
                 fut = tok_pool.submit(self.encode, query, slices[k + 1])
-            outs.append(self.logits_encoded(enc.ids, enc.type_ids, enc.lengths))
+            outs.append(self.logits_encoded(enc.rows))
         return np.concatenate(outs)
 
     def predict(self, pairs: Sequence[tuple[str, str]], activation: str | None = None) -> np.ndarray:
         """Scores for arbitrary pairs in order, like CrossEncoder.predict."""
         enc = self.tokenizer.encode_pairs([(q, c) for q, c in pairs])
-        return self.apply_activation(self.logits_encoded(enc.ids, enc.type_ids, enc.lengths),
-                                     activation)
+        return self.apply_activation(self.logits_encoded(enc.rows), activation)
 
     def score(self, query: str, chunks: Sequence[str],
               activation: str | None = None) -> list[tuple[int, float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,8 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from runtime import batching
+from runtime.batching import Rows
 from runtime.errors import LimitExceeded, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -19,27 +22,99 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Encoded:
-    """Unpadded token ids and segment ids per pair, with lengths known before any padding."""
+    """Unpadded token rows for pairs, with lengths known before any padding."""
 
-    ids: list[np.ndarray]
-    type_ids: list[np.ndarray]
-    lengths: np.ndarray  # int64, tokens per pair after truncation
+    rows: Rows
     truncated: np.ndarray | None  # int64, tokens cut from each pair; None unless asked for
     # With overflow="split" one chunk may become several rows (windows): owner[row] is its chunk.
     owner: np.ndarray | None = None
     n_chunks: int | None = None
 
     @property
-    def rows(self) -> int:
-        return len(self.ids)
+    def lengths(self) -> np.ndarray:
+        """int64 tokens per row after truncation."""
+        return self.rows.lengths
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows)
 
 
-# Below this many pairs one encode_batch call is fastest; above it, shards run on threads.
+def _longest_first(la: np.ndarray, lb: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens kept of A and B under the tokenizers library's longest-first rule, vectorized.
+
+    Only pairs over the budget change. With s the shorter and l the longer side: keep s whole and
+    cut l to budget - s, unless that leaves l shorter than s (or s alone is over the budget);
+    then both get half, the odd token going to the side that was longer (B on ties).
+    """
+    short = np.minimum(la, lb)
+    keep_long = np.where(short > budget, short, np.maximum(short, budget - short))
+    keep_short = short.copy()
+    both = keep_short + keep_long > budget
+    keep_short = np.where(both, budget // 2, keep_short)
+    keep_long = np.where(both, budget // 2 + budget % 2, keep_long)
+    a_longer = la > lb
+    over = la + lb > budget
+    na = np.where(over, np.where(a_longer, keep_long, keep_short), la)
+    nb = np.where(over, np.where(a_longer, keep_short, keep_long), lb)
+    return np.minimum(na, la), np.minimum(nb, lb)
+
+
+# Below this many texts one encode_batch call is fastest; above it, shards run on threads.
 _SHARD_MIN = 64
 
 
+@dataclass(frozen=True)
+class _Template:
+    """The special tokens a pair gets: prefix A middle B suffix, and the segment id of each part."""
+
+    prefix: tuple[tuple[int, int], ...]  # (token id, type id) pairs
+    middle: tuple[tuple[int, int], ...]
+    suffix: tuple[tuple[int, int], ...]
+    type_a: int
+    type_b: int
+
+    @property
+    def added(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+
+def _find(seq: list[int], sub: list[int], start: int) -> int:
+    for i in range(start, len(seq) - len(sub) + 1):
+        if seq[i:i + len(sub)] == sub:
+            return i
+    return -1
+
+
+def _learn_template(tok: Tokenizer) -> _Template | None:
+    """Read the pair template off the tokenizer itself by encoding a probe pair."""
+    a = tok.encode("hello", add_special_tokens=False).ids
+    b = tok.encode("world", add_special_tokens=False).ids
+    e = tok.encode("hello", "world")
+    ids, types = list(e.ids), list(e.type_ids)
+    if not a or not b:
+        return None
+    i = _find(ids, a, 0)
+    j = _find(ids, b, i + len(a)) if i >= 0 else -1
+    if i < 0 or j < 0:
+        return None
+    ta, tb = set(types[i:i + len(a)]), set(types[j:j + len(b)])
+    if len(ta) != 1 or len(tb) != 1:
+        return None
+    part = list(zip(ids, types, strict=True))
+    return _Template(prefix=tuple(part[:i]), middle=tuple(part[i + len(a):j]),
+                     suffix=tuple(part[j + len(b):]), type_a=ta.pop(), type_b=tb.pop())
+
+
 class PairTokenizer:
-    """Encodes (query, chunk) pairs: [CLS] query [SEP] chunk [SEP], longest-first truncation."""
+    """Encodes (query, chunk) pairs: [CLS] query [SEP] chunk [SEP], longest-first truncation.
+
+    Fast path: each distinct query and each chunk is tokenized alone (the query once per
+    request, not once per pair), the pair rows are assembled and truncated with numpy by the
+    library's own longest-first rule, and the pair template comes from the tokenizer file. It is
+    checked against the library's pair encoding at load time and falls back to that if they ever
+    differ.
+    """
 
     def __init__(self, tokenizer_file: Path, max_length: int, threads: int = 1) -> None:
         try:
@@ -62,45 +137,131 @@ class PairTokenizer:
         self._pool: ThreadPoolExecutor | None = None
         self._splitters: dict[int, Tokenizer] = {}
         self._lock = threading.Lock()
+        # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody here reads.
+        self._alone_fn = getattr(self._full, "encode_batch_fast", None) or self._full.encode_batch
+        self._template = _learn_template(self._full)
+        if self._template is not None and not self._fast_path_agrees():
+            log.warning("the pair fast path disagrees with the tokenizer's own pair encoding for "
+                        "%s; using the slower library path", tokenizer_file)
+            self._template = None
+
+    @property
+    def fast(self) -> bool:
+        """Whether pairs are assembled from separately tokenized texts (else encoded as pairs)."""
+        return self._template is not None
+
+    def _fast_path_agrees(self) -> bool:
+        m = self.max_length
+        long_a, long_b = "moon tide " * m, "the sea rises " * m
+        probes = [("who?", "the moon"), ("", "x"), ("x", ""), ("", ""), (long_a, "short chunk"),
+                  ("short query", long_b), (long_a, long_b), ("tides " * (m // 2), long_b),
+                  ("Café naïve 東京", "Ünïcödé ß " * 3)]
+        ours = self._encode_fast([p[0] for p in probes], np.arange(len(probes)),
+                                 [p[1] for p in probes], with_truncation=False)
+        ref = self._rows_from(self._tok.encode_batch(probes))
+        return bool(np.array_equal(ours.rows.offsets, ref.offsets)
+                    and np.array_equal(ours.rows.ids, ref.ids)
+                    and np.array_equal(ours.rows.type_ids, ref.type_ids))
 
     def encode(self, query: str, chunks: list[str], with_truncation: bool = False) -> Encoded:
         """Encode one query against many chunks."""
-        return self.encode_pairs([(query, c) for c in chunks], with_truncation)
+        if self._template is not None:
+            return self._encode_fast([query], np.zeros(len(chunks), dtype=np.int64), chunks,
+                                     with_truncation)
+        return self._encode_library([(query, c) for c in chunks], with_truncation)
 
     def encode_pairs(self, pairs: list[tuple[str, str]], with_truncation: bool = False) -> Encoded:
-        """Encode arbitrary pairs; ids are int64 arrays, one per pair.
+        """Encode arbitrary pairs, one row each, in order.
 
-        with_truncation also counts the tokens each pair lost (it re-encodes the pairs that hit
-        the limit, so it costs time and is off by default).
+        with_truncation also counts the tokens each pair lost.
         """
-        encs = self._encode_batch(pairs)
-        ids = [np.asarray(e.ids, dtype=np.int64) for e in encs]
-        type_ids = [np.asarray(e.type_ids, dtype=np.int64) for e in encs]
-        lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
+        if self._template is not None:
+            index: dict[str, int] = {}
+            q_of = np.fromiter((index.setdefault(q, len(index)) for q, _ in pairs),
+                               dtype=np.int64, count=len(pairs))
+            return self._encode_fast(list(index), q_of, [c for _, c in pairs], with_truncation)
+        return self._encode_library(pairs, with_truncation)
+
+    def _encode_fast(self, queries: list[str], q_of: np.ndarray, chunks: list[str],
+                     with_truncation: bool) -> Encoded:
+        t = self._template
+        assert t is not None
+        q = self._rows_from(self._alone_fn(queries, add_special_tokens=False), types=False)
+        c = self._rows_from(self._encode_texts(chunks), types=False)
+        lq, lc = q.lengths[q_of], c.lengths
+        n1, n2 = _longest_first(lq, lc, self.max_length - t.added)
+        # Each row gathers five runs from one source array: prefix, query, middle, chunk, suffix.
+        specials = [*t.prefix, *t.middle, *t.suffix]
+        sp_ids = np.asarray([i for i, _ in specials], dtype=np.int64)
+        sp_types = np.asarray([ty for _, ty in specials], dtype=np.int64)
+        n_sp, q_base = len(specials), len(specials)
+        c_base = q_base + len(q.ids)
+        src_ids = np.concatenate([sp_ids, q.ids, c.ids])
+        src_types = np.concatenate([sp_types, np.full(len(q.ids), t.type_a, dtype=np.int64),
+                                    np.full(len(c.ids), t.type_b, dtype=np.int64)])
+        n = len(chunks)
+        lp, lm, ls = len(t.prefix), len(t.middle), len(t.suffix)
+        starts = np.empty((n, 5), dtype=np.int64)
+        lens = np.empty((n, 5), dtype=np.int64)
+        starts[:, 0], lens[:, 0] = 0, lp
+        starts[:, 1], lens[:, 1] = q_base + q.offsets[q_of], n1
+        starts[:, 2], lens[:, 2] = lp, lm
+        starts[:, 3], lens[:, 3] = c_base + c.offsets[:-1], n2
+        starts[:, 4], lens[:, 4] = lp + lm, ls
+        assert lp + lm + ls == n_sp
+        src = batching.ragged_range(starts.reshape(-1), lens.reshape(-1))
+        lengths = lens.sum(axis=1)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        rows = Rows(ids=src_ids[src], type_ids=src_types[src], offsets=offsets)
+        truncated = (lq + lc + t.added - lengths) if with_truncation else None
+        return Encoded(rows=rows, truncated=truncated)
+
+    def _encode_library(self, pairs: list[tuple[str, str]], with_truncation: bool) -> Encoded:
+        rows = self._rows_from(self._encode_texts(pairs, pairs=True))
         truncated: np.ndarray | None = None
         if with_truncation:
-            truncated = np.zeros(len(ids), dtype=np.int64)
+            lengths = rows.lengths
+            truncated = np.zeros(len(rows), dtype=np.int64)
             # Only a pair at the limit can have been cut; re-encode just those untruncated.
             at_limit = np.flatnonzero(lengths >= self.max_length)
             if len(at_limit):
                 full = self._full.encode_batch([pairs[i] for i in at_limit])
                 for i, e in zip(at_limit, full, strict=True):
                     truncated[i] = len(e.ids) - lengths[i]
-        return Encoded(ids=ids, type_ids=type_ids, lengths=lengths, truncated=truncated)
+        return Encoded(rows=rows, truncated=truncated)
 
-    def _encode_batch(self, pairs: list[tuple[str, str]]) -> list[Any]:
-        n = len(pairs)
+    @staticmethod
+    def _rows_from(encs: list[Any], types: bool = True) -> Rows:
+        """Flat rows from library encodings (type ids left zero when not asked for)."""
+        lens = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
+        offsets = np.zeros(len(encs) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        total = int(offsets[-1])
+        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64,
+                          count=total)
+        if types:
+            type_ids = np.fromiter(itertools.chain.from_iterable(e.type_ids for e in encs),
+                                   dtype=np.int64, count=total)
+        else:
+            type_ids = np.zeros(total, dtype=np.int64)
+        return Rows(ids=ids, type_ids=type_ids, offsets=offsets)
+
+    def _encode_texts(self, items: list[Any], pairs: bool = False) -> list[Any]:
+        """Library encodings of texts alone (no special tokens) or of pairs (truncated)."""
+        fn: Any = self._tok.encode_batch if pairs else (
+            lambda part: self._alone_fn(part, add_special_tokens=False))
+        n = len(items)
         if self.threads < 2 or n < _SHARD_MIN:
-            return list(self._tok.encode_batch(pairs))
+            return list(fn(items))
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads,
                                                 thread_name_prefix="crossrank-tokenize")
             pool = self._pool
         step = -(-n // self.threads)
-        shards = [pairs[i:i + step] for i in range(0, n, step)]
         out: list[Any] = []
-        for part in pool.map(self._tok.encode_batch, shards):
+        for part in pool.map(fn, [items[i:i + step] for i in range(0, n, step)]):
             out.extend(part)
         return out
 
@@ -147,24 +308,25 @@ class PairTokenizer:
                 for c, e in zip(kept_cut, full, strict=True):
                     truncated[c] = len(e.ids) - base.lengths[c]
         if not windows:
-            return Encoded(ids=base.ids, type_ids=base.type_ids, lengths=base.lengths,
-                           truncated=truncated, owner=np.arange(n, dtype=np.int64), n_chunks=n)
-        ids: list[np.ndarray] = []
-        type_ids: list[np.ndarray] = []
+            return Encoded(rows=base.rows, truncated=truncated,
+                           owner=np.arange(n, dtype=np.int64), n_chunks=n)
+        # Window rows go after the base rows, then one gather puts every row in chunk order.
+        wins = [w for i in sorted(windows) for w in windows[i]]
+        extra = Rows.from_lists([w.ids for w in wins], [w.type_ids for w in wins])
+        order: list[int] = []
         owner: list[int] = []
+        k = n
         for i in range(n):
             if i in windows:
-                for w in windows[i]:
-                    ids.append(np.asarray(w.ids, dtype=np.int64))
-                    type_ids.append(np.asarray(w.type_ids, dtype=np.int64))
-                    owner.append(i)
+                order.extend(range(k, k + len(windows[i])))
+                owner.extend([i] * len(windows[i]))
+                k += len(windows[i])
             else:
-                ids.append(base.ids[i])
-                type_ids.append(base.type_ids[i])
+                order.append(i)
                 owner.append(i)
-        lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
-        return Encoded(ids=ids, type_ids=type_ids, lengths=lengths, truncated=truncated,
-                       owner=np.asarray(owner, dtype=np.int64), n_chunks=n)
+        rows = Rows.concat([base.rows, extra]).select(np.asarray(order, dtype=np.int64))
+        return Encoded(rows=rows, truncated=truncated, owner=np.asarray(owner, dtype=np.int64),
+                       n_chunks=n)
 
     def _splitter(self, stride: int) -> Tokenizer:
         with self._lock:

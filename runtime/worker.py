@@ -115,7 +115,7 @@ class Worker:
 
     async def submit(self, enc: Encoded, timeout_s: float) -> np.ndarray:
         """Logits for the encoded pairs, in their order. Raises Overloaded / DeadlineExceeded."""
-        n = len(enc.ids)
+        n = enc.n_rows
         if n == 0:
             return np.zeros(0, dtype=np.float32)
         loop = asyncio.get_running_loop()
@@ -182,19 +182,12 @@ class Worker:
             live.append(job)
         if not live:
             return
-        ids: list[np.ndarray] = []
-        types: list[np.ndarray] = []
-        owner: list[int] = []
-        for k, job in enumerate(live):
-            ids.extend(job.enc.ids)
-            types.extend(job.enc.type_ids)
-            owner.extend([k] * len(job.enc.ids))
-        lengths = np.concatenate([job.enc.lengths for job in live])
-        owners = np.asarray(owner)
-        out = np.zeros(len(ids), dtype=np.float32)
+        rows = batching.Rows.concat([job.enc.rows for job in live])
+        owners = np.repeat(np.arange(len(live)), [job.enc.n_rows for job in live])
+        out = np.zeros(len(rows), dtype=np.float32)
         try:
-            groups = batching.plan(lengths, self.scorer.token_budget, self.scorer.max_rows)
-            for batch in self.scorer.iter_batches(ids, types, groups):
+            groups = batching.plan(rows.lengths, self.scorer.token_budget, self.scorer.max_rows)
+            for batch in self.scorer.iter_batches(rows, groups):
                 if all(live[k].abandoned for k in set(owners[batch.positions].tolist())):
                     continue  # nobody is waiting for these rows any more
                 t0 = time.perf_counter()
@@ -218,7 +211,7 @@ class Worker:
             return
         start = 0
         for job in live:
-            n = len(job.enc.ids)
+            n = job.enc.n_rows
             self._resolve(job, result=out[start:start + n].copy())
             start += n
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.batching import pad, padded_tokens, plan, restore
+from runtime.batching import Rows, pad, padded_tokens, plan, ragged_range, restore
 
 
 def test_plan_respects_budget_counting_padding() -> None:
@@ -45,7 +45,7 @@ def test_pad_and_restore_round_trip() -> None:
     types = [np.zeros(len(a), dtype=np.int64) for a in ids]
     lengths = [len(a) for a in ids]
     groups = plan(lengths, token_budget=8, max_rows=8)
-    batches = [pad(ids, types, g) for g in groups]
+    batches = [pad(Rows.from_lists(ids, types), g) for g in groups]
     for b in batches:
         assert b.input_ids.shape == b.attention_mask.shape == b.token_type_ids.shape
         assert b.width == max(lengths[i] for i in b.positions)
@@ -61,6 +61,25 @@ def test_pad_and_restore_round_trip() -> None:
 def test_restore_detects_missing_rows() -> None:
     ids = [np.array([1, 2]), np.array([3])]
     types = [np.zeros(2, dtype=np.int64), np.zeros(1, dtype=np.int64)]
-    b = pad(ids, types, np.array([0]))
+    b = pad(Rows.from_lists(ids, types), np.array([0]))
     with pytest.raises(ValueError):
         restore(2, [b], [np.zeros(1, dtype=np.float32)])
+
+
+def test_ragged_range() -> None:
+    assert ragged_range(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist() == [5, 6, 9, 10, 11]
+    assert ragged_range(np.array([], dtype=np.int64), np.array([], dtype=np.int64)).size == 0
+
+
+def test_rows_concat_select_and_pad_types() -> None:
+    a = Rows.from_lists([[1, 2, 3], [4]], [[0, 0, 1], [0]])
+    b = Rows.from_lists([[5, 6]], [[1, 1]])
+    both = Rows.concat([a, b])
+    assert len(both) == 3 and both.lengths.tolist() == [3, 1, 2]
+    assert both.row(2)[0].tolist() == [5, 6]
+    picked = both.select(np.array([2, 0]))
+    assert picked.ids.tolist() == [5, 6, 1, 2, 3] and picked.type_ids.tolist() == [1, 1, 0, 0, 1]
+    batch = pad(both, np.array([1, 2, 0]), pad_id=9)
+    assert batch.input_ids.tolist() == [[4, 9, 9], [5, 6, 9], [1, 2, 3]]
+    assert batch.token_type_ids.tolist() == [[0, 0, 0], [1, 1, 0], [0, 0, 1]]
+    assert batch.attention_mask.tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]

@@ -23,14 +23,15 @@ def test_matches_hf_tokenizer_longest_first(tiny_dir: Path, tiny_ckpt: Path) -> 
     enc = tok.encode_pairs(pairs)
     ref = hf([p[0] for p in pairs], [p[1] for p in pairs], truncation=True, max_length=512)
     for i in range(len(pairs)):
-        assert enc.ids[i].tolist() == ref["input_ids"][i]
-        assert enc.type_ids[i].tolist() == ref["token_type_ids"][i]
+        ids, types = enc.rows.row(i)
+        assert ids.tolist() == ref["input_ids"][i]
+        assert types.tolist() == ref["token_type_ids"][i]
         assert enc.lengths[i] == len(ref["input_ids"][i]) <= 512
 
 
 def test_segment_ids_mark_the_chunk(tiny_dir: Path) -> None:
     enc = PairTokenizer(tiny_dir / "tokenizer.json", 512).encode("who", ["moon"])
-    assert enc.type_ids[0].tolist() == [0, 0, 0, 1, 1]
+    assert enc.rows.row(0)[1].tolist() == [0, 0, 0, 1, 1]
 
 
 def test_truncation_is_reported(tiny_dir: Path) -> None:
@@ -59,5 +60,93 @@ def test_threaded_shards_match_one_batch(tiny_dir: Path) -> None:
     chunks = [f"chunk {i} " + "moon " * (i % 700) for i in range(600)]
     a, b = one.encode("q", chunks), many.encode("q", chunks)
     assert a.lengths.tolist() == b.lengths.tolist()
-    assert all(x.tolist() == y.tolist() for x, y in zip(a.ids, b.ids, strict=True))
+    assert a.rows.ids.tolist() == b.rows.ids.tolist()
     assert a.truncated is None
+
+
+def _library(tok: PairTokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+    return [(list(e.ids), list(e.type_ids)) for e in tok._tok.encode_batch(pairs)]
+
+
+def _rows(enc) -> list[tuple[list[int], list[int]]]:  # type: ignore[no-untyped-def]
+    return [(a.tolist(), b.tolist()) for a, b in (enc.rows.row(i) for i in range(enc.n_rows))]
+
+
+@pytest.mark.parametrize("max_length", [16, 17, 64, 512])
+def test_fast_path_equals_library_pair_encoding(tiny_dir: Path, max_length: int) -> None:
+    """Every split of the budget: query and chunk lengths on a grid around the limit."""
+    tok = PairTokenizer(tiny_dir / "tokenizer.json", max_length)
+    assert tok.fast
+    sizes = sorted({0, 1, 2, max_length // 2 - 2, max_length // 2 - 1, max_length // 2,
+                    max_length // 2 + 1, max_length - 4, max_length - 3, max_length,
+                    max_length + 7, 2 * max_length})
+    pairs = [(" ".join(["tide"] * a), " ".join(["moon"] * b)) for a in sizes for b in sizes]
+    enc = tok.encode_pairs(pairs, with_truncation=True)
+    assert _rows(enc) == _library(tok, pairs)
+    full = [tok.full_length(p) for p in pairs]
+    assert enc.truncated is not None
+    assert enc.truncated.tolist() == [f - int(n) for f, n in zip(full, enc.lengths, strict=True)]
+
+
+def test_fast_path_many_queries_and_unicode(tiny_dir: Path) -> None:
+    tok = PairTokenizer(tiny_dir / "tokenizer.json", 512, threads=3)
+    pairs = [(q, c) for q in ("", "who?", "Café naïve 東京 " * 40, LONG)
+             for c in ("", "x", " ".join(UNICODE), LONG, "ab " * 255)] * 20
+    assert _rows(tok.encode_pairs(pairs)) == _library(tok, pairs)
+    chunks = [c for _, c in pairs]
+    assert _rows(tok.encode("who?", chunks)) == _library(tok, [("who?", c) for c in chunks])
+
+
+def test_other_pair_templates_are_learned(tiny_dir: Path, tmp_path: Path) -> None:
+    """A RoBERTa-style template (<s> A </s></s> B </s>, all segment ids 0) works the same."""
+    import json
+
+    spec = json.loads((tiny_dir / "tokenizer.json").read_text())
+    cls_id, sep_id = spec["model"]["vocab"]["[CLS]"], spec["model"]["vocab"]["[SEP]"]
+    spec["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                   {"Sequence": {"id": "A", "type_id": 0}},
+                   {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                 {"Sequence": {"id": "A", "type_id": 0}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+                 {"Sequence": {"id": "B", "type_id": 0}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+        "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [cls_id], "tokens": ["[CLS]"]},
+                           "[SEP]": {"id": "[SEP]", "ids": [sep_id], "tokens": ["[SEP]"]}},
+    }
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spec))
+    tok = PairTokenizer(path, 64)
+    assert tok.fast
+    pairs = [("who walked", "on the moon"), ("q " * 40, "c " * 40), ("", "")]
+    got = _rows(tok.encode_pairs(pairs))
+    assert got == _library(tok, pairs)
+    assert got[0][0][:1] == [cls_id] and got[0][0].count(sep_id) == 3
+
+
+def test_library_path_when_the_template_is_unknown(tiny_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.tokenization as t
+
+    monkeypatch.setattr(t, "_learn_template", lambda tok: None)
+    tok = PairTokenizer(tiny_dir / "tokenizer.json", 64)
+    assert not tok.fast
+    pairs = [("who", "moon " * 100), ("q", "")]
+    enc = tok.encode_pairs(pairs, with_truncation=True)
+    assert _rows(enc) == _library(tok, pairs)
+    assert enc.truncated is not None and enc.truncated.tolist() == [
+        tok.full_length(pairs[0]) - 64, 0]
+
+
+def test_disagreeing_fast_path_is_turned_off(tiny_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.tokenization as t
+
+    real = t._longest_first
+    monkeypatch.setattr(t, "_longest_first", lambda a, b, n: real(a, b, n + 1))
+    tok = PairTokenizer(tiny_dir / "tokenizer.json", 64)
+    assert not tok.fast
+    assert _rows(tok.encode("q", ["moon " * 100])) == _library(tok, [("q", "moon " * 100)])

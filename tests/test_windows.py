@@ -60,7 +60,7 @@ def test_answer_past_the_limit(scorer: Scorer) -> None:
         t = np.zeros(len(r), dtype=np.int64)
         t[int(np.flatnonzero(r == r[-1])[0]) + 1:] = 1  # segment 1 after the first [SEP]
         types.append(t)
-    direct = [scorer.session.run(batching.pad([r], [t], np.array([0])))[0]
+    direct = [scorer.session.run(batching.pad(batching.Rows.from_lists([r], [t]), np.array([0])))[0]
               for r, t in zip(rows, types, strict=True)]
     assert split[0] == pytest.approx(max(direct), abs=1e-4)
     # short chunks are untouched
@@ -78,7 +78,8 @@ def test_windows_fit_and_cover_every_token(scorer: Scorer) -> None:
     assert (enc.lengths <= tok.max_length).all()
     chunk_ids = tok._full.encode(chunk, add_special_tokens=False).ids
     seen: list[int] = []
-    for row, tids, own in zip(enc.ids, enc.type_ids, enc.owner, strict=True):
+    for i, own in enumerate(enc.owner):
+        row, tids = enc.rows.row(i)
         if own == 0:
             seen.extend(row[(tids == 1)][:-1].tolist())  # segment 1 minus the final [SEP]
     # every token of the chunk appears, in order, with overlaps between windows
