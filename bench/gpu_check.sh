@@ -4,6 +4,8 @@
 #                                          files, realistic fixture checkpoint in fp16)
 # Then, on the GPU machine, after the wheel parts are in /root/ort and this tree is there:
 #   bash bench/gpu_check.sh run        -> installs onnxruntime-gpu, runs bench/gpu_check.py
+#   bash bench/gpu_check.sh overlap [--experiment threads|shapes]
+#                                      -> the same install, then bench/gpu_overlap.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -27,11 +29,17 @@ for f in src.iterdir():
 PY
   grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
   du -sh .devwhl .gpu ;;
-run)
+run|overlap)
   mkdir -p /root/ort
   cp .devwhl/* /root/ort/ 2>/dev/null || true
   [ -d /root/ortgpu/onnxruntime ] || bash /root/ort/install-ort-gpu
-  PYTHONPATH=/root/ortgpu:. PYTHONUNBUFFERED=1 python3 bench/gpu_check.py \
-    --tokenizer-dir .gpu/tok --realistic .gpu/realistic --out "${OUT:-.}" ;;
-*) echo "usage: bash bench/gpu_check.sh prepare|run" >&2; exit 2 ;;
+  if [ "$1" = run ]; then
+    PYTHONPATH=/root/ortgpu:. PYTHONUNBUFFERED=1 python3 bench/gpu_check.py \
+      --tokenizer-dir .gpu/tok --realistic .gpu/realistic --out "${OUT:-.}"
+  else
+    shift
+    PYTHONPATH=/root/ortgpu:. PYTHONUNBUFFERED=1 python3 bench/gpu_overlap.py \
+      --tokenizer-dir .gpu/tok --out "${OUT:-.}" "$@"
+  fi ;;
+*) echo "usage: bash bench/gpu_check.sh prepare|run|overlap [args]" >&2; exit 2 ;;
 esac

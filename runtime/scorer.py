@@ -55,6 +55,8 @@ class ScorerInfo:
     activation: str
     token_budget: int
     max_rows: int
+    pad_multiple: int = 1
+    row_multiple: int = 1
 
 
 class Scorer:
@@ -63,7 +65,7 @@ class Scorer:
     def __init__(self, tokenizer: PairTokenizer, session: Session, *, activation: str,
                  token_budget: int, max_rows: int, pad_token_id: int = 0,
                  info: ScorerInfo | None = None, pipeline: bool = False,
-                 slice_pairs: int = 0) -> None:
+                 slice_pairs: int = 0, pad_multiple: int = 1, row_multiple: int = 1) -> None:
         if activation not in ("identity", "sigmoid"):
             raise ConfigError(f"activation must be identity or sigmoid, not {activation!r}")
         if token_budget < 1 or max_rows < 1:
@@ -80,6 +82,10 @@ class Scorer:
         # accelerator runs the current batch (ONNX Runtime releases the GIL while it runs).
         self.pipeline = pipeline
         self.slice_pairs = slice_pairs  # 0: a quarter of the request, at least 32 pairs
+        # Batch widths rounded up to pad_multiple tokens and row counts to row_multiple rows:
+        # fewer distinct shapes for kernels that plan per shape (see batching.pad).
+        self.pad_multiple = pad_multiple
+        self.row_multiple = row_multiple
         self._helpers: ThreadPoolExecutor | None = None  # created on first pipelined call
         self._helpers_lock = threading.Lock()
 
@@ -109,16 +115,20 @@ class Scorer:
         else:
             rows = max_rows or (batching.GPU_MAX_ROWS if gpu else batching.CPU_MAX_ROWS)
         act = md.activation if activation == "model" else activation
+        pad_multiple = batching.GPU_PAD_MULTIPLE if gpu else 1
+        row_multiple = batching.GPU_ROW_MULTIPLE if gpu else 1
         if md.stand_in:
             log.warning("%s is a STAND-IN model with random weights: its scores are meaningless "
                         "(offline trials and benchmarks only)", md.path)
         info = ScorerInfo(model_dir=str(md.path), name=md.name, source=md.source,
                           stand_in=md.stand_in, variant=chosen, provider=prov,
                           threads=sess.info.threads, max_length=md.max_length, activation=act,
-                          token_budget=budget, max_rows=rows)
+                          token_budget=budget, max_rows=rows, pad_multiple=pad_multiple,
+                          row_multiple=row_multiple)
         log.info("serving %s (%s, %s, %d threads)", md.name, chosen, prov, sess.info.threads)
         return cls(tok, sess, activation=act, token_budget=budget, max_rows=rows,
-                   pad_token_id=md.pad_token_id, info=info, pipeline=gpu)
+                   pad_token_id=md.pad_token_id, info=info, pipeline=gpu,
+                   pad_multiple=pad_multiple, row_multiple=row_multiple)
 
     # -- the stages, public so the server can batch across requests ---------------------------
 
@@ -136,7 +146,7 @@ class Scorer:
         n = len(rows)
         if n == 0:
             return np.zeros(0, dtype=np.float32)
-        groups = batching.plan(rows.lengths, self.token_budget, self.max_rows)
+        groups = self.plan(rows.lengths)
         batches: list[batching.Batch] = []
         results: list[np.ndarray] = []
         for b in self.iter_batches(rows, groups):
@@ -147,16 +157,18 @@ class Scorer:
     def iter_batches(self, rows: batching.Rows,
                      groups: Sequence[np.ndarray]) -> Iterator[batching.Batch]:
         """Padded batches in plan order; with pipelining, the next is padded during this one."""
+        args = (self.pad_token_id, self.pad_multiple, self.tokenizer.max_length,
+                self.row_multiple)
         if not self.pipeline or len(groups) < 2:
             for g in groups:
-                yield batching.pad(rows, g, pad_id=self.pad_token_id)
+                yield batching.pad(rows, g, *args)
             return
         pool = self._helper_pool()
-        fut = pool.submit(batching.pad, rows, groups[0], self.pad_token_id)
+        fut = pool.submit(batching.pad, rows, groups[0], *args)
         for k in range(len(groups)):
             batch = fut.result()
             if k + 1 < len(groups):
-                fut = pool.submit(batching.pad, rows, groups[k + 1], self.pad_token_id)
+                fut = pool.submit(batching.pad, rows, groups[k + 1], *args)
             yield batch
 
     def _helper_pool(self) -> ThreadPoolExecutor:
@@ -166,10 +178,16 @@ class Scorer:
                 self._helpers = ThreadPoolExecutor(2, thread_name_prefix="crossrank-prep")
             return self._helpers
 
+    def plan(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Batches for rows of these lengths, with this scorer's budget and padding."""
+        return batching.plan(lengths, self.token_budget, self.max_rows, self.pad_multiple,
+                             self.tokenizer.max_length)
+
     def run_batch(self, batch: batching.Batch) -> np.ndarray:
-        """Logits for one padded batch (the server's worker plans batches across requests)."""
+        """Logits for one padded batch's own rows (the server's worker plans batches across
+        requests); filler rows are dropped."""
         with self._lock:
-            return self.session.run(batch)
+            return self.session.run(batch)[: len(batch.positions)]
 
     @staticmethod
     def per_chunk(logits: np.ndarray, enc: Encoded) -> np.ndarray:

@@ -186,7 +186,7 @@ class Worker:
         owners = np.repeat(np.arange(len(live)), [job.enc.n_rows for job in live])
         out = np.zeros(len(rows), dtype=np.float32)
         try:
-            groups = batching.plan(rows.lengths, self.scorer.token_budget, self.scorer.max_rows)
+            groups = self.scorer.plan(rows.lengths)
             for batch in self.scorer.iter_batches(rows, groups):
                 if all(live[k].abandoned for k in set(owners[batch.positions].tolist())):
                     continue  # nobody is waiting for these rows any more

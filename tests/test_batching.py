@@ -83,3 +83,30 @@ def test_rows_concat_select_and_pad_types() -> None:
     assert batch.input_ids.tolist() == [[4, 9, 9], [5, 6, 9], [1, 2, 3]]
     assert batch.token_type_ids.tolist() == [[0, 0, 0], [1, 1, 0], [0, 0, 1]]
     assert batch.attention_mask.tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+
+
+def test_pad_rounds_widths_up_within_the_cap() -> None:
+    rows = Rows.from_lists([[1] * 5, [2] * 70], [[0] * 5, [0] * 70])
+    assert pad(rows, np.array([0]), multiple=64).width == 64
+    assert pad(rows, np.array([0, 1]), multiple=64, cap=100).width == 100
+    assert pad(rows, np.array([1]), multiple=64, cap=40).width == 70  # never cuts a row
+    b = pad(rows, np.array([0]), pad_id=7, multiple=8)
+    assert b.input_ids[0].tolist() == [1] * 5 + [7] * 3 and b.attention_mask.sum() == 5
+
+
+def test_filler_rows_round_the_row_count_and_are_dropped() -> None:
+    rows = Rows.from_lists([[1, 2, 3], [4]], [[0, 0, 1], [0]])
+    groups = plan(rows.lengths, token_budget=64, max_rows=8, multiple=8, cap=16)
+    assert [g.tolist() for g in groups] == [[0, 1]]  # both round to 8: index order
+    b = pad(rows, np.array([1, 0]), pad_id=0, multiple=8, cap=16, row_multiple=4)
+    assert b.input_ids.shape == (4, 8) and b.positions.tolist() == [1, 0]
+    assert b.attention_mask.sum(axis=1).tolist() == [1, 3, 1, 1]  # fillers: one token each
+    assert b.real_tokens == 4
+    out = restore(2, [b], [np.array([10.0, 20.0, -1.0, -1.0], dtype=np.float32)])
+    assert out.tolist() == [20.0, 10.0]
+
+
+def test_plan_counts_rounded_widths() -> None:
+    lengths = np.array([10] * 10)
+    assert len(plan(lengths, token_budget=160, max_rows=64)) == 1
+    assert [len(g) for g in plan(lengths, token_budget=160, max_rows=64, multiple=64)] == [2] * 5
