@@ -8,7 +8,7 @@ import pytest
 
 from export.corpus import UNICODE
 from runtime.errors import ModelLoadError
-from runtime.tokenization import PairTokenizer
+from runtime.tokenization import Encoded, PairTokenizer
 
 LONG = "the moon landing " * 400
 
@@ -68,7 +68,7 @@ def _library(tok: PairTokenizer, pairs: list[tuple[str, str]]) -> list[tuple[lis
     return [(list(e.ids), list(e.type_ids)) for e in tok._tok.encode_batch(pairs)]
 
 
-def _rows(enc) -> list[tuple[list[int], list[int]]]:  # type: ignore[no-untyped-def]
+def _rows(enc: Encoded) -> list[tuple[list[int], list[int]]]:
     return [(a.tolist(), b.tolist()) for a, b in (enc.rows.row(i) for i in range(enc.n_rows))]
 
 
