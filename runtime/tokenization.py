@@ -140,6 +140,8 @@ class PairTokenizer:
         # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody here reads.
         self._alone_fn = getattr(self._full, "encode_batch_fast", None) or self._full.encode_batch
         self._template = _learn_template(self._full)
+        if self._template is not None and self._template.added >= max_length:
+            self._template = None  # no room for text: leave such limits to the library
         if self._template is not None and not self._fast_path_agrees():
             log.warning("the pair fast path disagrees with the tokenizer's own pair encoding for "
                         "%s; using the slower library path", tokenizer_file)
@@ -194,7 +196,7 @@ class PairTokenizer:
         specials = [*t.prefix, *t.middle, *t.suffix]
         sp_ids = np.asarray([i for i, _ in specials], dtype=np.int64)
         sp_types = np.asarray([ty for _, ty in specials], dtype=np.int64)
-        n_sp, q_base = len(specials), len(specials)
+        q_base = len(specials)
         c_base = q_base + len(q.ids)
         src_ids = np.concatenate([sp_ids, q.ids, c.ids])
         src_types = np.concatenate([sp_types, np.full(len(q.ids), t.type_a, dtype=np.int64),
@@ -208,7 +210,6 @@ class PairTokenizer:
         starts[:, 2], lens[:, 2] = lp, lm
         starts[:, 3], lens[:, 3] = c_base + c.offsets[:-1], n2
         starts[:, 4], lens[:, 4] = lp + lm, ls
-        assert lp + lm + ls == n_sp
         src = batching.ragged_range(starts.reshape(-1), lens.reshape(-1))
         lengths = lens.sum(axis=1)
         offsets = np.zeros(n + 1, dtype=np.int64)
