@@ -92,6 +92,13 @@ def ragged_range(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lens), lens) + np.arange(total)
 
 
+def offsets_for(lengths: np.ndarray) -> np.ndarray:
+    """Row offsets [0, l0, l0 + l1, ...] for rows of these lengths."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
 @dataclass(frozen=True)
 class Rows:
     """Token rows stored back to back: row i is ids[offsets[i]:offsets[i + 1]].
@@ -117,15 +124,15 @@ class Rows:
         return self.ids[a:b], self.type_ids[a:b]
 
     @classmethod
-    def from_lists(cls, ids: Sequence[Any], type_ids: Sequence[Any]) -> Rows:
-        """From per-row sequences of ints (lists, arrays, the library's encodings' ids)."""
-        lens = np.fromiter((len(r) for r in ids), dtype=np.int64, count=len(ids))
-        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        flat_ids = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64,
-                               count=int(offsets[-1]))
-        flat_types = np.fromiter(itertools.chain.from_iterable(type_ids), dtype=np.int64,
-                                 count=int(offsets[-1]))
+    def from_lists(cls, ids: Sequence[Any], type_ids: Sequence[Any] | None) -> Rows:
+        """From per-row sequences of ints (lists, arrays, the library's encodings' ids);
+        type_ids None leaves every segment id 0."""
+        offsets = offsets_for(np.fromiter((len(r) for r in ids), dtype=np.int64, count=len(ids)))
+        total = int(offsets[-1])
+        flat_ids = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=total)
+        flat_types = (np.zeros(total, dtype=np.int64) if type_ids is None else
+                      np.fromiter(itertools.chain.from_iterable(type_ids), dtype=np.int64,
+                                  count=total))
         return cls(ids=flat_ids, type_ids=flat_types, offsets=offsets)
 
     @classmethod
@@ -142,10 +149,8 @@ class Rows:
         """The given rows, in the given order."""
         pos = np.asarray(positions, dtype=np.int64)
         lens = self.lengths[pos]
-        offsets = np.zeros(len(pos) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offsets[1:])
         src = ragged_range(self.offsets[pos], lens)
-        return Rows(ids=self.ids[src], type_ids=self.type_ids[src], offsets=offsets)
+        return Rows(ids=self.ids[src], type_ids=self.type_ids[src], offsets=offsets_for(lens))
 
 
 def pad(rows: Rows, positions: np.ndarray, pad_id: int = 0, multiple: int = 1,

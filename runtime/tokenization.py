@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -212,9 +211,8 @@ class PairTokenizer:
         starts[:, 4], lens[:, 4] = lp + lm, ls
         src = batching.ragged_range(starts.reshape(-1), lens.reshape(-1))
         lengths = lens.sum(axis=1)
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        rows = Rows(ids=src_ids[src], type_ids=src_types[src], offsets=offsets)
+        rows = Rows(ids=src_ids[src], type_ids=src_types[src],
+                    offsets=batching.offsets_for(lengths))
         truncated = (lq + lc + t.added - lengths) if with_truncation else None
         return Encoded(rows=rows, truncated=truncated)
 
@@ -234,19 +232,9 @@ class PairTokenizer:
 
     @staticmethod
     def _rows_from(encs: list[Any], types: bool = True) -> Rows:
-        """Flat rows from library encodings (type ids left zero when not asked for)."""
-        lens = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
-        offsets = np.zeros(len(encs) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        total = int(offsets[-1])
-        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int64,
-                          count=total)
-        if types:
-            type_ids = np.fromiter(itertools.chain.from_iterable(e.type_ids for e in encs),
-                                   dtype=np.int64, count=total)
-        else:
-            type_ids = np.zeros(total, dtype=np.int64)
-        return Rows(ids=ids, type_ids=type_ids, offsets=offsets)
+        """Flat rows from library encodings (segment ids left 0 when not asked for)."""
+        return Rows.from_lists([e.ids for e in encs],
+                               [e.type_ids for e in encs] if types else None)
 
     def _encode_texts(self, items: list[Any], pairs: bool = False) -> list[Any]:
         """Library encodings of texts alone (no special tokens) or of pairs (truncated)."""
