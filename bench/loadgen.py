@@ -58,6 +58,12 @@ class Server:
         self.proc.terminate()
         return self.proc.wait(60)
 
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 @dataclass
 class RssSampler:

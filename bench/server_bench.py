@@ -120,11 +120,8 @@ def tiny_overhead() -> dict[str, float]:
     if not (ckpt / "config.json").is_file():
         build_tiny(ckpt)
     out = run(Options(model=str(ckpt), out_dir=ROOT / "models" / "tiny-bench", variants=("fp32",)))
-    server = Server(out)
-    try:
+    with Server(out) as server:
         return overhead(server.base, out, ["Neil Armstrong was the first person to walk on the moon."])
-    finally:
-        server.stop()
 
 
 def overload(base: str, burst: int = 40) -> dict[str, float]:
@@ -161,24 +158,16 @@ def main() -> int:
     standin()
     extra = sys.argv[1:]  # passed to the server, e.g. --spin 0
     results: dict[str, Any] = {"server_args": extra}
-    server = Server(EXPORTED, *extra)
-    base = server.base
-    try:
+    with Server(EXPORTED, *extra) as server:
         print("HTTP overhead (1 chunk) ...", flush=True)
-        results["overhead"] = overhead(base)
+        results["overhead"] = overhead(server.base)
         print("16 concurrent clients x 20 chunks ...", flush=True)
-        results["concurrency"] = concurrency(base)
-    finally:
-        server.stop()
-    server = Server(EXPORTED, "--max-queued-tokens", "8000", *extra)
-    base = server.base
-    try:
+        results["concurrency"] = concurrency(server.base)
+    with Server(EXPORTED, "--max-queued-tokens", "8000", *extra) as server:
         print("overload burst ...", flush=True)
-        results["overload"] = overload(base)
+        results["overload"] = overload(server.base)
         print("requests arriving while the queue is full ...", flush=True)
-        results["while_busy"] = while_busy(base)
-    finally:
-        server.stop()
+        results["while_busy"] = while_busy(server.base)
     print("serving overhead on a 2-layer model ...", flush=True)
     results["tiny_overhead"] = tiny_overhead()
     o, c, v = results["overhead"], results["concurrency"], results["overload"]
