@@ -138,7 +138,11 @@ class PairTokenizer:
         self._lock = threading.Lock()
         # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody here reads.
         self._alone_fn = getattr(self._full, "encode_batch_fast", None) or self._full.encode_batch
-        self._template = _learn_template(self._full)
+        try:
+            self._template = _learn_template(self._full)
+        except Exception as exc:  # an odd tokenizer file: the library path still decides
+            log.debug("no pair fast path for %s: %s", tokenizer_file, exc)
+            self._template = None
         if self._template is not None and self._template.added >= max_length:
             self._template = None  # no room for text: leave such limits to the library
         if self._template is not None and not self._fast_path_agrees():

@@ -150,3 +150,16 @@ def test_disagreeing_fast_path_is_turned_off(tiny_dir: Path,
     tok = PairTokenizer(tiny_dir / "tokenizer.json", 64)
     assert not tok.fast
     assert _rows(tok.encode("q", ["moon " * 100])) == _library(tok, [("q", "moon " * 100)])
+
+
+def test_a_template_probe_that_fails_falls_back(tiny_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.tokenization as t
+
+    def broken(tok: object) -> None:
+        raise RuntimeError("cannot encode pairs")
+
+    monkeypatch.setattr(t, "_learn_template", broken)
+    tok = PairTokenizer(tiny_dir / "tokenizer.json", 64)
+    assert not tok.fast
+    assert _rows(tok.encode("q", ["moon"])) == _library(tok, [("q", "moon")])
