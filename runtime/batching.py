@@ -82,6 +82,28 @@ def plan(lengths: Sequence[int] | np.ndarray, token_budget: int, max_rows: int,
     return groups
 
 
+def slices_by_size(sizes: Sequence[int] | np.ndarray, parts: int) -> list[np.ndarray]:
+    """Positions in ascending size (ties by position), cut into at most `parts` consecutive runs,
+    none empty: the first holds about half the total size of each of the others.
+
+    The CUDA pipeline tokenizes one run while the device scores the previous one: a small first
+    run starts the device early, equal runs after it keep each run's tokenizing shorter than the
+    device's work on the run before, and runs of similar lengths plan into batches as tightly as
+    the whole request would (the plan sorts by length anyway). Character counts are a good
+    enough size before tokenizing (bench/overlap_sim.py measured these choices).
+    """
+    w = np.asarray(sizes, dtype=np.int64)
+    order = np.argsort(w, kind="stable")
+    if len(order) == 0:
+        return []
+    cum = np.cumsum(np.maximum(w[order], 1))  # empty texts still cost a row
+    k = max(1, parts)
+    shares = (np.arange(1, k) - 0.5) / (k - 0.5)  # cumulative: 0.5, 1.5, 2.5 ... of k - 0.5
+    cuts = np.unique(np.searchsorted(cum, cum[-1] * shares, side="right"))
+    cuts = cuts[(cuts > 0) & (cuts < len(order))]
+    return [part for part in np.split(order, cuts) if len(part)]
+
+
 def ragged_range(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """The concatenation of arange(s, s + n) for each (s, n), without a Python loop."""
     lens = np.asarray(lens, dtype=np.int64)

@@ -20,6 +20,8 @@ from runtime.tokenization import Encoded, PairTokenizer
 log = logging.getLogger(__name__)
 
 ACTIVATIONS = ("model", "identity", "sigmoid")
+# Requests up to this many chunks are tokenized in one go even when pipelining.
+SLICE_MIN_CHUNKS = 64
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -65,7 +67,7 @@ class Scorer:
     def __init__(self, tokenizer: PairTokenizer, session: Session, *, activation: str,
                  token_budget: int, max_rows: int, pad_token_id: int = 0,
                  info: ScorerInfo | None = None, pipeline: bool = False,
-                 slice_pairs: int = 0, pad_multiple: int = 1, row_multiple: int = 1) -> None:
+                 slices: int = 6, pad_multiple: int = 1, row_multiple: int = 1) -> None:
         if activation not in ("identity", "sigmoid"):
             raise ConfigError(f"activation must be identity or sigmoid, not {activation!r}")
         if token_budget < 1 or max_rows < 1:
@@ -81,7 +83,7 @@ class Scorer:
         # pipeline: pad the next batch and tokenize the next slice of a large request while the
         # accelerator runs the current batch (ONNX Runtime releases the GIL while it runs).
         self.pipeline = pipeline
-        self.slice_pairs = slice_pairs  # 0: a quarter of the request, at least 32 pairs
+        self.slices = slices  # parts a large request is tokenized in (see slice_request)
         # Batch widths rounded up to pad_multiple tokens and row counts to row_multiple rows:
         # fewer distinct shapes for kernels that plan per shape (see batching.pad).
         self.pad_multiple = pad_multiple
@@ -134,12 +136,17 @@ class Scorer:
 
     def encode(self, query: str, chunks: Sequence[str]) -> Encoded:
         """Tokenize one request's pairs (validated: strings only)."""
+        self.validate(query, chunks)
+        return self.tokenizer.encode(query, list(chunks))
+
+    @staticmethod
+    def validate(query: str, chunks: Sequence[str]) -> None:
+        """Raise InvalidRequest unless the query and every chunk are strings."""
         if not isinstance(query, str):
             raise InvalidRequest("query must be a string")
         for i, c in enumerate(chunks):
             if not isinstance(c, str):
                 raise InvalidRequest(f"chunks[{i}] must be a string")
-        return self.tokenizer.encode(query, list(chunks))
 
     def logits_encoded(self, rows: batching.Rows) -> np.ndarray:
         """float32 logits for encoded rows, in their given order."""
@@ -215,23 +222,36 @@ class Scorer:
 
     def logits(self, query: str, chunks: Sequence[str]) -> np.ndarray:
         """Raw float32 logits, one per chunk, in the caller's order."""
-        if self.pipeline and len(chunks) > 64:
-            return self._logits_sliced(query, chunks)
-        return self.logits_encoded(self.encode(query, chunks).rows)
+        self.validate(query, chunks)
+        parts = self.slice_request(chunks)
+        if len(parts) < 2:
+            return self.logits_encoded(self.encode(query, chunks).rows)
+        return self._logits_sliced(query, chunks, parts)
 
-    def _logits_sliced(self, query: str, chunks: Sequence[str]) -> np.ndarray:
-        # Tokenize slice k+1 on a helper thread while slice k's batches run on the device.
+    def slice_request(self, chunks: Sequence[str]) -> list[np.ndarray]:
+        """How a request is tokenized when pipelining: chunk positions in runs of similar length
+        and equal size (batching.slices_by_size); one run holding everything otherwise."""
+        if not self.pipeline or len(chunks) <= SLICE_MIN_CHUNKS or self.slices < 2:
+            return [np.arange(len(chunks))]
+        sizes = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
+        return batching.slices_by_size(sizes, self.slices)
+
+    def _logits_sliced(self, query: str, chunks: Sequence[str],
+                       parts: list[np.ndarray]) -> np.ndarray:
+        # Tokenize run k+1 on a helper thread while run k's batches are on the device.
         tok_pool = self._helper_pool()
-        step = self.slice_pairs or max(32, -(-len(chunks) // 4))
-        slices = [chunks[i:i + step] for i in range(0, len(chunks), step)]
-        fut = tok_pool.submit(self.encode, query, slices[0])
-        outs = []
-        for k in range(len(slices)):
+
+        def encode(k: int) -> Encoded:
+            return self.tokenizer.encode(query, [chunks[i] for i in parts[k]])
+
+        out = np.zeros(len(chunks), dtype=np.float32)
+        fut = tok_pool.submit(encode, 0)
+        for k in range(len(parts)):
             enc = fut.result()
-            if k + 1 < len(slices):
-                fut = tok_pool.submit(self.encode, query, slices[k + 1])
-            outs.append(self.logits_encoded(enc.rows))
-        return np.concatenate(outs)
+            if k + 1 < len(parts):
+                fut = tok_pool.submit(encode, k + 1)
+            out[parts[k]] = self.logits_encoded(enc.rows)
+        return out
 
     def predict(self, pairs: Sequence[tuple[str, str]], activation: str | None = None) -> np.ndarray:
         """Scores for arbitrary pairs in order, like CrossEncoder.predict."""

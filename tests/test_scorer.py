@@ -201,7 +201,7 @@ def test_pipelined_path_gives_the_same_scores(realistic_dir: Path) -> None:
     plain = Scorer.from_dir(realistic_dir, variant="fp32", token_budget=1024, max_rows=8)
     piped = Scorer.from_dir(realistic_dir, variant="fp32", token_budget=1024, max_rows=8)
     piped.pipeline = True
-    piped.slice_pairs = 16
+    piped.slices = 5
     chunks = varied_chunks(70)
     expected = plain.logits(QUERY, chunks)
     for multiple, rows in ((1, 1), (64, 1), (64, 16)):  # CUDA rounds shapes: same scores
