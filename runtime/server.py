@@ -296,10 +296,12 @@ class App:
         return str(mode), get_bool(body, "report_truncation", False)
 
     def encode(self, query: str, texts: list[str], mode: str, report: bool,
-               must_fit: bool = False, max_tokens: int | None = None) -> Encoded:
+               must_fit: bool = False, max_tokens: int | None = None,
+               positions: np.ndarray | None = None) -> Encoded:
         """Tokenize for the requested overflow mode; must_fit (TEI's truncate=false) refuses
         any text that would be cut, from the same encoding that is then scored; max_tokens
-        (Cohere's max_tokens_per_doc) first cuts each text to that many tokens of its own."""
+        (Cohere's max_tokens_per_doc) first cuts each text to that many tokens of its own.
+        `positions`: where these texts sit in the request, for error messages."""
         tok = self.scorer.tokenizer
         if max_tokens is not None:
             texts = tok.cut_to_tokens(texts, max_tokens)
@@ -309,8 +311,9 @@ class App:
             over = np.flatnonzero(enc.truncated > 0)
             if len(over):
                 i = int(over[0])
+                at = i if positions is None else int(positions[i])
                 raise InvalidRequest(
-                    f"texts[{i}] is {int(enc.lengths[i] + enc.truncated[i])} tokens with the "
+                    f"texts[{at}] is {int(enc.lengths[i] + enc.truncated[i])} tokens with the "
                     f"query; the model takes {tok.max_length}. Send truncate=true or shorten it.")
             return enc  # nothing is over the limit, so split would change nothing
         if mode == "split":
@@ -330,32 +333,44 @@ class App:
             return np.zeros(0, dtype=np.float32)
         timeout = self.timeout_for(request)
         self.worker.check_capacity()  # refuse at once, before tokenizing, when already full
-        enc: Encoded
-        if len(query) + sum(len(t) for t in texts) < _INLINE_CHARS:
-            enc = self.encode(query, texts, mode, report, must_fit, max_tokens)
-        else:
-            enc = await anyio.to_thread.run_sync(self.encode, query, texts, mode, report,
-                                                 must_fit, max_tokens)
-        if report and headers is not None and enc.truncated is not None:
-            cut = np.flatnonzero(enc.truncated > 0)
-            headers["X-Truncated-Count"] = str(len(cut))
-            headers["X-Truncated-Chunks"] = ",".join(
-                f"{i}:{enc.truncated[i]}" for i in cut[:_REPORT_MAX])
-        task = asyncio.ensure_future(self.worker.submit(enc, timeout))
+        Scorer.validate(query, texts)
+        # On CUDA a large request is tokenized in parts, the device scoring one while the next
+        # is tokenized; on CPUs in one part (ONNX Runtime already has every core).
+        parts = self.scorer.slice_request(texts)
+
+        async def encode_part(k: int) -> Encoded:
+            idx = parts[k]
+            sub = texts if len(parts) == 1 else [texts[i] for i in idx]
+            if len(query) + sum(len(t) for t in sub) < _INLINE_CHARS:
+                return self.encode(query, sub, mode, report, must_fit, max_tokens, idx)
+            return await anyio.to_thread.run_sync(self.encode, query, sub, mode, report,
+                                                  must_fit, max_tokens, idx)
+
+        task = asyncio.ensure_future(self.worker.submit_parts(len(parts), encode_part, timeout))
         watcher = asyncio.ensure_future(_wait_disconnect(request))
         try:
             done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if task not in done:
-                task.cancel()  # marks the job abandoned: the worker skips it
+                task.cancel()  # marks the jobs abandoned: the worker skips them
                 with contextlib.suppress(BaseException):
                     await task
                 raise InvalidRequest("the client disconnected")
-            out = task.result()
+            results = task.result()
         finally:
             watcher.cancel()
+        out = np.zeros(len(texts), dtype=np.float32)
+        cut = np.zeros(len(texts), dtype=np.int64)
+        for idx, (enc, logits) in zip(parts, results, strict=True):
+            out[idx] = Scorer.per_chunk(logits, enc)
+            if enc.truncated is not None:
+                cut[idx] = enc.truncated
+        if report and headers is not None:
+            over = np.flatnonzero(cut > 0)
+            headers["X-Truncated-Count"] = str(len(over))
+            headers["X-Truncated-Chunks"] = ",".join(f"{i}:{cut[i]}" for i in over[:_REPORT_MAX])
         if not np.isfinite(out).all():
             raise InferenceError("the model returned a non-finite score")
-        return Scorer.per_chunk(out, enc)
+        return out
 
     # -- endpoints ------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,30 +115,71 @@ class Worker:
 
     async def submit(self, enc: Encoded, timeout_s: float) -> np.ndarray:
         """Logits for the encoded pairs, in their order. Raises Overloaded / DeadlineExceeded."""
-        n = enc.n_rows
-        if n == 0:
+        if enc.n_rows == 0:
             return np.zeros(0, dtype=np.float32)
+        job = self._enqueue(enc, time.monotonic() + timeout_s, bounded=True)
+        try:
+            return await self._wait(job, timeout_s)
+        except BaseException:
+            job.abandoned = True  # timed out, failed, or the client went away: free its work
+            raise
+
+    async def submit_parts(self, parts: int, encode: Callable[[int], Awaitable[Encoded]],
+                           timeout_s: float) -> list[tuple[Encoded, np.ndarray]]:
+        """One request tokenized in parts: part k + 1 is encoded (by `encode(k + 1)`, off this
+        thread) while the worker already scores part k, so a large request keeps the device busy
+        while it is still being tokenized. Returns each part's encoding and logits. The queue
+        bound applies to the first part; the rest of an accepted request is never refused
+        halfway. If any part fails or the caller goes away, every part's work is dropped."""
+        deadline = time.monotonic() + timeout_s
+        jobs: list[Job | None] = []
+        encs: list[Encoded] = []
+        try:
+            for k in range(parts):
+                enc = await encode(k)
+                encs.append(enc)
+                failed = next((j for j in jobs if j is not None and j.future.done()
+                               and j.future.exception() is not None), None)
+                if failed is not None:
+                    await failed.future  # raises that part's error
+                jobs.append(None if enc.n_rows == 0 else
+                            self._enqueue(enc, deadline, bounded=not jobs))
+            outs = []
+            for job in jobs:
+                if job is None:
+                    outs.append(np.zeros(0, dtype=np.float32))
+                else:
+                    outs.append(await self._wait(job, max(0.0, deadline - time.monotonic()),
+                                                 timeout_s))
+        except BaseException:
+            for job in jobs:
+                if job is not None:
+                    job.abandoned = True
+            raise
+        return list(zip(encs, outs, strict=True))
+
+    def _enqueue(self, enc: Encoded, deadline: float, bounded: bool) -> Job:
         loop = asyncio.get_running_loop()
-        job = Job(enc=enc, tokens=int(enc.lengths.sum()), deadline=time.monotonic() + timeout_s,
-                  loop=loop, future=loop.create_future())
+        job = Job(enc=enc, tokens=int(enc.lengths.sum()), deadline=deadline, loop=loop,
+                  future=loop.create_future())
         with self._cond:
             if not (self._accepting and self.alive):
                 raise Unavailable("the inference worker is not running")
-            if self._queued > 0 and self._queued + job.tokens > self.max_queued_tokens:
+            if bounded and self._queued > 0 and self._queued + job.tokens > self.max_queued_tokens:
                 raise self._overloaded(self._queued)
             self._queue.append(job)
             self._queued += job.tokens
             self.hooks.queued_tokens(self._queued)
             self._cond.notify()
+        return job
+
+    @staticmethod
+    async def _wait(job: Job, remaining_s: float, timeout_s: float | None = None) -> np.ndarray:
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout=timeout_s)
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout=remaining_s)
         except asyncio.TimeoutError as exc:
-            job.abandoned = True
-            raise DeadlineExceeded(f"the request's deadline ({timeout_s:g}s) passed; its work "
-                                   "was dropped") from exc
-        except asyncio.CancelledError:
-            job.abandoned = True  # the client went away: free its queued work
-            raise
+            raise DeadlineExceeded(f"the request's deadline ({timeout_s or remaining_s:g}s) "
+                                   "passed; its work was dropped") from exc
 
     # -- the worker's side --------------------------------------------------------------------
 

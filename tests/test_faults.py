@@ -51,8 +51,11 @@ async def asgi_post(app: Any, path: str, body: dict[str, Any], leave: asyncio.Ev
     return status
 
 
-def test_disconnected_client_frees_its_queued_work(tiny_dir: Path) -> None:
+@pytest.mark.parametrize("sliced", [False, True])
+def test_disconnected_client_frees_its_queued_work(tiny_dir: Path, sliced: bool) -> None:
     scorer = Scorer.from_dir(tiny_dir, variant="fp32")
+    # sliced: the CUDA path's settings, so the leaving request is queued in several parts
+    scorer.pipeline, scorer.slices = sliced, 4
     app = create_app(scorer, Settings())
     worker = app.state.crossrank.worker
     gate = threading.Event()
@@ -64,14 +67,16 @@ def test_disconnected_client_frees_its_queued_work(tiny_dir: Path) -> None:
 
     worker.fault = hold
     worker.start()
+    leaving = [f"b {i} " * (1 + i % 9) for i in range(100 if sliced else 7)]
+    assert len(scorer.slice_request(leaving)) == (4 if sliced else 1)
 
     async def scenario() -> tuple[int, int]:
         stay, leave = asyncio.Event(), asyncio.Event()
         first = asyncio.create_task(asgi_post(app, "/score", {"query": "q", "chunks": ["a"]}, stay))
         await asyncio.sleep(0.3)
         second = asyncio.create_task(
-            asgi_post(app, "/score", {"query": "q", "chunks": ["b"] * 7}, leave))
-        await asyncio.sleep(0.3)
+            asgi_post(app, "/score", {"query": "q", "chunks": leaving}, leave))
+        await asyncio.sleep(0.5)
         leave.set()  # the second client goes away while its work is queued
         await asyncio.sleep(0.2)
         gate.set()
@@ -81,7 +86,7 @@ def test_disconnected_client_frees_its_queued_work(tiny_dir: Path) -> None:
         first, _ = asyncio.run(scenario())
         time.sleep(0.3)
         assert first == 200
-        assert rows == [1]  # the abandoned request's 7 pairs never reached the model
+        assert rows == [1]  # the abandoned request's pairs never reached the model
         assert worker.queued_tokens == 0
     finally:
         worker.stop(5)

@@ -316,3 +316,111 @@ def test_api_key(scorer: Scorer) -> None:
         assert_error(c.get("/info"), 401)
         info = c.get("/info", headers={"authorization": "Bearer s3cret"}).json()
         assert info["auth"] is True and "s3cret" not in json.dumps(info)
+
+
+# -- large requests on the CUDA path: tokenized in parts (exercised here on the CPU) -------------
+
+@pytest.fixture(scope="module")
+def piped(tiny_dir: Path) -> Scorer:
+    s = Scorer.from_dir(tiny_dir, variant="fp32", token_budget=2048, max_rows=16)
+    s.pipeline, s.slices = True, 4  # Scorer.from_dir's choices for provider=cuda
+    s.pad_multiple, s.row_multiple = batching.GPU_PAD_MULTIPLE, batching.GPU_ROW_MULTIPLE
+    return s
+
+
+def drained(worker: Any, wait_s: float = 5.0) -> bool:
+    """True once nothing is queued (a round's tokens are released just after its answers)."""
+    end = time.monotonic() + wait_s
+    while worker.queued_tokens and time.monotonic() < end:
+        time.sleep(0.01)
+    return bool(worker.queued_tokens == 0)
+
+
+def mixed_texts(n: int) -> list[str]:
+    words = "tides moon ocean gravity water coast orbit pull".split()
+    out = [" ".join(words[(i + k) % len(words)] for k in range(3 + (i * 37) % 90))
+           for i in range(n)]
+    out[5] = "moon " * 700  # over the limit: truncated, or split into windows
+    out[6] = ""
+    return out
+
+
+def test_sliced_request_gives_the_one_part_answer(piped: Scorer, scorer: Scorer) -> None:
+    texts = mixed_texts(150)
+    parts = piped.slice_request(texts)
+    assert len(parts) == 4 and sorted(np.concatenate(parts).tolist()) == list(range(150))
+    queued: list[int] = []
+    with make_client(piped) as c:
+        worker = worker_of(c)
+        enqueue = worker._enqueue
+
+        def counting(enc: Any, *args: Any, **kwargs: Any) -> Any:
+            queued.append(enc.n_rows)
+            return enqueue(enc, *args, **kwargs)
+
+        worker._enqueue = counting
+        for overflow in ("truncate", "split"):
+            body = {"query": SEED_QUERY, "texts": texts, "raw_scores": True,
+                    "overflow": overflow, "report_truncation": True}
+            with make_client(scorer) as one:  # the same model, one part, exact shapes
+                want = one.post("/rerank", json=body)
+            queued.clear()
+            got = c.post("/rerank", json=body)
+            assert got.status_code == 200 and len(queued) == 4, queued
+            assert [x["index"] for x in got.json()] == [x["index"] for x in want.json()]
+            assert np.allclose([x["score"] for x in got.json()],
+                               [x["score"] for x in want.json()], atol=1e-4)
+            for h in ("x-truncated-count", "x-truncated-chunks"):
+                assert got.headers[h] == want.headers[h]
+            cut = "5:" if overflow == "truncate" else ""  # split windows leave nothing out
+            assert got.headers["x-truncated-chunks"].startswith(cut)
+
+
+def test_sliced_request_errors_name_the_callers_index(piped: Scorer) -> None:
+    texts = mixed_texts(150)
+    texts[5] = "short"
+    texts[90] = "moon " * 700  # the longest text: last part, another index there
+    with make_client(piped) as c:
+        body = assert_error(c.post("/rerank", json={"query": "q", "texts": texts,
+                                                    "truncate": False}), 422)
+        assert "texts[90]" in body["error"]
+        texts[7] = 7  # type: ignore[call-overload]  # a non-string: refused before tokenizing
+        assert "[7]" in assert_error(c.post("/score", json={"query": "q", "chunks": texts}),
+                                     422)["error"]
+
+
+def test_accepted_sliced_request_is_not_refused_halfway(piped: Scorer) -> None:
+    texts = mixed_texts(150)
+    first_part = int(piped.tokenizer.encode("q", [texts[i] for i in
+                                                  piped.slice_request(texts)[0]]).lengths.sum())
+    total = int(piped.tokenizer.encode("q", texts).lengths.sum())
+    gate = threading.Event()
+    with make_client(piped, max_queued_tokens=first_part + 10) as c:
+        worker_of(c).fault = lambda b: gate.wait(10)
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(c.post, "/score", json={"query": "q", "chunks": ["a"]})
+            time.sleep(0.3)  # holds the worker: its 4 tokens stay queued
+            big = pool.submit(c.post, "/score", json={"query": "q", "chunks": texts})
+            time.sleep(0.5)
+            gate.set()
+            assert first.result().status_code == 200
+            r = big.result()
+        assert total > first_part + 10  # the whole request is over the bound, its first part not
+        assert r.status_code == 200 and len(r.json()) == 150
+        assert drained(worker_of(c))
+
+
+def test_failed_part_fails_the_sliced_request_and_nothing_hangs(piped: Scorer) -> None:
+    with make_client(piped) as c:
+        calls = {"n": 0}
+
+        def boom(batch: batching.Batch) -> None:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("injected failure")
+
+        worker_of(c).fault = boom
+        assert_error(c.post("/score", json={"query": "q", "chunks": mixed_texts(150)}), 500)
+        ok = c.post("/score", json={"query": "q", "chunks": mixed_texts(150)})
+        assert ok.status_code == 200 and len(ok.json()) == 150
+        assert drained(worker_of(c))
