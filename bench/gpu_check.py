@@ -11,7 +11,8 @@ Run on a machine with an NVIDIA GPU and onnxruntime-gpu (see bench/gpu_check.sh)
 3. in a fresh process (no torch holding the GPU): the attention kernel ONNX Runtime reports
    choosing, fp16 on CUDA vs fp32 on the CPU provider on the realistic fixture (top-10 overlap,
    Spearman, max |diff|), the model alone on pre-padded batches, and crossrank end to end
-   (strings to sorted scores) with several slice sizes; prints tokens/s and ratios to the seed.
+   (strings to sorted scores) tokenized in 1 to 8 parts, the server's worker path (no HTTP),
+   and both on fresh requests (new texts each round); prints tokens/s and ratios to the seed.
 """
 
 from __future__ import annotations
@@ -69,14 +70,19 @@ def row(n: int, tokens: int, who: str, seconds: float, **extra: Any) -> dict[str
     return r
 
 
-def slices_for(n: int) -> list[int]:
-    """Slice sizes to try end to end: the whole request, then halves down to ~8 slices."""
-    out = [n]
-    step = n // 2
-    while step >= max(16, n // 16):
-        out.append(step)
-        step //= 2
-    return out
+def median_fresh(fn: Any, n: int, rounds: int) -> float:
+    """Median seconds of fn(texts) over `rounds` requests of n new texts each (new batch
+    shapes, as real traffic brings), after one warm-up."""
+    from bench.workload import chunks
+
+    fn(chunks(n, seed=7000))
+    times = []
+    for r in range(rounds):
+        docs = chunks(n, seed=7001 + r)
+        t0 = time.perf_counter()
+        fn(docs)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def measure(args: argparse.Namespace) -> int:
@@ -86,6 +92,7 @@ def measure(args: argparse.Namespace) -> int:
     gpu = "cpu" if args.cpu_dry_run else "cuda"
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
+    from bench.overlap_sim import worker_path
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
     from export.corpus import TOPICS, passages_for
@@ -128,10 +135,23 @@ def measure(args: argparse.Namespace) -> int:
             batches = [batching.pad(enc.rows, g) for g in groups]
             mo = median_seconds(run_all, s, batches, rounds=rounds)
             speed.append(row(n, tokens, "model only (pre-padded)", mo, budget=budget))
-        for step in slices_for(n):
-            s.slice_pairs = step
+        default = s.slices
+        for k in (1, 2, 4, 6, 8):  # how many parts a request is tokenized in (1: no overlap)
+            s.slices = k
             med = median_seconds(s.score, QUERY, docs, rounds=rounds)
-            speed.append(row(n, tokens, "crossrank fp16 end to end", med, slice=step))
+            speed.append(row(n, tokens, "crossrank fp16 end to end", med, slices=k))
+        s.slices = default
+        # The server's path without HTTP (its worker and sliced submission), and both paths on
+        # fresh requests: new texts each round.
+        server = worker_path(s)
+        med = median_seconds(server, docs, rounds=rounds)
+        speed.append(row(n, tokens, "crossrank fp16 server worker", med, slices=default))
+        fresh_tokens = int(np.median([s.tokenizer.encode(QUERY, chunks(n, seed=7001 + r))
+                                      .lengths.sum() for r in range(rounds)]))
+        for who, fn in (("crossrank fp16 end to end, fresh", lambda d: s.score(QUERY, d)),
+                        ("crossrank fp16 server worker, fresh", server)):
+            med = median_fresh(fn, n, rounds)
+            speed.append(row(n, fresh_tokens, who, med, slices=default))
     report["speed"] = speed
     Path(args.result).write_text(json.dumps(report, indent=2))
     return 0
@@ -249,12 +269,12 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
-    print("\nSUMMARY (ratio: seed time / this time, same n)")
-    seed_ms = {r["n"]: r["median_ms"] for r in speed if r["who"].startswith("seed")}
+    print("\nSUMMARY (ratio: tokens/s over the seed's, same n)")
+    seed_rate = {r["n"]: r["tokens_per_s"] for r in speed if r["who"].startswith("seed")}
     for r in speed:
-        extra = "".join(f" {k}={r[k]}" for k in ("budget", "slice") if k in r)
+        extra = "".join(f" {k}={r[k]}" for k in ("budget", "slices") if k in r)
         print(f"n={r['n']:5d} {r['who']:<38}{extra:<34} {r['median_ms']:8.2f} ms "
-              f"{r['tokens_per_s']:>12,} tok/s  x{seed_ms[r['n']] / r['median_ms']:.2f}")
+              f"{r['tokens_per_s']:>12,} tok/s  x{r['tokens_per_s'] / seed_rate[r['n']]:.2f}")
     parity = report.get("realistic_parity", [])
     if parity:
         print(f"fp16 parity: worst top-10 overlap {min(x['top10_overlap'] for x in parity)}/10, "

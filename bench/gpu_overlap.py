@@ -6,7 +6,8 @@ Exports the stand-in L-12 (as bench/gpu_check.py does) and times crossrank fp16 
 requests of 100 and 2000 chunks, same run, over: the interpreter's GIL switch interval (a thread
 returning from ONNX Runtime waits up to that long for a thread busy in Python), how tokenization
 is parallelised (the library's own thread pool on every core, or its pool off and crossrank's
-shard threads on fewer cores, leaving some for the thread that feeds the GPU), and slice sizes.
+shard threads on fewer cores, leaving some for the thread that feeds the GPU), and how many parts
+a request is tokenized in.
 For each it reports the median wall time and the share of it the GPU was running a batch.
 
     python bench/gpu_overlap.py --tokenizer-dir DIR --experiment shapes [--out DIR]
@@ -97,8 +98,8 @@ def main() -> int:
                 else:
                     os.environ["TOKENIZERS_PARALLELISM"] = parallelism
                 s.tokenizer = PairTokenizer(model / "tokenizer.json", 512, threads=threads)
-                for step in (n, n // 2, n // 4):
-                    s.slice_pairs = step
+                for parts in (1, 2, 4):
+                    s.slices = parts
                     for _ in range(warmup):
                         s.score(QUERY, docs)
                     walls, shares = [], []
@@ -111,7 +112,7 @@ def main() -> int:
                         shares.append(busy[0] / wall)
                     med = float(np.median(walls))
                     r = {"n": n, "tokens": tokens, "switch_ms": switch * 1e3, "tokenize": name,
-                         "slice": step, "median_ms": round(med * 1e3, 2),
+                         "slices": parts, "median_ms": round(med * 1e3, 2),
                          "tokens_per_s": round(tokens / med),
                          "gpu_busy_share": round(float(np.median(shares)), 3)}
                     rows.append(r)
@@ -123,7 +124,7 @@ def main() -> int:
     print("\nSUMMARY")
     for r in rows:
         print(f"n={r['n']:5d} switch={r['switch_ms']:4.1f}ms {r['tokenize']:<36} "
-              f"slice={r['slice']:5d} {r['median_ms']:8.2f} ms {r['tokens_per_s']:>12,} tok/s "
+              f"slices={r['slices']} {r['median_ms']:8.2f} ms {r['tokens_per_s']:>12,} tok/s "
               f"gpu busy {r['gpu_busy_share']:.0%}")
     return 0
 

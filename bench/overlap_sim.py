@@ -1,0 +1,178 @@
+"""How much tokenization the CUDA pipelines hide, measured on any machine with a simulated GPU.
+
+    python -m bench.overlap_sim [--chunks 2000 100] [--ratio 1.6] [--rounds 5]
+
+The GPU is replaced by a device that takes rows x width / rate seconds per batch and holds no
+CPU or GIL while it "runs" (it sleeps, as a thread waiting in ONNX Runtime's CUDA run does). The
+rate is set so that the device time of the 2000-chunk request is `ratio` times its tokenization
+time on this machine (1.6 on the H200 that measured issue #5: 136 ms of GPU, 85 ms tokenizing).
+Everything else is the real code with the CUDA settings: fast-path tokenizer on every core,
+GPU token budget, widths rounded to 64 and rows to 16, the pipelined scorer, and the server's
+worker (the HTTP server minus HTTP).
+
+For each request size and path it reports the median wall time next to `serial` (tokenize,
+then run every batch) and `bound` (the larger of the two) for the same texts, and the share of
+the smaller stage hidden behind the other: 0% is no overlap, 100% reaches the bound. Fresh texts
+each round, so no path gains from caches real traffic would not have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.workload import QUERY, chunks
+from runtime import batching
+from runtime.scorer import Scorer
+from runtime.session import Session, SessionInfo, usable_cores
+from runtime.tokenization import Encoded, PairTokenizer
+from runtime.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class SimulatedDevice(Session):
+    """A Session whose run() sleeps rows x width / rate seconds (plus a launch cost) and
+    returns zeros: a GPU that costs no host CPU."""
+
+    def __init__(self, rate: float, launch_s: float = 0.0002) -> None:  # no ONNX model
+        self.rate = rate
+        self.launch_s = launch_s
+        self.info = SessionInfo(model_file="(simulated)", provider="cuda", threads=1,
+                                input_names=("input_ids", "attention_mask", "token_type_ids"))
+
+    def seconds(self, rows: int, width: int) -> float:
+        return self.launch_s + rows * width / self.rate
+
+    def run(self, batch: batching.Batch) -> np.ndarray:
+        dt = self.seconds(batch.rows, batch.width)
+        time.sleep(dt)
+        return np.zeros(batch.rows, dtype=np.float32)
+
+
+def make_scorer(tokenizer: PairTokenizer, device: SimulatedDevice) -> Scorer:
+    """A scorer with the settings Scorer.from_dir picks for provider=cuda."""
+    return Scorer(tokenizer, device, activation="identity",
+                  token_budget=batching.GPU_TOKEN_BUDGET, max_rows=batching.GPU_MAX_ROWS,
+                  pipeline=True, pad_multiple=batching.GPU_PAD_MULTIPLE,
+                  row_multiple=batching.GPU_ROW_MULTIPLE)
+
+
+def device_seconds(scorer: Scorer, device: SimulatedDevice, texts: list[str]) -> float:
+    """What the simulated device needs for this request's batches, tokenizing not included."""
+    rows = scorer.encode(QUERY, texts).rows
+    groups = scorer.plan(rows.lengths)
+    total = 0.0
+    for g in groups:
+        width = int(batching.padded_width(rows.lengths[g].max(keepdims=True),
+                                          scorer.pad_multiple, scorer.tokenizer.max_length)[0])
+        n = -(-len(g) // scorer.row_multiple) * scorer.row_multiple
+        total += device.seconds(n, width)
+    return total
+
+
+def worker_path(scorer: Scorer, sliced: bool = True) -> Callable[[list[str]], Any]:
+    """The server's path without HTTP: the request sliced as the server slices it, each part
+    tokenized off the event loop and queued for the worker's rounds as soon as it is ready
+    (sliced=False: in one part, as the server did before it sliced)."""
+    worker = Worker(scorer, max_queued_tokens=1 << 40)
+    worker.start()
+    loop = asyncio.new_event_loop()
+
+    def call(texts: list[str]) -> Any:
+        parts = scorer.slice_request(texts) if sliced else [np.arange(len(texts))]
+
+        async def encode(k: int) -> Encoded:
+            return await asyncio.to_thread(scorer.tokenizer.encode, QUERY,
+                                           [texts[i] for i in parts[k]])
+
+        return loop.run_until_complete(worker.submit_parts(len(parts), encode, 60.0))
+
+    return call
+
+
+def measure(fn: Callable[[list[str]], Any], scorer: Scorer, device: SimulatedDevice, n: int,
+            rounds: int, seed0: int) -> dict[str, float]:
+    """Medians over `rounds` fresh requests (new texts each, after one warm-up call) of: the
+    path's wall time, tokenizing alone, the device's time alone, and the share hidden."""
+    fn(chunks(n, seed=seed0))
+    got: dict[str, list[float]] = {"wall_s": [], "tokenize_s": [], "device_s": [], "hidden": []}
+    for r in range(rounds):
+        texts = chunks(n, seed=seed0 + 1 + r)
+        t_tok = _seconds(scorer.tokenizer.encode, QUERY, texts)
+        t_dev = device_seconds(scorer, device, texts)
+        wall = _seconds(fn, texts)
+        got["wall_s"].append(wall)
+        got["tokenize_s"].append(t_tok)
+        got["device_s"].append(t_dev)
+        got["hidden"].append((t_tok + t_dev - wall) / min(t_tok, t_dev))
+    return {k: float(np.median(v)) for k, v in got.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--chunks", type=int, nargs="+", default=[2000, 100])
+    p.add_argument("--ratio", type=float, default=1.6,
+                   help="device time / tokenizing time for the 2000-chunk request")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--model-dir", default=str(ROOT / "models" / "stand-in-L-12"),
+                   help="any exported model dir: only its tokenizer is used")
+    p.add_argument("--out", default="", help="write the figures to this JSON file")
+    args = p.parse_args(argv)
+
+    tok_file = Path(args.model_dir) / "tokenizer.json"
+    if not tok_file.is_file():
+        print(f"no tokenizer at {tok_file}: run `make export STANDIN=1` first", file=sys.stderr)
+        return 2
+    tokenizer = PairTokenizer(tok_file, 512, threads=usable_cores())
+    calib = chunks(2000, seed=999)
+    tok_s = float(np.median([_seconds(tokenizer.encode, QUERY, calib) for _ in range(3)]))
+    probe = SimulatedDevice(rate=1.0, launch_s=0.0)
+    scorer = make_scorer(tokenizer, probe)
+    rate = device_seconds(scorer, probe, calib) / (args.ratio * tok_s)
+    device = SimulatedDevice(rate=rate)
+    scorer = make_scorer(tokenizer, device)
+    print(f"{usable_cores()} cores; tokenizing 2000 chunks: {tok_s * 1e3:.0f} ms; simulated "
+          f"device {rate / 1e6:.2f}M padded tokens/s (ratio {args.ratio})", flush=True)
+
+    paths: dict[str, Callable[[list[str]], Any]] = {
+        "scorer": lambda texts: scorer.score(QUERY, texts),
+        "server-worker": worker_path(scorer),
+        "  one part": worker_path(scorer, sliced=False),
+    }
+    report: dict[str, Any] = {"cores": usable_cores(), "ratio": args.ratio,
+                              "device_rate": rate, "results": []}
+    for n in args.chunks:
+        print(f"\n{n} chunks (medians of {args.rounds} fresh requests)", flush=True)
+        row: dict[str, Any] = {"chunks": n}
+        for name, fn in paths.items():
+            m = measure(fn, scorer, device, n, args.rounds, seed0=100 * n)
+            serial = m["tokenize_s"] + m["device_s"]
+            bound = max(m["tokenize_s"], m["device_s"])
+            print(f"  {name:14s} {m['wall_s'] * 1e3:7.1f} ms   (tokenize {m['tokenize_s'] * 1e3:.1f}"
+                  f" + device {m['device_s'] * 1e3:.1f} = serial {serial * 1e3:.1f}, bound "
+                  f"{bound * 1e3:.1f})   hidden {m['hidden']:4.0%}", flush=True)
+            row[name] = m
+        report["results"].append(row)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+def _seconds(fn: Callable[..., Any], *args: Any) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
