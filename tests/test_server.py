@@ -384,6 +384,7 @@ def test_sliced_request_errors_name_the_callers_index(piped: Scorer) -> None:
         body = assert_error(c.post("/rerank", json={"query": "q", "texts": texts,
                                                     "truncate": False}), 422)
         assert "texts[90]" in body["error"]
+        assert drained(worker_of(c))  # the parts queued before the refusal were dropped
         texts[7] = 7  # type: ignore[call-overload]  # a non-string: refused before tokenizing
         assert "[7]" in assert_error(c.post("/score", json={"query": "q", "chunks": texts}),
                                      422)["error"]
