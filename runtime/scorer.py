@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -238,19 +239,40 @@ class Scorer:
 
     def _logits_sliced(self, query: str, chunks: Sequence[str],
                        parts: list[np.ndarray]) -> np.ndarray:
-        # Tokenize run k+1 on a helper thread while run k's batches are on the device.
-        tok_pool = self._helper_pool()
+        # A helper thread tokenizes the runs in order; this thread scores, each time, every run
+        # tokenized so far as one plan (as the server's worker does with its queue), so the
+        # device starts after the first run and small runs still fill large batches.
+        ready: queue.SimpleQueue[tuple[int, Encoded | BaseException]] = queue.SimpleQueue()
+        stop = threading.Event()
 
-        def encode(k: int) -> Encoded:
-            return self.tokenizer.encode(query, [chunks[i] for i in parts[k]])
+        def produce() -> None:
+            for k, idx in enumerate(parts):
+                if stop.is_set():
+                    return
+                try:
+                    ready.put((k, self.tokenizer.encode(query, [chunks[i] for i in idx])))
+                except BaseException as exc:  # handed to the scoring thread, raised there
+                    ready.put((k, exc))
+                    return
 
+        self._helper_pool().submit(produce)
         out = np.zeros(len(chunks), dtype=np.float32)
-        fut = tok_pool.submit(encode, 0)
-        for k in range(len(parts)):
-            enc = fut.result()
-            if k + 1 < len(parts):
-                fut = tok_pool.submit(encode, k + 1)
-            out[parts[k]] = self.logits_encoded(enc.rows)
+        left = len(parts)
+        try:
+            while left:
+                got = [ready.get()]
+                while not ready.empty():
+                    got.append(ready.get())
+                encs: list[Encoded] = []
+                for _, item in got:
+                    if isinstance(item, BaseException):
+                        raise item
+                    encs.append(item)
+                positions = np.concatenate([parts[k] for k, _ in got])
+                out[positions] = self.logits_encoded(batching.Rows.concat([e.rows for e in encs]))
+                left -= len(got)
+        finally:
+            stop.set()
         return out
 
     def predict(self, pairs: Sequence[tuple[str, str]], activation: str | None = None) -> np.ndarray:

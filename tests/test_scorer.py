@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -207,3 +208,23 @@ def test_pipelined_path_gives_the_same_scores(realistic_dir: Path) -> None:
     for multiple, rows in ((1, 1), (64, 1), (64, 16)):  # CUDA rounds shapes: same scores
         piped.pad_multiple, piped.row_multiple = multiple, rows
         assert np.abs(expected - piped.logits(QUERY, chunks)).max() <= 1e-4
+    assert len(piped.slice_request(chunks)) == 5
+
+
+def test_pipelined_path_raises_a_tokenizer_failure(tiny_dir: Path) -> None:
+    piped = Scorer.from_dir(tiny_dir, variant="fp32")
+    piped.pipeline, piped.slices = True, 4
+    encode = piped.tokenizer.encode
+    calls = {"n": 0}
+
+    def flaky(query: str, chunks: list[str], with_truncation: bool = False) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("tokenizer failed")
+        return encode(query, chunks, with_truncation)
+
+    piped.tokenizer.encode = flaky  # type: ignore[method-assign]  # this instance only
+    with pytest.raises(RuntimeError, match="tokenizer failed"):
+        piped.logits(QUERY, [f"chunk {i}" for i in range(100)])
+    piped.tokenizer.encode = encode  # type: ignore[method-assign]
+    assert len(piped.logits(QUERY, [f"chunk {i}" for i in range(100)])) == 100
