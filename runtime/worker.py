@@ -1,9 +1,10 @@
 """The inference worker: one thread owns the session and batches pairs across requests.
 
-Requests are tokenized off the event loop, then queued here. The worker takes every request
-waiting (up to a token cap) as one round, sorts all their pairs by length into token-budget
-batches, and hands each request the scores of its own pairs. Queued tokens are bounded: above the
-bound new work is refused at once (429). Work whose caller timed out or went away is dropped
+Requests are tokenized off the event loop, then queued here (a large request on the CUDA path in
+parts, each queued as soon as it is tokenized). The worker takes every job waiting (up to a token
+cap) as one round, sorts all their pairs by length into token-budget batches, and hands each job
+the scores of its own pairs. Queued tokens are bounded: above the bound new work is refused at
+once (429). Work whose caller timed out or went away is dropped
 before inference. If inference fails, exactly the requests in that round fail; if the thread
 dies, every waiting request fails - none is left hanging.
 """
@@ -112,17 +113,6 @@ class Worker:
         wait = max(1, math.ceil(queued / self._rate))
         return Overloaded(f"{queued} tokens are already queued (limit {self.max_queued_tokens}); "
                           f"retry in {wait}s", retry_after_s=wait)
-
-    async def submit(self, enc: Encoded, timeout_s: float) -> np.ndarray:
-        """Logits for the encoded pairs, in their order. Raises Overloaded / DeadlineExceeded."""
-        if enc.n_rows == 0:
-            return np.zeros(0, dtype=np.float32)
-        job = self._enqueue(enc, time.monotonic() + timeout_s, bounded=True)
-        try:
-            return await self._wait(job, timeout_s)
-        except BaseException:
-            job.abandoned = True  # timed out, failed, or the client went away: free its work
-            raise
 
     async def submit_parts(self, parts: int, encode: Callable[[int], Awaitable[Encoded]],
                            timeout_s: float) -> list[tuple[Encoded, np.ndarray]]:
