@@ -1,6 +1,6 @@
 """Soak: mixed sizes and endpoints, some bad inputs, some cancellations, for a bounded time.
 
-    python -m bench.soak [--seconds 600] [--clients 4]
+    python -m bench.soak [--seconds 600] [--clients 4] [--server-args "--pipeline on"]
 
 Every answer is checked against a direct Scorer call; RSS is sampled and its growth after a
 warm-up (the first 10% of the run) must stay under 10%. Prints a summary; exit 1 on any lost or
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
 import sys
 import threading
 import time
@@ -35,6 +36,9 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench.soak")
     p.add_argument("--seconds", type=float, default=600)
     p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--server-args", default="",
+                   help="extra flags for the server, e.g. '--pipeline on' to soak the CUDA "
+                        "path's tokenizing in runs on a CPU")
     args = p.parse_args()
     from bench.models import standin
 
@@ -44,7 +48,7 @@ def main() -> int:
     latencies: list[float] = []
     problems: list[str] = []
     lock = threading.Lock()
-    server = Server(EXPORTED)
+    server = Server(EXPORTED, *shlex.split(args.server_args))
     deadline = time.monotonic() + args.seconds
 
     def client(k: int) -> None:

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer = Scorer.from_dir(
             s.model_dir, variant=s.variant, provider=s.provider, threads=s.threads or None,
             token_budget=s.token_budget or None, max_rows=s.max_rows or None,
-            spin=bool(s.spin),
+            spin=bool(s.spin), pipeline={"on": True, "off": False}.get(s.pipeline),
         )
     except CrossrankError as exc:
         print(f"crossrank: cannot start: {exc}", file=sys.stderr)

@@ -60,6 +60,7 @@ class ScorerInfo:
     max_rows: int
     pad_multiple: int = 1
     row_multiple: int = 1
+    pipeline: bool = False
 
 
 class Scorer:
@@ -96,8 +97,10 @@ class Scorer:
     def from_dir(cls, path: Path | str, *, variant: str = "auto", provider: str = "auto",
                  threads: int | None = None, token_budget: int | None = None,
                  max_rows: int | None = None, activation: str = "model",
-                 check_hash: bool = True, spin: bool = True) -> Scorer:
-        """Load an exported model directory, checking its manifest and files first."""
+                 check_hash: bool = True, spin: bool = True,
+                 pipeline: bool | None = None) -> Scorer:
+        """Load an exported model directory, checking its manifest and files first.
+        pipeline None: on with CUDA (tokenizing and padding overlap the device), off on CPUs."""
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}")
         md = modeldir.load(path)
@@ -127,10 +130,11 @@ class Scorer:
                           stand_in=md.stand_in, variant=chosen, provider=prov,
                           threads=sess.info.threads, max_length=md.max_length, activation=act,
                           token_budget=budget, max_rows=rows, pad_multiple=pad_multiple,
-                          row_multiple=row_multiple)
+                          row_multiple=row_multiple,
+                          pipeline=gpu if pipeline is None else pipeline)
         log.info("serving %s (%s, %s, %d threads)", md.name, chosen, prov, sess.info.threads)
         return cls(tok, sess, activation=act, token_budget=budget, max_rows=rows,
-                   pad_token_id=md.pad_token_id, info=info, pipeline=gpu,
+                   pad_token_id=md.pad_token_id, info=info, pipeline=info.pipeline,
                    pad_multiple=pad_multiple, row_multiple=row_multiple)
 
     # -- the stages, public so the server can batch across requests ---------------------------

@@ -24,6 +24,7 @@ class Settings:
     spin: int = 1  # 1: ONNX Runtime threads spin-wait between runs (faster, busier)
     token_budget: int = 0  # 0: the provider's measured default
     max_rows: int = 0  # 0: the variant's default
+    pipeline: str = "auto"  # auto (on with CUDA) | on | off
     max_chunks: int = 1000  # per request
     max_body_bytes: int = 16 * 1024 * 1024
     max_queued_tokens: int = 200_000  # backpressure bound: above it, 429
@@ -55,6 +56,9 @@ _HELP = {
     "spin": "1: inference threads spin-wait between runs (throughput); 0: they sleep",
     "token_budget": "tokens per batch, padding counted (0: measured default)",
     "max_rows": "rows per batch (0: variant default; int8 runs one pair per batch)",
+    "pipeline": "tokenize requests of more than 64 chunks in runs and pad the next batch while "
+                "the model runs: auto (on with CUDA, off on CPUs, where ONNX Runtime already "
+                "has every core) | on | off",
     "max_chunks": "most chunks/texts/documents in one request (422 above)",
     "max_body_bytes": "largest request body (413 above, checked before reading it all)",
     "max_queued_tokens": "tokens waiting for inference before new work gets 429",
@@ -125,6 +129,8 @@ def _check(s: Settings) -> None:
         raise ConfigError("window_stride must be between 0 and 256 tokens")
     if s.max_windows_per_chunk < 1 or s.max_windows_per_request < 1:
         raise ConfigError("window limits must be positive")
+    if s.pipeline not in ("auto", "on", "off"):
+        raise ConfigError(f"pipeline must be auto, on or off, not {s.pipeline!r}")
     if s.spin not in (0, 1):
         raise ConfigError("spin must be 0 or 1")
     for name in ("threads", "token_budget", "max_rows"):

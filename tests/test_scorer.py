@@ -211,9 +211,18 @@ def test_pipelined_path_gives_the_same_scores(realistic_dir: Path) -> None:
     assert len(piped.slice_request(chunks)) == 5
 
 
+def test_pipeline_is_on_with_cuda_only_unless_asked(tiny_dir: Path) -> None:
+    plain = Scorer.from_dir(tiny_dir, variant="fp32")
+    assert not plain.pipeline and plain.describe()["pipeline"] is False
+    piped = Scorer.from_dir(tiny_dir, variant="fp32", pipeline=True)
+    assert piped.pipeline and piped.describe()["pipeline"] is True
+    assert len(piped.slice_request(["x"] * 65)) == piped.slices
+    assert len(plain.slice_request(["x"] * 65)) == 1
+
+
 def test_pipelined_path_raises_a_tokenizer_failure(tiny_dir: Path) -> None:
-    piped = Scorer.from_dir(tiny_dir, variant="fp32")
-    piped.pipeline, piped.slices = True, 4
+    piped = Scorer.from_dir(tiny_dir, variant="fp32", pipeline=True)
+    piped.slices = 4
     encode = piped.tokenizer.encode
     calls = {"n": 0}
 

@@ -27,7 +27,7 @@ def test_public_hides_the_key() -> None:
 
 @pytest.mark.parametrize("argv", [["--port", "0"], ["--provider", "tpu"], ["--variant", "int4"],
                                   ["--max-chunks", "0"], ["--request-timeout-s", "-1"],
-                                  ["--threads", "x"]])
+                                  ["--threads", "x"], ["--pipeline", "maybe"]])
 def test_invalid(argv: list[str]) -> None:
     with pytest.raises(ConfigError):
         build(argv, env={})
