@@ -454,6 +454,7 @@ class App:
             "threads": d.get("threads"),
             "max_length": d.get("max_length"),
             "activation": d.get("activation"),
+            "pipeline": d.get("pipeline"),
             "version": __version__,
             "limits": {
                 "max_chunks": s.max_chunks,

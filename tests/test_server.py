@@ -132,6 +132,7 @@ def test_health_info_metrics_openapi(client: TestClient) -> None:
     info = client.get("/info").json()
     assert info["limits"]["max_chunks"] == 1000
     assert info["stand_in"] is True and info["variant"] == "fp32" and info["provider"] == "cpu"
+    assert info["pipeline"] is False  # off on CPUs unless asked for
     client.post("/score", json={"query": "q", "chunks": ["a"]})
     metrics = client.get("/metrics").text
     assert 'crossrank_requests_total{endpoint="score",status="200"}' in metrics
