@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -288,16 +288,21 @@ def test_deadline_drops_work_before_inference(scorer: Scorer) -> None:
                             headers={"x-request-timeout": "soon"}), 422)
 
 
+def failing_batch(which: int) -> Callable[[batching.Batch], None]:
+    """A worker fault that makes the which-th batch (1-based) fail, and no other."""
+    calls = {"n": 0}
+
+    def boom(batch: batching.Batch) -> None:
+        calls["n"] += 1
+        if calls["n"] == which:
+            raise RuntimeError("injected failure")
+
+    return boom
+
+
 def test_inference_fault_fails_only_that_round(scorer: Scorer) -> None:
     with make_client(scorer) as c:
-        calls = {"n": 0}
-
-        def boom(batch: batching.Batch) -> None:
-            calls["n"] += 1
-            if calls["n"] == 1:
-                raise RuntimeError("injected failure")
-
-        worker_of(c).fault = boom
+        worker_of(c).fault = failing_batch(1)
         body = assert_error(c.post("/score", json={"query": "q", "chunks": ["a", "b"]}), 500)
         assert "Traceback" not in body["error"] and "injected" not in body["error"]
         assert c.post("/score", json={"query": "q", "chunks": ["a", "b"]}).status_code == 200
@@ -414,14 +419,7 @@ def test_accepted_sliced_request_is_not_refused_halfway(piped: Scorer) -> None:
 
 def test_failed_part_fails_the_sliced_request_and_nothing_hangs(piped: Scorer) -> None:
     with make_client(piped) as c:
-        calls = {"n": 0}
-
-        def boom(batch: batching.Batch) -> None:
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise RuntimeError("injected failure")
-
-        worker_of(c).fault = boom
+        worker_of(c).fault = failing_batch(2)
         assert_error(c.post("/score", json={"query": "q", "chunks": mixed_texts(150)}), 500)
         ok = c.post("/score", json={"query": "q", "chunks": mixed_texts(150)})
         assert ok.status_code == 200 and len(ok.json()) == 150
