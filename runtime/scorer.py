@@ -230,7 +230,7 @@ class Scorer:
         self.validate(query, chunks)
         parts = self.slice_request(chunks)
         if len(parts) < 2:
-            return self.logits_encoded(self.encode(query, chunks).rows)
+            return self.logits_encoded(self.tokenizer.encode(query, list(chunks)).rows)
         return self._logits_sliced(query, chunks, parts)
 
     def slice_request(self, chunks: Sequence[str]) -> list[np.ndarray]:

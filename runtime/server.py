@@ -333,7 +333,6 @@ class App:
             return np.zeros(0, dtype=np.float32)
         timeout = self.timeout_for(request)
         self.worker.check_capacity()  # refuse at once, before tokenizing, when already full
-        Scorer.validate(query, texts)
         # On CUDA a large request is tokenized in parts, the device scoring one while the next
         # is tokenized; on CPUs in one part (ONNX Runtime already has every core).
         parts = self.scorer.slice_request(texts)

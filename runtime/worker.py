@@ -122,29 +122,22 @@ class Worker:
         bound applies to the first part; the rest of an accepted request is never refused
         halfway. If any part fails or the caller goes away, every part's work is dropped."""
         deadline = time.monotonic() + timeout_s
-        jobs: list[Job | None] = []
+        jobs: list[Job] = []
         encs: list[Encoded] = []
         try:
             for k in range(parts):
                 enc = await encode(k)
                 encs.append(enc)
-                failed = next((j for j in jobs if j is not None and j.future.done()
+                failed = next((j for j in jobs if j.future.done()
                                and j.future.exception() is not None), None)
                 if failed is not None:
                     await failed.future  # raises that part's error
-                jobs.append(None if enc.n_rows == 0 else
-                            self._enqueue(enc, deadline, bounded=not jobs))
-            outs = []
-            for job in jobs:
-                if job is None:
-                    outs.append(np.zeros(0, dtype=np.float32))
-                else:
-                    outs.append(await self._wait(job, max(0.0, deadline - time.monotonic()),
-                                                 timeout_s))
+                jobs.append(self._enqueue(enc, deadline, bounded=not jobs))
+            outs = [await self._wait(job, deadline - time.monotonic(), timeout_s)
+                    for job in jobs]
         except BaseException:
             for job in jobs:
-                if job is not None:
-                    job.abandoned = True
+                job.abandoned = True
             raise
         return list(zip(encs, outs, strict=True))
 
@@ -164,12 +157,13 @@ class Worker:
         return job
 
     @staticmethod
-    async def _wait(job: Job, remaining_s: float, timeout_s: float | None = None) -> np.ndarray:
+    async def _wait(job: Job, remaining_s: float, timeout_s: float) -> np.ndarray:
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout=remaining_s)
+            return await asyncio.wait_for(asyncio.shield(job.future),
+                                          timeout=max(0.0, remaining_s))
         except asyncio.TimeoutError as exc:
-            raise DeadlineExceeded(f"the request's deadline ({timeout_s or remaining_s:g}s) "
-                                   "passed; its work was dropped") from exc
+            raise DeadlineExceeded(f"the request's deadline ({timeout_s:g}s) passed; its work "
+                                   "was dropped") from exc
 
     # -- the worker's side --------------------------------------------------------------------
 
