@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -50,21 +49,16 @@ def main() -> int:
 
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
+    from bench.models import gpu_standin
     from bench.workload import QUERY, chunks
-    from export.pipeline import Options, run
-    from export.standin import build_standin
     from runtime.scorer import Scorer
     from runtime.session import usable_cores
     from runtime.tokenization import PairTokenizer
 
     gpu = "cpu" if args.cpu_dry_run else "cuda"
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    ckpt = build_standin(work / "ckpt", tokenizer_dir=Path(args.tokenizer_dir))
-    model = run(Options(model=str(ckpt), out_dir=work / "standin", variants=("fp32", "fp16"),
-                        exporter="torch" if args.cpu_dry_run else "auto"))
+    ckpt, model = gpu_standin(Path(args.work), Path(args.tokenizer_dir), args.cpu_dry_run)
     if args.experiment == "shapes":
-        return shapes_parent(args, model)
+        return shapes_parent(args, ckpt, model)
     s = Scorer.from_dir(model, variant="fp16", provider=gpu)
     s.pipeline = True
     busy = [0.0]
@@ -129,7 +123,7 @@ def main() -> int:
     return 0
 
 
-def shapes_parent(args: argparse.Namespace, model: Path) -> int:
+def shapes_parent(args: argparse.Namespace, ckpt: Path, model: Path) -> int:
     import subprocess
 
     import numpy as np
@@ -141,7 +135,7 @@ def shapes_parent(args: argparse.Namespace, model: Path) -> int:
     rows: list[dict[str, Any]] = []
     from sentence_transformers import CrossEncoder
 
-    seed = CrossEncoder(str(Path(args.work) / "ckpt"), max_length=512, device=gpu)
+    seed = CrossEncoder(str(ckpt), max_length=512, device=gpu)
     tok = PairTokenizer(model / "tokenizer.json", 512)
     for n in ((10,) if args.cpu_dry_run else (100, 2000)):
         rounds, warmup = (1, 0) if args.cpu_dry_run else (20, 2) if n <= 100 else (7, 2)

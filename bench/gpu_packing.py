@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,18 +37,15 @@ def main() -> int:
     from onnxruntime.transformers.convert_to_packing_mode import PackingMode
     from onnxruntime.transformers.onnx_model import OnnxModel
 
+    from bench.models import gpu_standin
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
-    from export.pipeline import Options, run
-    from export.standin import build_standin
     from runtime import batching
     from runtime.scorer import Scorer
     from runtime.session import Session
 
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    ckpt = build_standin(work / "ckpt", tokenizer_dir=Path(args.tokenizer_dir))
-    out = run(Options(model=str(ckpt), out_dir=work / "m", variants=("fp32", "fp16")))
+    _, out = gpu_standin(work, Path(args.tokenizer_dir))
     packed_file = work / "model_fp16_packed.onnx"
     m = OnnxModel(onnx.load(str(out / "model_fp16.onnx")))
     PackingMode(m).convert()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from bench.workload import CKPT, EXPORTED
@@ -19,3 +20,14 @@ def standin() -> tuple[Path, Path]:
         build_standin(CKPT)
     out = run(Options(model=str(CKPT), out_dir=EXPORTED))
     return CKPT, out
+
+
+def gpu_standin(work: Path, tokenizer_dir: Path, dry_run: bool = False) -> tuple[Path, Path]:
+    """For the GPU scripts, in a fresh `work` dir: (the L-12 stand-in checkpoint with the carried
+    tokenizer, its fp32 + fp16 export). The GPU box has no optimum, so `auto` picks torch.onnx
+    there; a CPU dry run names it."""
+    shutil.rmtree(work, ignore_errors=True)
+    ckpt = build_standin(work / "standin-ckpt", tokenizer_dir=tokenizer_dir)
+    model = run(Options(model=str(ckpt), out_dir=work / "standin", variants=("fp32", "fp16"),
+                        exporter="torch" if dry_run else "auto"))
+    return ckpt, model

@@ -69,14 +69,8 @@ def make_scorer(tokenizer: PairTokenizer, device: SimulatedDevice) -> Scorer:
 def device_seconds(scorer: Scorer, device: SimulatedDevice, texts: list[str]) -> float:
     """What the simulated device needs for this request's batches, tokenizing not included."""
     rows = scorer.encode(QUERY, texts).rows
-    groups = scorer.plan(rows.lengths)
-    total = 0.0
-    for g in groups:
-        width = int(batching.padded_width(rows.lengths[g].max(keepdims=True),
-                                          scorer.pad_multiple, scorer.tokenizer.max_length)[0])
-        n = -(-len(g) // scorer.row_multiple) * scorer.row_multiple
-        total += device.seconds(n, width)
-    return total
+    batches = scorer.iter_batches(rows, scorer.plan(rows.lengths))
+    return sum(device.seconds(b.rows, b.width) for b in batches)
 
 
 def worker_path(scorer: Scorer, sliced: bool = True) -> Callable[[list[str]], Any]:
