@@ -297,11 +297,12 @@ class App:
 
     def encode(self, query: str, texts: list[str], mode: str, report: bool,
                must_fit: bool = False, max_tokens: int | None = None,
-               positions: np.ndarray | None = None) -> Encoded:
+               positions: np.ndarray | None = None, counted: int = 0) -> Encoded:
         """Tokenize for the requested overflow mode; must_fit (TEI's truncate=false) refuses
         any text that would be cut, from the same encoding that is then scored; max_tokens
         (Cohere's max_tokens_per_doc) first cuts each text to that many tokens of its own.
-        `positions`: where these texts sit in the request, for error messages."""
+        When the texts are one part of a request: `positions` are their indices in it, for
+        error messages, and `counted` the rows its earlier parts made (window caps)."""
         tok = self.scorer.tokenizer
         if max_tokens is not None:
             texts = tok.cut_to_tokens(texts, max_tokens)
@@ -319,7 +320,7 @@ class App:
         if mode == "split":
             s = self.settings
             return tok.encode_windows(query, texts, s.window_stride, s.max_windows_per_chunk,
-                                      s.max_windows_per_request, with_truncation=report)
+                                      s.max_windows_per_request, report, positions, counted)
         return tok.encode(query, texts, with_truncation=report)
 
     async def logits(self, request: Request, query: str, texts: list[str],
@@ -336,14 +337,19 @@ class App:
         # On CUDA a large request is tokenized in parts, the device scoring one while the next
         # is tokenized; on CPUs in one part (ONNX Runtime already has every core).
         parts = self.scorer.slice_request(texts)
+        counted = 0  # rows of the parts encoded so far (submit_parts encodes them in order)
 
         async def encode_part(k: int) -> Encoded:
+            nonlocal counted
             idx = parts[k]
             sub = texts if len(parts) == 1 else [texts[i] for i in idx]
+            args = (query, sub, mode, report, must_fit, max_tokens, idx, counted)
             if len(query) + sum(len(t) for t in sub) < _INLINE_CHARS:
-                return self.encode(query, sub, mode, report, must_fit, max_tokens, idx)
-            return await anyio.to_thread.run_sync(self.encode, query, sub, mode, report,
-                                                  must_fit, max_tokens, idx)
+                enc = self.encode(*args)
+            else:
+                enc = await anyio.to_thread.run_sync(self.encode, *args)
+            counted += enc.n_rows
+            return enc
 
         task = asyncio.ensure_future(self.worker.submit_parts(len(parts), encode_part, timeout))
         watcher = asyncio.ensure_future(_wait_disconnect(request))

@@ -259,12 +259,15 @@ class PairTokenizer:
         return out
 
     def encode_windows(self, query: str, chunks: list[str], stride: int, max_per_chunk: int,
-                       max_total: int, with_truncation: bool = False) -> Encoded:
+                       max_total: int, with_truncation: bool = False,
+                       positions: np.ndarray | None = None, counted: int = 0) -> Encoded:
         """Pairs that fit stay one row; a chunk whose pair is too long becomes overlapping
         windows of its tokens, each with the whole query ([CLS] q [SEP] window [SEP]), the
         windows overlapping by `stride` tokens so every token is seen. Caps raise LimitExceeded.
 
         A query too long to leave room for a window falls back to longest-first truncation.
+        When these chunks are one part of a larger request: `positions` are their indices in it
+        (for messages) and `counted` the rows its earlier parts made (the cap is per request).
         """
         base = self.encode(query, chunks)
         n = len(chunks)
@@ -273,7 +276,7 @@ class PairTokenizer:
         splitter = self._splitter(stride) if at_limit else None
         windows: dict[int, list[Any]] = {}
         kept_cut: list[int] = []  # over-long, but the query leaves no room for a window
-        total = n
+        total = counted + n
         for c in at_limit:
             assert splitter is not None
             try:
@@ -285,14 +288,16 @@ class PairTokenizer:
             if len(wins) == 1:
                 continue  # exactly at the limit: nothing was cut
             if len(wins) > max_per_chunk:
+                at = c if positions is None else int(positions[c])
                 raise LimitExceeded(
-                    f"chunk {c} needs {len(wins)} windows; the limit is {max_per_chunk} per chunk. "
-                    "Shorten it, or send overflow='truncate'.")
+                    f"chunk {at} needs {len(wins)} windows; the limit is {max_per_chunk} per "
+                    "chunk. Shorten it, or send overflow='truncate'.")
             windows[c] = wins
             total += len(wins) - 1
         if total > max_total:
-            raise LimitExceeded(f"the request needs {total} windows; the limit is {max_total} "
-                                "per request. Send fewer or shorter chunks, or overflow='truncate'.")
+            raise LimitExceeded(f"the request needs at least {total} windows; the limit is "
+                                f"{max_total} per request. Send fewer or shorter chunks, or "
+                                "overflow='truncate'.")
         truncated: np.ndarray | None = None
         if with_truncation:
             truncated = np.zeros(n, dtype=np.int64)

@@ -424,3 +424,18 @@ def test_failed_part_fails_the_sliced_request_and_nothing_hangs(piped: Scorer) -
         ok = c.post("/score", json={"query": "q", "chunks": mixed_texts(150)})
         assert ok.status_code == 200 and len(ok.json()) == 150
         assert drained(worker_of(c))
+
+
+def test_sliced_request_keeps_the_window_caps_per_request(piped: Scorer) -> None:
+    texts = mixed_texts(150)  # texts[5] is ~700 tokens: more than one window
+    body = {"query": "q", "chunks": texts, "overflow": "split"}
+    need = piped.tokenizer.encode_windows("q", texts, 128, 16, 10_000).n_rows
+    assert need > 150 and len(piped.slice_request(texts)) == 4  # each part is far under `need`
+    with make_client(piped, max_windows_per_request=need - 1) as c:
+        err = assert_error(c.post("/score", json=body), 422)["error"]
+        assert "per request" in err
+        assert drained(worker_of(c))
+    with make_client(piped, max_windows_per_request=need) as c:
+        assert c.post("/score", json=body).status_code == 200
+    with make_client(piped, max_windows_per_chunk=1) as c:
+        assert "chunk 5 needs" in assert_error(c.post("/score", json=body), 422)["error"]
