@@ -34,16 +34,16 @@ endif
 	@touch $(STAMP)
 
 export: $(STAMP)
-	$(BIN)/python -m export $(EXPORT_ARGS) $(ARGS)
+	$(BIN)/python -m crossrank.export $(EXPORT_ARGS) $(ARGS)
 
 serve: $(STAMP)
-	@test -f $(MODEL_DIR)/manifest.json || $(BIN)/python -m export $(EXPORT_ARGS) || { \
+	@test -f $(MODEL_DIR)/manifest.json || $(BIN)/python -m crossrank.export $(EXPORT_ARGS) || { \
 	  echo ""; \
 	  echo "No model to serve. Offline? Serve a local checkpoint or the stand-in instead:"; \
 	  echo "  make serve MODEL=/path/to/cross-encoder-checkpoint"; \
 	  echo "  make serve STANDIN=1      (random weights: for trials and benchmarks only)"; \
 	  exit 1; }
-	$(BIN)/python -m runtime --model-dir $(MODEL_DIR) $(ARGS)
+	$(BIN)/python -m crossrank.runtime --model-dir $(MODEL_DIR) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
@@ -66,7 +66,7 @@ bench-server: $(STAMP)
 	$(BIN)/python -m bench.server_bench $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check export runtime bench tests
+	$(BIN)/ruff check crossrank bench tests
 	$(BIN)/mypy
 
 clean:

@@ -56,9 +56,9 @@ def worker(kind: str, n: int, rounds: int) -> dict[str, Any]:
     elif kind == "padded":
         import numpy as np
 
-        from runtime.batching import pad
-        from runtime.session import Session
-        from runtime.tokenization import PairTokenizer
+        from crossrank.runtime.batching import pad
+        from crossrank.runtime.session import Session
+        from crossrank.runtime.tokenization import PairTokenizer
 
         tok = PairTokenizer(EXPORTED / "tokenizer.json", 512)
         sess = Session(EXPORTED / "model_int8.onnx")
@@ -67,14 +67,14 @@ def worker(kind: str, n: int, rounds: int) -> dict[str, Any]:
             enc = tok.encode(QUERY, docs)
             return sess.run(pad(enc.rows, np.arange(len(docs))))
     else:
-        from runtime.scorer import Scorer
+        from crossrank.runtime.scorer import Scorer
 
         scorer = Scorer.from_dir(EXPORTED)
 
         def fn() -> Any:
             return scorer.score(QUERY, docs)
 
-    from runtime.tokenization import PairTokenizer as _Tok
+    from crossrank.runtime.tokenization import PairTokenizer as _Tok
 
     tokens = int(_Tok(EXPORTED / "tokenizer.json", 512).encode(QUERY, docs).lengths.sum())
     fn()  # warm-up
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args.worker, args.chunks, args.rounds)))
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("export").setLevel(logging.INFO)
+    logging.getLogger("crossrank.export").setLevel(logging.INFO)
     from bench.models import standin
 
     standin()

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from bench.models import standin
-from runtime.scorer import Scorer
+from crossrank.runtime.scorer import Scorer
 
 
 @pytest.fixture(scope="session")
 def standin_dirs() -> tuple[Path, Path]:
-    logging.getLogger("export").setLevel(logging.INFO)
+    logging.getLogger("crossrank.export").setLevel(logging.INFO)
     return standin()
 
 

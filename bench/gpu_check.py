@@ -95,10 +95,10 @@ def measure(args: argparse.Namespace) -> int:
     from bench.overlap_sim import worker_path
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
-    from export.corpus import TOPICS, passages_for
-    from export.verify import spearman
-    from runtime import batching
-    from runtime.scorer import Scorer
+    from crossrank.export.corpus import TOPICS, passages_for
+    from crossrank.export.verify import spearman
+    from crossrank.runtime import batching
+    from crossrank.runtime.scorer import Scorer
 
     report: dict[str, Any] = {}
     if args.probe:  # only the kernel report: ONNX Runtime prints it on every run
@@ -182,7 +182,7 @@ def main() -> int:
     if not args.tokenizer_dir or not args.realistic:
         p.error("--tokenizer-dir and --realistic are required")
     gpu = "cpu" if args.cpu_dry_run else "cuda"
-    logging.getLogger("export").setLevel(logging.INFO)
+    logging.getLogger("crossrank.export").setLevel(logging.INFO)
     import onnxruntime as ort
 
     if hasattr(ort, "preload_dlls"):
@@ -201,8 +201,8 @@ def main() -> int:
     from bench.models import gpu_standin
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
-    from export.pipeline import Options, run
-    from runtime.tokenization import PairTokenizer
+    from crossrank.export.pipeline import Options, run
+    from crossrank.runtime.tokenization import PairTokenizer
 
     work = Path(args.work)
     t0 = time.perf_counter()

@@ -51,9 +51,9 @@ def main() -> int:
         ort.preload_dlls()
     from bench.models import gpu_standin
     from bench.workload import QUERY, chunks
-    from runtime.scorer import Scorer
-    from runtime.session import usable_cores
-    from runtime.tokenization import PairTokenizer
+    from crossrank.runtime.scorer import Scorer
+    from crossrank.runtime.session import usable_cores
+    from crossrank.runtime.tokenization import PairTokenizer
 
     gpu = "cpu" if args.cpu_dry_run else "cuda"
     ckpt, model = gpu_standin(Path(args.work), Path(args.tokenizer_dir), args.cpu_dry_run)
@@ -129,7 +129,7 @@ def shapes_parent(args: argparse.Namespace, ckpt: Path, model: Path) -> int:
     import numpy as np
 
     from bench.workload import QUERY, chunks
-    from runtime.tokenization import PairTokenizer
+    from crossrank.runtime.tokenization import PairTokenizer
 
     gpu = "cpu" if args.cpu_dry_run else "cuda"
     rows: list[dict[str, Any]] = []
@@ -185,7 +185,7 @@ def shapes_child(args: argparse.Namespace) -> int:
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
     from bench.workload import QUERY, chunks
-    from runtime.scorer import Scorer
+    from crossrank.runtime.scorer import Scorer
 
     gpu = "cpu" if args.cpu_dry_run else "cuda"
     s = Scorer.from_dir(args.child, variant="fp16", provider=gpu)

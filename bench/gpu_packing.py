@@ -40,9 +40,9 @@ def main() -> int:
     from bench.models import gpu_standin
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
-    from runtime import batching
-    from runtime.scorer import Scorer
-    from runtime.session import Session
+    from crossrank.runtime import batching
+    from crossrank.runtime.scorer import Scorer
+    from crossrank.runtime.session import Session
 
     work = Path(args.work)
     _, out = gpu_standin(work, Path(args.tokenizer_dir))

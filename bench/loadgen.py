@@ -35,7 +35,7 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime", "--model-dir", str(model_dir), "--port",
+            [sys.executable, "-m", "crossrank.runtime", "--model-dir", str(model_dir), "--port",
              str(self.port), "--log-level", "warning", *args],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
@@ -104,7 +104,7 @@ class Req:
 
 def pool(sizes: list[int], seed: int = 0) -> list[Req]:
     """Requests over every endpoint with expected logits from a direct Scorer call."""
-    from runtime.scorer import Scorer
+    from crossrank.runtime.scorer import Scorer
 
     scorer = Scorer.from_dir(EXPORTED)
     out = []

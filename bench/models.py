@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 from bench.workload import CKPT, EXPORTED
-from export.pipeline import Options, run
-from export.standin import build_standin
+from crossrank.export.pipeline import Options, run
+from crossrank.export.standin import build_standin
 
 log = logging.getLogger(__name__)
 

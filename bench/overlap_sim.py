@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from bench.workload import QUERY, chunks
-from runtime import batching
-from runtime.scorer import Scorer
-from runtime.session import Session, SessionInfo, usable_cores
-from runtime.tokenization import Encoded, PairTokenizer
-from runtime.worker import Worker
+from crossrank.runtime import batching
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.session import Session, SessionInfo, usable_cores
+from crossrank.runtime.tokenization import Encoded, PairTokenizer
+from crossrank.runtime.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,7 +29,7 @@ from bench.workload import EXPORTED, QUERY, ROOT, chunks
 def overhead(base: str, model_dir: Path = EXPORTED, doc: list[str] | None = None,
              n: int = 300) -> dict[str, float]:
     """p50 of a 1-chunk /score over HTTP minus p50 of the same call on a Scorer in process."""
-    from runtime.scorer import Scorer
+    from crossrank.runtime.scorer import Scorer
 
     doc = doc or chunks(1, seed=11)
     scorer = Scorer.from_dir(model_dir)
@@ -52,7 +52,7 @@ def overhead(base: str, model_dir: Path = EXPORTED, doc: list[str] | None = None
 
 def concurrency(base: str, clients: int = 16, per_client: int = 3) -> dict[str, float]:
     single_docs = chunks(100, seed=0)
-    from runtime.tokenization import PairTokenizer
+    from crossrank.runtime.tokenization import PairTokenizer
 
     tok = PairTokenizer(EXPORTED / "tokenizer.json", 512)
     single_tokens = int(tok.encode(QUERY, single_docs).lengths.sum())
@@ -113,8 +113,8 @@ def while_busy(base: str, n: int = 30) -> dict[str, float]:
 
 def tiny_overhead() -> dict[str, float]:
     """Serving overhead with a 2-layer model: HTTP, JSON and the worker hand-off, little else."""
-    from export.pipeline import Options, run
-    from export.standin import build_tiny
+    from crossrank.export.pipeline import Options, run
+    from crossrank.export.standin import build_tiny
 
     ckpt = ROOT / "models" / ".tiny-checkpoint"
     if not (ckpt / "config.json").is_file():

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bench.workload import QUERY, chunks, with_overlong
-from runtime.scorer import Scorer
+from crossrank.runtime.scorer import Scorer
 
 
 @pytest.mark.parametrize("n", [1, 10, 100, 1000])

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from bench.timing import median_seconds
 from bench.workload import QUERY, chunks
-from runtime import batching
-from runtime.session import usable_cores
-from runtime.tokenization import PairTokenizer
+from crossrank.runtime import batching
+from crossrank.runtime.session import usable_cores
+from crossrank.runtime.tokenization import PairTokenizer
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from export.corpus import FILLER, TOPICS
+from crossrank.export.corpus import FILLER, TOPICS
 
 ROOT = Path(__file__).resolve().parent.parent
 # The stand-in L-12 checkpoint (scored by the seed's PyTorch code) and its crossrank export.

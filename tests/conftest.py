@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from export.pipeline import Options, run
-from export.standin import build_realistic, build_tiny
+from crossrank.export.pipeline import Options, run
+from crossrank.export.standin import build_realistic, build_tiny
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,7 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dir(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny fixture exported: fp32, int8 (recorded only) and fp16."""
-    logging.getLogger("export").setLevel(logging.INFO)
+    logging.getLogger("crossrank.export").setLevel(logging.INFO)
     return run(Options(model=str(tiny_ckpt), out_dir=tmp_path_factory.mktemp("m") / "tiny"))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.batching import (
+from crossrank.runtime.batching import (
     Rows,
     pad,
     padded_tokens,

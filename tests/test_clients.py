@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from runtime.scorer import Scorer
-from runtime.server import create_app
-from runtime.settings import Settings
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.server import create_app
+from crossrank.runtime.settings import Settings
 
 cohere = pytest.importorskip("cohere")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.corpus import TOPICS, passages_for
-from runtime.scorer import Scorer
-from runtime.session import cuda_available
+from crossrank.export.corpus import TOPICS, passages_for
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.session import cuda_available
 
 pytestmark = [
     pytest.mark.cuda,
@@ -18,7 +18,7 @@ pytestmark = [
 
 
 def test_fp16_on_cuda_matches_fp32_on_cpu(tmp_path: Path, realistic_ckpt: Path) -> None:
-    from export.pipeline import Options, run
+    from crossrank.export.pipeline import Options, run
 
     out = run(Options(model=str(realistic_ckpt), out_dir=tmp_path / "m",
                       variants=("fp32", "fp16")))

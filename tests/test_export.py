@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from export import ExportError
-from export.convert import activation, read_config, resolve
-from export.pipeline import Options, run
-from export.quantize import detect_isa, quantize
-from runtime.modeldir import sha256
+from crossrank.export import ExportError
+from crossrank.export.convert import activation, read_config, resolve
+from crossrank.export.pipeline import Options, run
+from crossrank.export.quantize import detect_isa, quantize
+from crossrank.runtime.modeldir import sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "export", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "crossrank.export", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, env=env, timeout=300)
 
 
@@ -192,7 +192,7 @@ def test_real_model_matches_the_seed(tmp_path: Path) -> None:
     """
     from sentence_transformers import CrossEncoder
 
-    from runtime.scorer import Scorer
+    from crossrank.runtime.scorer import Scorer
 
     out = run(Options(model="cross-encoder/ms-marco-MiniLM-L-12-v2", out_dir=tmp_path / "m"))
     q = "Who was the first person to walk on the moon?"
@@ -223,7 +223,7 @@ def test_torch_exporter_fallback_is_fused_and_faithful(tiny_ckpt: Path, tmp_path
 
 
 def test_tokenizer_json_written_from_vocab_txt_alone(tiny_ckpt: Path, tmp_path: Path) -> None:
-    from runtime.tokenization import PairTokenizer
+    from crossrank.runtime.tokenization import PairTokenizer
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_ckpt, ckpt)

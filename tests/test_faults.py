@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime import batching
-from runtime.scorer import Scorer
-from runtime.server import create_app
-from runtime.settings import Settings
+from crossrank.runtime import batching
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.server import create_app
+from crossrank.runtime.settings import Settings
 from tests.test_process import ROOT, free_port, start
 
 
@@ -118,7 +118,7 @@ def test_damaged_model_dir_fails_at_start(tiny_dir: Path, tmp_path: Path, how: s
                                           message: str) -> None:
     d = damaged(tiny_dir, tmp_path, how)
     port = str(free_port())
-    r = subprocess.run([sys.executable, "-m", "runtime", "--model-dir", str(d), "--port", port],
+    r = subprocess.run([sys.executable, "-m", "crossrank.runtime", "--model-dir", str(d), "--port", port],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr

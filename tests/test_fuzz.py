@@ -17,9 +17,9 @@ from schemathesis.core.result import Err
 from schemathesis.generation import GenerationMode
 from starlette.applications import Starlette
 
-from runtime.scorer import Scorer
-from runtime.server import create_app
-from runtime.settings import Settings
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.server import create_app
+from crossrank.runtime.settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def free_port() -> int:
 def start(model_dir: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime", "--model-dir", str(model_dir), "--port", str(port),
+        [sys.executable, "-m", "crossrank.runtime", "--model-dir", str(model_dir), "--port", str(port),
          *args],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "CROSSRANK_LOG_LEVEL": "warning"},
@@ -46,7 +46,7 @@ def start(model_dir: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
 
 
 def test_seed_example_then_graceful_sigterm(realistic_dir: Path) -> None:
-    from runtime.scorer import Scorer
+    from crossrank.runtime.scorer import Scorer
 
     query = "Who was the first person to walk on the moon?"
     chunks = ["The moon orbits the Earth.",
@@ -82,7 +82,7 @@ def test_seed_example_then_graceful_sigterm(realistic_dir: Path) -> None:
 
 
 def test_bad_model_dir_fails_at_start_with_a_clear_message(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "runtime", "--model-dir", str(tmp_path / "none")],
+    r = subprocess.run([sys.executable, "-m", "crossrank.runtime", "--model-dir", str(tmp_path / "none")],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "does not exist" in r.stderr and "make export" in r.stderr
@@ -90,6 +90,6 @@ def test_bad_model_dir_fails_at_start_with_a_clear_message(tmp_path: Path) -> No
 
 
 def test_bad_flag_value(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "runtime", "--port", "eighty"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "crossrank.runtime", "--port", "eighty"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not a valid int" in r.stderr and "Traceback" not in r.stderr

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from bench.workload import chunks as bench_chunks
-from export.corpus import TOPICS, UNICODE, passages_for
-from export.verify import spearman
-from runtime.errors import ConfigError, ModelLoadError
-from runtime.scorer import Scorer, rank, sigmoid
+from crossrank.export.corpus import TOPICS, UNICODE, passages_for
+from crossrank.export.verify import spearman
+from crossrank.runtime.errors import ConfigError, ModelLoadError
+from crossrank.runtime.scorer import Scorer, rank, sigmoid
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY = "Who was the first person to walk on the moon?"
@@ -135,7 +135,7 @@ def test_missing_int8_falls_back_to_fp32(realistic_dir: Path, tmp_path: Path,
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error(tiny_dir: Path) -> None:
-    from runtime.session import cuda_available
+    from crossrank.runtime.session import cuda_available
 
     if cuda_available():
         pytest.skip("this machine has CUDA")
@@ -183,8 +183,8 @@ def test_thread_safe(tiny_dir: Path) -> None:
 def test_serving_never_imports_torch(tiny_dir: Path) -> None:
     code = (
         "import sys\n"
-        "from runtime.scorer import Scorer\n"
-        "import runtime.server\n"
+        "from crossrank.runtime.scorer import Scorer\n"
+        "import crossrank.runtime.server\n"
         f"s = Scorer.from_dir({str(tiny_dir)!r})\n"
         "s.score('q', ['a', 'b'])\n"
         "bad = [m for m in ('torch', 'transformers', 'optimum', 'sentence_transformers')"

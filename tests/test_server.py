@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from runtime import batching
-from runtime.scorer import Scorer, sigmoid
-from runtime.server import create_app
-from runtime.settings import Settings
+from crossrank.runtime import batching
+from crossrank.runtime.scorer import Scorer, sigmoid
+from crossrank.runtime.server import create_app
+from crossrank.runtime.settings import Settings
 
 SEED_QUERY = "Who was the first person to walk on the moon?"
 SEED_CHUNKS = [

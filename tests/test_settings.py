@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.errors import ConfigError
-from runtime.settings import Settings, build
+from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.settings import Settings, build
 
 
 def test_defaults() -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from export.corpus import UNICODE
-from runtime.errors import ModelLoadError
-from runtime.tokenization import Encoded, PairTokenizer
+from crossrank.export.corpus import UNICODE
+from crossrank.runtime.errors import ModelLoadError
+from crossrank.runtime.tokenization import Encoded, PairTokenizer
 
 LONG = "the moon landing " * 400
 
@@ -129,7 +129,7 @@ def test_other_pair_templates_are_learned(tiny_dir: Path, tmp_path: Path) -> Non
 
 def test_library_path_when_the_template_is_unknown(tiny_dir: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import runtime.tokenization as t
+    import crossrank.runtime.tokenization as t
 
     monkeypatch.setattr(t, "_learn_template", lambda tok: None)
     tok = PairTokenizer(tiny_dir / "tokenizer.json", 64)
@@ -143,7 +143,7 @@ def test_library_path_when_the_template_is_unknown(tiny_dir: Path,
 
 def test_disagreeing_fast_path_is_turned_off(tiny_dir: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import runtime.tokenization as t
+    import crossrank.runtime.tokenization as t
 
     real = t._longest_first
     monkeypatch.setattr(t, "_longest_first", lambda a, b, n: real(a, b, n + 1))
@@ -154,7 +154,7 @@ def test_disagreeing_fast_path_is_turned_off(tiny_dir: Path,
 
 def test_a_template_probe_that_fails_falls_back(tiny_dir: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import runtime.tokenization as t
+    import crossrank.runtime.tokenization as t
 
     def broken(tok: object) -> None:
         raise RuntimeError("cannot encode pairs")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from runtime import batching
-from runtime.errors import LimitExceeded
-from runtime.scorer import Scorer
-from runtime.server import create_app
-from runtime.settings import Settings
+from crossrank.runtime import batching
+from crossrank.runtime.errors import LimitExceeded
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.server import create_app
+from crossrank.runtime.settings import Settings
 
 QUERY = "Who was the first person to walk on the moon?"
 FILLER = "The committee met on Tuesday to review the annual budget. " * 60  # ~720 tokens

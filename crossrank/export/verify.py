@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from export.corpus import UNICODE, sample_pairs
+from crossrank.export.corpus import UNICODE, sample_pairs
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ def reference_logits(checkpoint: Path, pairs: list[tuple[str, str]]) -> np.ndarr
 def onnx_logits(model_dir: Path, model_file: str, max_length: int, provider: str,
                 pairs: list[tuple[str, str]]) -> np.ndarray:
     """Logits from the runtime's Scorer on one model file."""
-    from runtime.scorer import Scorer
-    from runtime.session import Session
-    from runtime.tokenization import PairTokenizer
+    from crossrank.runtime.scorer import Scorer
+    from crossrank.runtime.session import Session
+    from crossrank.runtime.tokenization import PairTokenizer
 
     tok = PairTokenizer(model_dir / "tokenizer.json", max_length)
     sess = Session(model_dir / model_file, provider=provider)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from export import ExportError
+from crossrank.export import ExportError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 import platform
 from pathlib import Path
 
-from export import ExportError
+from crossrank.export import ExportError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import ConfigError, ModelLoadError
+from crossrank.runtime.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from runtime import batching
-from runtime.errors import CrossrankError, DeadlineExceeded, InferenceError, Overloaded, Unavailable
-from runtime.scorer import Scorer
-from runtime.tokenization import Encoded
+from crossrank.runtime import batching
+from crossrank.runtime.errors import CrossrankError, DeadlineExceeded, InferenceError, Overloaded, Unavailable
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.tokenization import Encoded
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 
-from runtime.errors import CrossrankError
+from crossrank.runtime.errors import CrossrankError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runtime import settings as settings_mod
+    from crossrank.runtime import settings as settings_mod
 
     try:
         s = settings_mod.build(argv)
@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
                         "%(message)s", datefmt="%H:%M:%S")
     import uvicorn
 
-    from runtime.scorer import Scorer
-    from runtime.server import create_app
+    from crossrank.runtime.scorer import Scorer
+    from crossrank.runtime.server import create_app
 
     try:
         # Load and check everything before binding the port: a damaged model dir fails here.

@@ -7,10 +7,10 @@ import logging
 import os
 import sys
 
-from export import ExportError
-from export.convert import DEFAULT_MODEL
-from export.pipeline import Options, run
-from export.quantize import ISAS
+from crossrank.export import ExportError
+from crossrank.export.convert import DEFAULT_MODEL
+from crossrank.export.pipeline import Options, run
+from crossrank.export.quantize import ISAS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     # Root at WARNING: onnxruntime's quantizer and transformers log chatty INFO lines there.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
-    for ours in ("export", "runtime"):
+    for ours in ("crossrank",):
         logging.getLogger(ours).setLevel(logging.WARNING if args.quiet else logging.INFO)
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     bad = [v for v in variants if v not in ("fp32", "int8", "fp16")]

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from runtime import batching, modeldir
-from runtime.errors import ConfigError, InvalidRequest
-from runtime.session import Session, resolve_provider, usable_cores
-from runtime.tokenization import Encoded, PairTokenizer
+from crossrank.runtime import batching, modeldir
+from crossrank.runtime.errors import ConfigError, InvalidRequest
+from crossrank.runtime.session import Session, resolve_provider, usable_cores
+from crossrank.runtime.tokenization import Encoded, PairTokenizer
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from export import ExportError
+from crossrank.export import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def build_realistic(out: Path, seed: int = 0, n_fit: int = 256) -> Path:
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from export.corpus import sample_pairs
+    from crossrank.export.corpus import sample_pairs
 
     src = _package_model_dir()
     torch.manual_seed(seed)

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from runtime.batching import Batch
-from runtime.errors import ConfigError, InferenceError, ModelLoadError
+from crossrank.runtime.batching import Batch
+from crossrank.runtime.errors import ConfigError, InferenceError, ModelLoadError
 
 log = logging.getLogger(__name__)
 

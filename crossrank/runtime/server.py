@@ -35,8 +35,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runtime import __version__
-from runtime.errors import (
+from crossrank.runtime import __version__
+from crossrank.runtime.errors import (
     CrossrankError,
     DeadlineExceeded,
     InferenceError,
@@ -48,11 +48,11 @@ from runtime.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from runtime.openapi import document
-from runtime.scorer import Scorer, rank, sigmoid
-from runtime.settings import Settings
-from runtime.tokenization import Encoded
-from runtime.worker import Hooks, Worker
+from crossrank.runtime.openapi import document
+from crossrank.runtime.scorer import Scorer, rank, sigmoid
+from crossrank.runtime.settings import Settings
+from crossrank.runtime.tokenization import Encoded
+from crossrank.runtime.worker import Hooks, Worker
 
 log = logging.getLogger(__name__)
 

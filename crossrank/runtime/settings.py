@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from runtime.errors import ConfigError
+from crossrank.runtime.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runtime.modeldir import FORMAT_VERSION, sha256
+from crossrank.runtime.modeldir import FORMAT_VERSION, sha256
 
 _LIBS = ("crossrank", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
          "onnxruntime-gpu", "sentence-transformers", "tokenizers")

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from runtime import batching
-from runtime.batching import Rows
-from runtime.errors import LimitExceeded, ModelLoadError
+from crossrank.runtime import batching
+from crossrank.runtime.batching import Rows
+from crossrank.runtime.errors import LimitExceeded, ModelLoadError
 
 log = logging.getLogger(__name__)
 

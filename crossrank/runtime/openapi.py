@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime import __version__
+from crossrank.runtime import __version__
 
 _ERROR = {
     "type": "object",

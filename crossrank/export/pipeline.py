@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from export import ExportError, convert, manifest, optimize, quantize, verify
-from runtime.modeldir import FORMAT_VERSION, VARIANT_FILES
+from crossrank.export import ExportError, convert, manifest, optimize, quantize, verify
+from crossrank.runtime.modeldir import FORMAT_VERSION, VARIANT_FILES
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def run(opts: Options) -> Path:
     try:
         with stage("load", timings):
             if opts.stand_in:
-                from export.standin import build_standin
+                from crossrank.export.standin import build_standin
 
                 src_tmp = Path(tempfile.mkdtemp(prefix="crossrank-standin-"))
                 ckpt = build_standin(src_tmp / "ckpt", tokenizer_dir=opts.tokenizer_dir)
@@ -195,7 +195,7 @@ def _position_offset(cfg: dict[str, Any]) -> int:
 
 def _verify(checkpoint: Path, staging: Path, max_length: int,
             variants: dict[str, dict[str, Any]], real_weights: bool) -> None:
-    from runtime.session import cuda_available
+    from crossrank.runtime.session import cuda_available
 
     pairs = verify.fixed_pairs()
     ref = verify.reference_logits(checkpoint, pairs)
