@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crossrank.runtime import cpu
 from crossrank.runtime.errors import ConfigError, ModelLoadError
+from crossrank.runtime.profiles import ProviderProfile
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,15 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class IsaCheck:
+    """The int8 variant's instruction set against this CPU's."""
+
+    made_for: str
+    this_cpu: str
+    warning: str | None
 
 
 @dataclass(frozen=True)
@@ -67,8 +78,9 @@ class ModelDir:
         v = self.manifest.get("variants", {}).get(variant, {})
         return bool(v.get("shipped"))
 
-    def choose_variant(self, requested: str, provider: str) -> str:
-        """int8 on CPU, fp16 on CUDA, fp32 when asked or when the preferred one was not shipped."""
+    def choose_variant(self, requested: str, profile: ProviderProfile) -> str:
+        """The profile's default (int8 on CPU, fp16 on CUDA) for auto, fp32 when the default was
+        not shipped; a named variant must have been shipped."""
         if requested not in VARIANTS:
             raise ConfigError(f"Unknown variant {requested!r}; choose one of {', '.join(VARIANTS)}.")
         if requested != "auto":
@@ -80,22 +92,43 @@ class ModelDir:
                     + f". Available: {', '.join(v for v in VARIANT_FILES if self.shipped(v))}."
                 )
             return requested
-        preferred = "fp16" if provider == "cuda" else "int8"
+        preferred = profile.default_variant
         if self.shipped(preferred):
             return preferred
         log.warning("%s has no %s variant (%s); falling back to fp32", self.path, preferred,
                     self.manifest.get("variants", {}).get(preferred, {}).get("reason", "not exported"))
         return "fp32"
 
-    def model_file(self, variant: str, check_hash: bool = True) -> Path:
+    def isa_check(self, variant: str) -> IsaCheck | None:
+        """For int8: the instruction set it was made and verified for against this CPU's, with a
+        warning when they differ (None for other variants or exports that do not say)."""
+        if variant != "int8":
+            return None
+        recipe = self.manifest.get("variants", {}).get("int8", {}).get("recipe", {})
+        made_for = recipe.get("isa") if isinstance(recipe, dict) else None
+        if not isinstance(made_for, str):
+            return None
+        here = cpu.detect_isa()
+        warning = None
+        if made_for != here:
+            source = self.manifest.get("source", {}).get("id", "MODEL")
+            warning = (
+                f"{self.path / VARIANT_FILES['int8']} was made and verified for {made_for} CPUs; "
+                f"this CPU is {here}, where its scores were not verified and it may be slower. "
+                f"Export it again on this machine: `crossrank export {source} --force` (or "
+                f"--isa {here}), or serve --variant fp32.")
+            log.warning("%s", warning)
+        return IsaCheck(made_for=made_for, this_cpu=here, warning=warning)
+
+    def model_file(self, variant: str) -> Path:
         """The variant's file, after checking it against the manifest's hash."""
         name = VARIANT_FILES[variant]
         path = self.path / name
         if not path.is_file():
-            raise ModelLoadError(f"{path} is missing. Export the model again (`make export "
-                                 "--force` or `python -m export ... --force`).")
+            raise ModelLoadError(f"{path} is missing. Export the model again with "
+                                 "`crossrank export SOURCE --force`.")
         expected = self.manifest.get("files", {}).get(name, {}).get("sha256")
-        if check_hash and expected and sha256(path) != expected:
+        if expected and sha256(path) != expected:
             raise ModelLoadError(f"{path} does not match the hash in its manifest: it was changed "
                                  "or damaged after export. Export the model again with --force.")
         return path
@@ -112,18 +145,19 @@ class ModelDir:
 
 
 def load(path: Path | str) -> ModelDir:
-    """Read and check a model directory written by `python -m export`."""
+    """Read and check a model directory written by `crossrank export`."""
     p = Path(path)
     if not p.is_dir():
         raise ModelLoadError(
-            f"Model directory {p} does not exist. Export a model first: `make export` (hub), "
-            "`make export MODEL=/path/to/checkpoint` (local) or `make export STANDIN=1` (offline "
+            f"Model directory {p} does not exist. Export a model first: `crossrank export` (the "
+            "hub's ms-marco-MiniLM-L-12-v2), `crossrank export /path/to/checkpoint` (local) or "
+            "`crossrank export --stand-in` (offline "
             "stand-in)."
         )
     mpath = p / "manifest.json"
     if not mpath.is_file():
         raise ModelLoadError(f"{p} has no manifest.json, so it is not a finished crossrank export. "
-                             "Export it with `python -m export` (make export).")
+                             "Export it with `crossrank export`.")
     try:
         manifest = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -11,14 +11,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from crossrank.runtime import profiles
 from crossrank.runtime.batching import Batch
 from crossrank.runtime.errors import ConfigError, InferenceError, ModelLoadError
+from crossrank.runtime.profiles import ProviderProfile
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = ("auto", "cpu", "cuda")
-_CUDA = "CUDAExecutionProvider"
-_CPU = "CPUExecutionProvider"
 
 
 def usable_cores() -> int:
@@ -29,24 +28,30 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def available(name: str) -> bool:
+    """True when this onnxruntime build offers the named profile's execution provider."""
+    return profiles.profile(name).ort_provider in ort.get_available_providers()
+
+
 def cuda_available() -> bool:
     """True when this onnxruntime build has the CUDA provider."""
-    return _CUDA in ort.get_available_providers()
+    return available("cuda")
 
 
-def resolve_provider(provider: str) -> str:
-    """'cpu' or 'cuda' for a requested 'auto' | 'cpu' | 'cuda'."""
-    if provider not in PROVIDERS:
-        raise ConfigError(f"Unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}.")
+def resolve_provider(provider: str) -> ProviderProfile:
+    """The profile for a requested provider: 'auto' takes the first available in
+    profiles.PROVIDER_ORDER; a named one must be available."""
     if provider == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if provider == "cuda" and not cuda_available():
+        return profiles.profile(next(p for p in profiles.PROVIDER_ORDER if available(p)))
+    prof = profiles.profile(provider)
+    if not available(provider):
         raise ConfigError(
-            "provider=cuda was requested but this onnxruntime has no CUDA provider (available: "
-            f"{', '.join(ort.get_available_providers())}). Install the GPU build with "
-            "`make install GPU=1` on a machine with an NVIDIA GPU, or use provider=cpu."
+            f"provider={provider} was requested but this onnxruntime has no {prof.ort_provider} "
+            f"(available: {', '.join(ort.get_available_providers())}). Install the matching build "
+            "(for CUDA: `make install GPU=1` or `pip install 'crossrank[gpu]'` on a machine with an "
+            "NVIDIA GPU), or use provider=cpu."
         )
-    return provider
+    return prof
 
 
 @dataclass(frozen=True)
@@ -62,10 +67,11 @@ class SessionInfo:
 class Session:
     """One ONNX Runtime inference session; input names come from the model, never the data."""
 
-    def __init__(self, model_file: Path, provider: str = "cpu", threads: int | None = None,
-                 io_binding: bool = True, spin: bool = True) -> None:
-        if provider == "cuda":
-            _preload_cuda()
+    def __init__(self, model_file: Path, profile: ProviderProfile | None = None,
+                 threads: int | None = None, spin: bool = True) -> None:
+        prof = profile or profiles.profile("cpu")
+        if prof.preload_libraries:
+            _preload_libraries()
         opts = ort.SessionOptions()
         n_threads = threads if threads else usable_cores()
         opts.intra_op_num_threads = n_threads
@@ -77,21 +83,22 @@ class Session:
             # Idle intra-op threads otherwise spin-wait after each run, taking cores from the
             # event loop and from other processes; servers turn it off.
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers: list[Any] = [_CPU]
-        if provider == "cuda":
-            cuda_opts = {"device_id": 0, "arena_extend_strategy": "kSameAsRequested",
-                         "do_copy_in_default_stream": True}
-            providers = [(_CUDA, cuda_opts), _CPU]
+        cpu = profiles.profile("cpu").ort_provider
+        providers: list[Any] = [(prof.ort_provider, dict(prof.ort_options))]
+        if prof.ort_provider != cpu:
+            providers.append(cpu)  # for the few operators a device provider leaves to the CPU
         try:
             self._sess = ort.InferenceSession(str(model_file), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelLoadError(
                 f"ONNX Runtime cannot load {model_file}: {str(exc)[:300]}. The file is damaged or "
-                "was written by an incompatible exporter: export the model again (`make export`)."
+                "was written by an incompatible exporter: export the model again "
+                "(`crossrank export SOURCE --force`)."
             ) from exc
-        if provider == "cuda" and _CUDA not in self._sess.get_providers():
-            raise ConfigError(f"The CUDA provider failed to initialise for {model_file}; check the "
-                              "CUDA and cuDNN libraries, or use provider=cpu.")
+        if prof.ort_provider not in self._sess.get_providers():
+            raise ConfigError(f"{prof.ort_provider} failed to initialise for {model_file}; check "
+                              "the device's libraries (CUDA and cuDNN for cuda), or use "
+                              "provider=cpu.")
         inputs = self._sess.get_inputs()
         self._input_types = {i.name: (np.int32 if "int32" in i.type else np.int64) for i in inputs}
         known = {"input_ids", "attention_mask", "token_type_ids"}
@@ -101,10 +108,10 @@ class Session:
                                  "expects input_ids, attention_mask and optionally token_type_ids.")
         outputs = self._sess.get_outputs()
         self._output = outputs[0].name
-        # On CUDA, bind inputs so each is copied to the device once per batch and the logits are
-        # read back once; on the CPU provider plain run() already shares host memory.
-        self._io_binding = io_binding and provider == "cuda"
-        self.info = SessionInfo(model_file=str(model_file), provider=provider, threads=n_threads,
+        # On a device, bind inputs so each is copied once per batch and the logits are read back
+        # once; on the CPU provider plain run() already shares host memory.
+        self._io_binding = prof.io_binding
+        self.info = SessionInfo(model_file=str(model_file), provider=prof.name, threads=n_threads,
                                 input_names=tuple(self._input_types))
 
     def run(self, batch: Batch) -> np.ndarray:
@@ -136,7 +143,7 @@ class Session:
         return out
 
 
-def _preload_cuda() -> None:
+def _preload_libraries() -> None:
     # onnxruntime-gpu >= 1.21 can load the CUDA/cuDNN libraries from the nvidia-* pip packages,
     # so CUDA works without torch in the process.
     preload = getattr(ort, "preload_dlls", None)

@@ -1,0 +1,110 @@
+"""Provider policy in one table: a frozen profile per ONNX Runtime execution provider.
+
+Everything that differs between hardware targets lives here and is read everywhere else: the
+ONNX Runtime provider and its options, the variant served by default, batch budgets, shape
+rounding, whether tokenizing overlaps the device, IO binding and tokenizer threads. Adding a
+provider (ROCm, CoreML, OpenVINO) is one entry in PROFILES and one in PROVIDER_ORDER.
+
+Settings that callers vary are varied by building a new frozen object (dataclasses.replace),
+never by changing a live one; /info reports the objects actually in use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from crossrank.runtime.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How pairs become batches and when tokenizing overlaps the device."""
+
+    token_budget: int  # rows x padded width per batch
+    max_rows: int
+    # Widths rounded up to pad_multiple tokens and row counts to row_multiple rows: fewer distinct
+    # shapes for kernels that plan per shape (see batching.pad).
+    pad_multiple: int = 1
+    row_multiple: int = 1
+    # pipeline: a request of more than slice_min_chunks chunks is tokenized in `slices` runs, each
+    # scored as soon as it is ready, and the next batch is padded while the device runs this one.
+    pipeline: bool = False
+    slices: int = 6
+    slice_min_chunks: int = 64
+
+    def __post_init__(self) -> None:
+        if self.token_budget < 1 or self.max_rows < 1:
+            raise ConfigError("token_budget and max_rows must be positive integers")
+        if self.pad_multiple < 1 or self.row_multiple < 1 or self.slices < 1:
+            raise ConfigError("pad_multiple, row_multiple and slices must be positive integers")
+
+
+@dataclass(frozen=True)
+class ProviderProfile:
+    """One hardware target: what ONNX Runtime runs on and the policy measured for it."""
+
+    name: str  # what users pass as --provider
+    ort_provider: str  # ONNX Runtime's execution provider name
+    ort_options: tuple[tuple[str, str | int | bool], ...]  # that provider's options
+    default_variant: str  # what variant=auto serves when the export shipped it
+    batch: BatchPolicy
+    io_binding: bool  # bind inputs once per batch (device memory) instead of plain run()
+    tokenizer_threads: int  # 0: every usable core (the device does the math); 1: one thread
+    preload_libraries: bool = False  # onnxruntime.preload_dlls() before the session (CUDA)
+    # Per variant: rows per batch overriding batch.max_rows (dynamic int8 takes its activation
+    # scales from the whole batch, so one row per run makes a pair's score its own; README).
+    variant_max_rows: tuple[tuple[str, int], ...] = field(default=(("int8", 1),))
+
+    def policy_for(self, variant: str) -> BatchPolicy:
+        """The batch policy for serving this variant on this provider."""
+        rows = dict(self.variant_max_rows).get(variant)
+        return self.batch if rows is None else replace(self.batch, max_rows=rows)
+
+    def describe(self) -> dict[str, object]:
+        """JSON-able, for /info and `crossrank info`."""
+        return {"name": self.name, "ort_provider": self.ort_provider,
+                "default_variant": self.default_variant, "io_binding": self.io_binding,
+                "tokenizer_threads": self.tokenizer_threads}
+
+
+PROFILES: dict[str, ProviderProfile] = {
+    # Measured on 2 cores (stand-in L-12, int8, 100-chunk mixed request; README "Batch budgets"):
+    # small batches keep activations in cache. ONNX Runtime already has every core, so no
+    # pipelining and one tokenizer thread.
+    "cpu": ProviderProfile(
+        name="cpu",
+        ort_provider="CPUExecutionProvider",
+        ort_options=(),
+        default_variant="int8",
+        batch=BatchPolicy(token_budget=2048, max_rows=64),
+        io_binding=False,
+        tokenizer_threads=1,
+    ),
+    # Measured on an H200 (README "GPU"): 32k-token batches; widths rounded to 64 tokens and rows
+    # to 16 because cuDNN attention plans per shape (fresh 2000-chunk requests 1.08M tokens/s
+    # exact, 2.36M rounded); tokenizing on every core overlaps the device.
+    "cuda": ProviderProfile(
+        name="cuda",
+        ort_provider="CUDAExecutionProvider",
+        ort_options=(("device_id", 0), ("arena_extend_strategy", "kSameAsRequested"),
+                     ("do_copy_in_default_stream", True)),
+        default_variant="fp16",
+        batch=BatchPolicy(token_budget=32768, max_rows=512, pad_multiple=64, row_multiple=16,
+                          pipeline=True),
+        io_binding=True,
+        tokenizer_threads=0,
+        preload_libraries=True,
+    ),
+}
+# provider=auto takes the first of these that this onnxruntime build offers.
+PROVIDER_ORDER = ("cuda", "cpu")
+PROVIDER_CHOICES = ("auto", *PROFILES)
+
+
+def profile(name: str) -> ProviderProfile:
+    """The profile of a provider name (not 'auto': see session.resolve_provider)."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(f"Unknown provider {name!r}; choose one of "
+                          f"{', '.join(PROVIDER_CHOICES)}.") from None
