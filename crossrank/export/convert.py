@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crossrank.export import ExportError
+from crossrank.export import ExportError, HubUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,11 @@ def resolve(spec: str, revision: str | None = None) -> Source:
         raise ExportError(f"Model {spec!r} is gated: accept its terms on the hub and log in with "
                           "`huggingface-cli login`, then export again.") from exc
     except (LocalEntryNotFoundError, OSError) as exc:
-        raise ExportError(
+        raise HubUnreachable(
             f"Cannot download {spec!r}: the Hugging Face hub is unreachable and the model is not in "
             "the local cache. Either export from a local checkpoint directory "
-            "(`make export MODEL=/path/to/checkpoint`), point HF_ENDPOINT at a hub mirror you can "
-            "reach, or build the offline stand-in (`make export STANDIN=1`; its scores are "
+            "(`crossrank export /path/to/checkpoint`), point HF_ENDPOINT at a hub mirror you can "
+            "reach, or build the offline stand-in (`crossrank export --stand-in`; its scores are "
             "meaningless, for trials and benchmarks only)."
         ) from exc
     return Source(spec=spec, path=path, revision=path.name if revision is None else revision,

@@ -199,7 +199,7 @@ def _verify(checkpoint: Path, staging: Path, max_length: int,
 
     pairs = verify.fixed_pairs()
     ref = verify.reference_logits(checkpoint, pairs)
-    fp32 = verify.onnx_logits(staging, VARIANT_FILES["fp32"], max_length, "cpu", pairs)
+    fp32 = verify.onnx_logits(staging, "fp32", max_length, "cpu", pairs)
     res = verify.compare(ref, fp32)
     res["passed"] = res["max_abs_diff"] <= verify.FP32_MAX_ABS
     res["bound"] = f"max_abs_diff <= {verify.FP32_MAX_ABS}"
@@ -212,7 +212,7 @@ def _verify(checkpoint: Path, staging: Path, max_length: int,
             "faithful for this architecture; please report it with the checkpoint's config.json."
         )
     if "int8" in variants:
-        got = verify.onnx_logits(staging, VARIANT_FILES["int8"], max_length, "cpu", pairs)
+        got = verify.onnx_logits(staging, "int8", max_length, "cpu", pairs)
         r8 = verify.compare(fp32, got)
         r8["enforced"] = real_weights
         r8["bound"] = f"spearman >= {verify.INT8_MIN_SPEARMAN} vs fp32"
@@ -228,7 +228,7 @@ def _verify(checkpoint: Path, staging: Path, max_length: int,
             variants["int8"]["reason"] = "failed int8 verification"
     if "fp16" in variants:
         if cuda_available():
-            got16 = verify.onnx_logits(staging, VARIANT_FILES["fp16"], max_length, "cuda", pairs)
+            got16 = verify.onnx_logits(staging, "fp16", max_length, "cuda", pairs)
             r16 = verify.compare(fp32, got16)
             r16["enforced"] = real_weights
             r16["passed"] = r16["spearman"] >= verify.FP16_MIN_SPEARMAN

@@ -77,17 +77,15 @@ def reference_logits(checkpoint: Path, pairs: list[tuple[str, str]]) -> np.ndarr
     return out.astype(np.float32)
 
 
-def onnx_logits(model_dir: Path, model_file: str, max_length: int, provider: str,
+def onnx_logits(model_dir: Path, variant: str, max_length: int, provider: str,
                 pairs: list[tuple[str, str]]) -> np.ndarray:
     """Logits from the runtime's Scorer on one model file."""
+    from crossrank.runtime.modeldir import VARIANT_FILES
     from crossrank.runtime.scorer import Scorer
-    from crossrank.runtime.session import Session
-    from crossrank.runtime.tokenization import PairTokenizer
 
-    tok = PairTokenizer(model_dir / "tokenizer.json", max_length)
-    sess = Session(model_dir / model_file, provider=provider)
-    scorer = Scorer(tok, sess, activation="identity", token_budget=8192, max_rows=64)
-    return scorer.predict(pairs)
+    with Scorer.from_files(model_dir / VARIANT_FILES[variant], model_dir / "tokenizer.json",
+                           max_length, variant=variant, provider=provider) as scorer:
+        return scorer.predict(pairs)
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:

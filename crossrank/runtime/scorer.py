@@ -1,28 +1,28 @@
-"""The only glue: tokenization -> batching -> session -> sorted scores."""
+"""The library's front end: synchronous calls on the same engine the server uses."""
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from crossrank.runtime import batching, modeldir
-from crossrank.runtime.errors import ConfigError, InvalidRequest
+from crossrank.runtime import modeldir
+from crossrank.runtime.engine import Engine, Runner
+from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.options import DEFAULT_WINDOWS, ScoreOptions, WindowLimits
+from crossrank.runtime.profiles import BatchPolicy, ProviderProfile
+from crossrank.runtime.service import Scored, ScoreRequest, Service, check_texts
 from crossrank.runtime.session import Session, resolve_provider, usable_cores
-from crossrank.runtime.tokenization import Encoded, PairTokenizer
+from crossrank.runtime.tokenization import PairTokenizer
 
 log = logging.getLogger(__name__)
 
 ACTIVATIONS = ("model", "identity", "sigmoid")
-# Requests up to this many chunks are tokenized in one go even when pipelining.
-SLICE_MIN_CHUNKS = 64
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -56,233 +56,124 @@ class ScorerInfo:
     threads: int
     max_length: int
     activation: str
-    token_budget: int
-    max_rows: int
-    pad_multiple: int = 1
-    row_multiple: int = 1
-    pipeline: bool = False
+    int8_isa: str | None = None  # the instruction set the int8 was made and verified for
+    cpu_isa: str | None = None  # this CPU's
+    isa_warning: str | None = None  # set when the two differ
 
 
 class Scorer:
-    """Scores (query, chunk) pairs with an exported cross-encoder. Thread-safe."""
+    """Scores (query, chunk) pairs with an exported cross-encoder. Thread-safe: concurrent calls
+    are batched together by the engine, as the server's requests are."""
 
-    def __init__(self, tokenizer: PairTokenizer, session: Session, *, activation: str,
-                 token_budget: int, max_rows: int, pad_token_id: int = 0,
-                 info: ScorerInfo | None = None, pipeline: bool = False,
-                 slices: int = 6, pad_multiple: int = 1, row_multiple: int = 1) -> None:
+    def __init__(self, tokenizer: PairTokenizer, engine: Engine, *, activation: str,
+                 info: ScorerInfo | None = None, profile: ProviderProfile | None = None,
+                 windows: WindowLimits = DEFAULT_WINDOWS) -> None:
         if activation not in ("identity", "sigmoid"):
             raise ConfigError(f"activation must be identity or sigmoid, not {activation!r}")
-        if token_budget < 1 or max_rows < 1:
-            raise ConfigError("token_budget and max_rows must be positive integers")
         self.tokenizer = tokenizer
-        self.session = session
+        self.engine = engine
         self.activation = activation
-        self.token_budget = token_budget
-        self.max_rows = max_rows
-        self.pad_token_id = pad_token_id
         self.info = info
-        self._lock = threading.Lock()  # one inference at a time: the session owns all cores
-        # pipeline: pad the next batch and tokenize the next slice of a large request while the
-        # accelerator runs the current batch (ONNX Runtime releases the GIL while it runs).
-        self.pipeline = pipeline
-        self.slices = slices  # parts a large request is tokenized in (see slice_request)
-        # Batch widths rounded up to pad_multiple tokens and row counts to row_multiple rows:
-        # fewer distinct shapes for kernels that plan per shape (see batching.pad).
-        self.pad_multiple = pad_multiple
-        self.row_multiple = row_multiple
-        self._helpers: ThreadPoolExecutor | None = None  # created on first pipelined call
-        self._helpers_lock = threading.Lock()
+        self.profile = profile
+        self.windows = windows
+        self.service = Service(tokenizer, engine, windows)
 
     @classmethod
     def from_dir(cls, path: Path | str, *, variant: str = "auto", provider: str = "auto",
                  threads: int | None = None, token_budget: int | None = None,
-                 max_rows: int | None = None, activation: str = "model",
-                 check_hash: bool = True, spin: bool = True,
-                 pipeline: bool | None = None) -> Scorer:
-        """Load an exported model directory, checking its manifest and files first.
-        pipeline None: on with CUDA (tokenizing and padding overlap the device), off on CPUs."""
+                 max_rows: int | None = None, activation: str = "model", spin: bool = True,
+                 pipeline: bool | None = None, windows: WindowLimits = DEFAULT_WINDOWS) -> Scorer:
+        """Load an exported model directory, checking its manifest and files first. The batch
+        policy is the provider profile's for the variant; token_budget, max_rows and pipeline
+        (None: the profile's choice) override it."""
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}")
         md = modeldir.load(path)
-        prov = resolve_provider(provider)
-        chosen = md.choose_variant(variant, prov)
-        model_file = md.model_file(chosen, check_hash=check_hash)
-        gpu = prov == "cuda"
-        # On a GPU box the CPU cores are free to tokenize; on a CPU box ORT owns them.
+        prof = resolve_provider(provider)
+        chosen = md.choose_variant(variant, prof)
+        model_file = md.model_file(chosen)
+        policy = prof.policy_for(chosen)
+        overrides: dict[str, Any] = {}
+        if token_budget:
+            overrides["token_budget"] = token_budget
+        if max_rows:
+            overrides["max_rows"] = max_rows
+        if pipeline is not None:
+            overrides["pipeline"] = pipeline
+        policy = replace(policy, **overrides)
         tok = PairTokenizer(md.tokenizer_file(), md.max_length,
-                            threads=usable_cores() if gpu else 1)
-        sess = Session(model_file, provider=prov, threads=threads, spin=spin)
-        budget = token_budget or (batching.GPU_TOKEN_BUDGET if gpu else batching.CPU_TOKEN_BUDGET)
-        if max_rows is None and chosen == "int8":
-            # Dynamic int8 takes activation scales from the whole batch, so a pair's score would
-            # move with its batch-mates; one row per run makes it depend on the pair alone, at no
-            # measurable cost on CPUs (README, "int8 determinism").
-            rows = 1
-        else:
-            rows = max_rows or (batching.GPU_MAX_ROWS if gpu else batching.CPU_MAX_ROWS)
+                            threads=prof.tokenizer_threads or usable_cores())
+        sess = Session(model_file, profile=prof, threads=threads, spin=spin)
         act = md.activation if activation == "model" else activation
-        pad_multiple = batching.GPU_PAD_MULTIPLE if gpu else 1
-        row_multiple = batching.GPU_ROW_MULTIPLE if gpu else 1
         if md.stand_in:
             log.warning("%s is a STAND-IN model with random weights: its scores are meaningless "
                         "(offline trials and benchmarks only)", md.path)
+        isa = md.isa_check(chosen) if prof.name == "cpu" else None
         info = ScorerInfo(model_dir=str(md.path), name=md.name, source=md.source,
-                          stand_in=md.stand_in, variant=chosen, provider=prov,
+                          stand_in=md.stand_in, variant=chosen, provider=prof.name,
                           threads=sess.info.threads, max_length=md.max_length, activation=act,
-                          token_budget=budget, max_rows=rows, pad_multiple=pad_multiple,
-                          row_multiple=row_multiple,
-                          pipeline=gpu if pipeline is None else pipeline)
-        log.info("serving %s (%s, %s, %d threads)", md.name, chosen, prov, sess.info.threads)
-        return cls(tok, sess, activation=act, token_budget=budget, max_rows=rows,
-                   pad_token_id=md.pad_token_id, info=info, pipeline=info.pipeline,
-                   pad_multiple=pad_multiple, row_multiple=row_multiple)
+                          int8_isa=isa.made_for if isa else None,
+                          cpu_isa=isa.this_cpu if isa else None,
+                          isa_warning=isa.warning if isa else None)
+        log.info("serving %s (%s, %s, %d threads)", md.name, chosen, prof.name, sess.info.threads)
+        engine = Engine(sess, policy, max_length=md.max_length, pad_token_id=md.pad_token_id)
+        return cls(tok, engine, activation=act, info=info, profile=prof, windows=windows)
 
-    # -- the stages, public so the server can batch across requests ---------------------------
+    @classmethod
+    def from_files(cls, model_file: Path, tokenizer_file: Path, max_length: int, *,
+                   variant: str = "fp32", provider: str = "cpu", activation: str = "identity",
+                   policy: BatchPolicy | None = None, pad_token_id: int = 0,
+                   threads: int | None = None) -> Scorer:
+        """A scorer on one model file and tokenizer, without a manifest, with the policy the
+        profile gives the variant (the exporter verifies its staging files with this: what is
+        verified is what is served)."""
+        prof = resolve_provider(provider)
+        tok = PairTokenizer(tokenizer_file, max_length,
+                            threads=prof.tokenizer_threads or usable_cores())
+        sess = Session(model_file, profile=prof, threads=threads)
+        engine = Engine(sess, policy or prof.policy_for(variant), max_length=max_length,
+                        pad_token_id=pad_token_id)
+        return cls(tok, engine, activation=activation, profile=prof)
 
-    def encode(self, query: str, chunks: Sequence[str]) -> Encoded:
-        """Tokenize one request's pairs (validated: strings only)."""
-        self.validate(query, chunks)
-        return self.tokenizer.encode(query, list(chunks))
+    def derive(self, *, policy: BatchPolicy | None = None, session: Runner | None = None,
+               windows: WindowLimits | None = None) -> Scorer:
+        """A new scorer on the same model and tokenizer with another batch policy, session
+        (a simulated device, say) or window limits, and an engine of its own; this one is
+        unchanged."""
+        engine = Engine(session or self.engine.session, policy or self.policy,
+                        max_length=self.engine.max_length, pad_token_id=self.engine.pad_token_id)
+        return Scorer(self.tokenizer, engine, activation=self.activation, info=self.info,
+                      profile=self.profile, windows=windows or self.windows)
 
-    @staticmethod
-    def validate(query: str, chunks: Sequence[str]) -> None:
-        """Raise InvalidRequest unless the query and every chunk are strings."""
-        if not isinstance(query, str):
-            raise InvalidRequest("query must be a string")
-        for i, c in enumerate(chunks):
-            if not isinstance(c, str):
-                raise InvalidRequest(f"chunks[{i}] must be a string")
+    @property
+    def policy(self) -> BatchPolicy:
+        return self.engine.policy
 
-    def logits_encoded(self, rows: batching.Rows) -> np.ndarray:
-        """float32 logits for encoded rows, in their given order."""
-        n = len(rows)
-        if n == 0:
-            return np.zeros(0, dtype=np.float32)
-        groups = self.plan(rows.lengths)
-        batches: list[batching.Batch] = []
-        results: list[np.ndarray] = []
-        for b in self.iter_batches(rows, groups):
-            batches.append(b)
-            results.append(self.run_batch(b))
-        return batching.restore(n, batches, results)
+    # -- the calls --------------------------------------------------------------------------------
 
-    def iter_batches(self, rows: batching.Rows,
-                     groups: Sequence[np.ndarray]) -> Iterator[batching.Batch]:
-        """Padded batches in plan order; with pipelining, the next is padded during this one."""
-        args = (self.pad_token_id, self.pad_multiple, self.tokenizer.max_length,
-                self.row_multiple)
-        if not self.pipeline or len(groups) < 2:
-            for g in groups:
-                yield batching.pad(rows, g, *args)
-            return
-        pool = self._helper_pool()
-        fut = pool.submit(batching.pad, rows, groups[0], *args)
-        for k in range(len(groups)):
-            batch = fut.result()
-            if k + 1 < len(groups):
-                fut = pool.submit(batching.pad, rows, groups[k + 1], *args)
-            yield batch
-
-    def _helper_pool(self) -> ThreadPoolExecutor:
-        # Two threads: one tokenizes the next slice while the other pads the next batch.
-        with self._helpers_lock:
-            if self._helpers is None:
-                self._helpers = ThreadPoolExecutor(2, thread_name_prefix="crossrank-prep")
-            return self._helpers
-
-    def plan(self, lengths: np.ndarray) -> list[np.ndarray]:
-        """Batches for rows of these lengths, with this scorer's budget and padding."""
-        return batching.plan(lengths, self.token_budget, self.max_rows, self.pad_multiple,
-                             self.tokenizer.max_length)
-
-    def run_batch(self, batch: batching.Batch) -> np.ndarray:
-        """Logits for one padded batch's own rows (the server's worker plans batches across
-        requests); filler rows are dropped."""
-        with self._lock:
-            return self.session.run(batch)[: len(batch.positions)]
-
-    @staticmethod
-    def per_chunk(logits: np.ndarray, enc: Encoded) -> np.ndarray:
-        """One logit per chunk: a split chunk scores as the best of its windows."""
-        if enc.owner is None or enc.n_chunks is None or enc.n_chunks == len(logits):
-            return logits
-        out = np.full(enc.n_chunks, -np.inf, dtype=np.float32)
-        np.maximum.at(out, enc.owner, logits)
-        return out
-
-    def split(self, query: str, chunks: Sequence[str], stride: int = 128,
-              max_per_chunk: int = 16, max_total: int = 2000) -> np.ndarray:
-        """Logits with overflow='split': over-long chunks scored as the max over windows."""
-        enc = self.tokenizer.encode_windows(query, list(chunks), stride, max_per_chunk, max_total)
-        return self.per_chunk(self.logits_encoded(enc.rows), enc)
-
-    def apply_activation(self, logits: np.ndarray, activation: str | None = None) -> np.ndarray:
-        """Scores as the caller asked: the model's activation by default."""
-        act = activation or self.activation
-        if act == "sigmoid":
-            return sigmoid(logits)
-        return np.asarray(logits, dtype=np.float32)
-
-    # -- the simple API -------------------------------------------------------------------------
+    def run(self, request: ScoreRequest) -> Scored:
+        """Score one request through the engine (the server runs the same, asynchronously)."""
+        return self.service.run(request)
 
     def logits(self, query: str, chunks: Sequence[str]) -> np.ndarray:
         """Raw float32 logits, one per chunk, in the caller's order."""
-        self.validate(query, chunks)
-        parts = self.slice_request(chunks)
-        if len(parts) < 2:
-            return self.logits_encoded(self.tokenizer.encode(query, list(chunks)).rows)
-        return self._logits_sliced(query, chunks, parts)
+        return self.run(ScoreRequest(query, chunks)).logits
 
-    def slice_request(self, chunks: Sequence[str]) -> list[np.ndarray]:
-        """How a request is tokenized when pipelining: chunk positions in runs of similar length
-        and equal size (batching.slices_by_size); one run holding everything otherwise."""
-        if not self.pipeline or len(chunks) <= SLICE_MIN_CHUNKS or self.slices < 2:
-            return [np.arange(len(chunks))]
-        sizes = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
-        return batching.slices_by_size(sizes, self.slices)
+    def split(self, query: str, chunks: Sequence[str]) -> np.ndarray:
+        """Logits with overflow='split': an over-long chunk scores as its best window (the
+        windows follow this scorer's WindowLimits)."""
+        return self.run(ScoreRequest(query, chunks, ScoreOptions(overflow="split"))).logits
 
-    def _logits_sliced(self, query: str, chunks: Sequence[str],
-                       parts: list[np.ndarray]) -> np.ndarray:
-        # A helper thread tokenizes the runs in order; this thread scores, each time, every run
-        # tokenized so far as one plan (as the server's worker does with its queue), so the
-        # device starts after the first run and small runs still fill large batches.
-        ready: queue.SimpleQueue[tuple[int, Encoded | BaseException]] = queue.SimpleQueue()
-        stop = threading.Event()
-
-        def produce() -> None:
-            for k, idx in enumerate(parts):
-                if stop.is_set():
-                    return
-                try:
-                    ready.put((k, self.tokenizer.encode(query, [chunks[i] for i in idx])))
-                except BaseException as exc:  # handed to the scoring thread, raised there
-                    ready.put((k, exc))
-                    return
-
-        self._helper_pool().submit(produce)
-        out = np.zeros(len(chunks), dtype=np.float32)
-        left = len(parts)
-        try:
-            while left:
-                got = [ready.get()]
-                while not ready.empty():
-                    got.append(ready.get())
-                encs: list[Encoded] = []
-                for _, item in got:
-                    if isinstance(item, BaseException):
-                        raise item
-                    encs.append(item)
-                positions = np.concatenate([parts[k] for k, _ in got])
-                out[positions] = self.logits_encoded(batching.Rows.concat([e.rows for e in encs]))
-                left -= len(got)
-        finally:
-            stop.set()
-        return out
-
-    def predict(self, pairs: Sequence[tuple[str, str]], activation: str | None = None) -> np.ndarray:
-        """Scores for arbitrary pairs in order, like CrossEncoder.predict."""
+    def predict(self, pairs: Sequence[tuple[str, str]],
+                activation: str | None = None) -> np.ndarray:
+        """Scores for arbitrary (query, text) pairs in order, like CrossEncoder.predict."""
+        for q, c in pairs:
+            check_texts(q, [c])
+        if len(pairs) == 0:
+            return np.zeros(0, dtype=np.float32)
         enc = self.tokenizer.encode_pairs([(q, c) for q, c in pairs])
-        return self.apply_activation(self.logits_encoded(enc.rows), activation)
+        ((_, logits),) = self.engine.score_parts(1, lambda _: enc)
+        return self.apply_activation(logits, activation)
 
     def score(self, query: str, chunks: Sequence[str],
               activation: str | None = None) -> list[tuple[int, float]]:
@@ -291,6 +182,34 @@ class Scorer:
             return []
         return rank(self.apply_activation(self.logits(query, chunks), activation))
 
+    def apply_activation(self, logits: np.ndarray, activation: str | None = None) -> np.ndarray:
+        """Scores as the caller asked: the model's activation by default."""
+        act = activation or self.activation
+        if act == "model":
+            act = self.activation
+        if act not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}")
+        if act == "sigmoid":
+            return sigmoid(logits)
+        return np.asarray(logits, dtype=np.float32)
+
+    # -- state ------------------------------------------------------------------------------------
+
     def describe(self) -> dict[str, Any]:
-        """A JSON-able description for /info."""
-        return dict(self.info.__dict__) if self.info else {}
+        """A JSON-able description for /info: the model, and the profile and policy in use."""
+        d: dict[str, Any] = asdict(self.info) if self.info else {}
+        d["batch_policy"] = asdict(self.policy)
+        d["profile"] = self.profile.describe() if self.profile else None
+        d["windows"] = asdict(self.windows)
+        return d
+
+    def close(self) -> None:
+        """Stop the engine's thread; later calls raise Unavailable."""
+        self.engine.stop(timeout=5.0)
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -12,13 +12,13 @@ import contextlib
 import hmac
 import json
 import logging
+import math
+import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import FrameType
 from typing import Any
 
-import anyio
-import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST as PROM_CONTENT_TYPE
 from prometheus_client import (
     CollectorRegistry,
@@ -35,8 +35,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crossrank.runtime import __version__
+from crossrank.runtime import __version__, api
+from crossrank.runtime.engine import Hooks
 from crossrank.runtime.errors import (
+    ConfigError,
     CrossrankError,
     DeadlineExceeded,
     InferenceError,
@@ -49,17 +51,12 @@ from crossrank.runtime.errors import (
     UnsupportedMediaType,
 )
 from crossrank.runtime.openapi import document
-from crossrank.runtime.scorer import Scorer, rank, sigmoid
+from crossrank.runtime.options import WindowLimits
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.service import Scored, ScoreRequest, Service
 from crossrank.runtime.settings import Settings
-from crossrank.runtime.tokenization import Encoded
-from crossrank.runtime.worker import Hooks, Worker
 
 log = logging.getLogger(__name__)
-
-# Requests with less text than this are tokenized inline: a thread hop costs more than the work.
-_INLINE_CHARS = 20_000
-# At most this many index:tokens entries in X-Truncated-Chunks (the count header has them all).
-_REPORT_MAX = 256
 
 
 def status_for(exc: Exception) -> int:
@@ -172,75 +169,26 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     return data
 
 
-def _clean(s: str) -> str:
-    # JSON may carry lone surrogates (\ud800); the tokenizer needs valid Unicode.
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "replace").decode("utf-8")
-
-
-def get_query(body: dict[str, Any]) -> str:
-    q = body.get("query")
-    if q is None:
-        raise InvalidRequest("'query' is required")
-    if not isinstance(q, str):
-        raise InvalidRequest("'query' must be a string")
-    if not q:
-        raise InvalidRequest("'query' must not be empty")
-    return _clean(q)
-
-
-def get_texts(body: dict[str, Any], field: str, max_items: int, objects: bool = False) -> list[str]:
-    items = body.get(field)
-    if items is None:
-        raise InvalidRequest(f"'{field}' is required")
-    if not isinstance(items, list):
-        raise InvalidRequest(f"'{field}' must be a list of strings")
-    if len(items) > max_items:
-        raise LimitExceeded(f"'{field}' has {len(items)} items; the limit is {max_items}")
-    out = []
-    for i, item in enumerate(items):
-        if objects and isinstance(item, dict) and isinstance(item.get("text"), str):
-            item = item["text"]
-        if not isinstance(item, str):
-            kind = "a string or an object with a 'text' string" if objects else "a string"
-            raise InvalidRequest(f"'{field}[{i}]' must be {kind}")
-        out.append(_clean(item))
-    return out
-
-
-def get_bool(body: dict[str, Any], field: str, default: bool) -> bool:
-    v = body.get(field, default)
-    if v is None:
-        return default
-    if not isinstance(v, bool):
-        raise InvalidRequest(f"'{field}' must be true or false")
-    return v
-
-
-def get_pos_int(body: dict[str, Any], field: str) -> int | None:
-    v = body.get(field)
-    if v is None:
-        return None
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)  # JSON Schema counts 3.0 as an integer
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise InvalidRequest(f"'{field}' must be a positive integer")
-    return v
-
-
 # -- the app --------------------------------------------------------------------------------------
 
 class App:
-    """Handlers bound to one scorer, its worker and the settings."""
+    """Handlers bound to one scorer's engine and the settings: HTTP in, typed calls to the one
+    service, HTTP out."""
 
     def __init__(self, scorer: Scorer, settings: Settings) -> None:
         self.scorer = scorer
         self.settings = settings
         self.metrics = Metrics()
-        self.worker = Worker(scorer, settings.max_queued_tokens, hooks=self.metrics)
+        s = settings
+        self.limits = api.Limits(max_chunks=s.max_chunks, overflow_default=s.overflow)
+        self.service = Service(scorer.tokenizer, scorer.engine,
+                               WindowLimits(s.window_stride, s.max_windows_per_chunk,
+                                            s.max_windows_per_request),
+                               limit=s.max_queued_tokens)
+        # Set when in-flight requests must give up: the graceful-shutdown window is about to end.
+        self.shutdown_expired = asyncio.Event()
+        self.closing = False  # SIGTERM received: /health answers 503 so balancers move on
+        self.loop: asyncio.AbstractEventLoop | None = None  # the serving loop, once started
 
     # Every endpoint runs through here: auth, errors, metrics.
     def endpoint(self, name: str, handler: Callable[[Request], Awaitable[Response]],
@@ -286,163 +234,59 @@ class App:
             raise InvalidRequest("X-Request-Timeout must be positive")
         return min(asked, limit)
 
-    def overflow_options(self, body: dict[str, Any]) -> tuple[str, bool]:
-        """The request's overflow mode (or the server's default) and whether to report cuts."""
-        mode = body.get("overflow", self.settings.overflow)
-        if mode is None:
-            mode = self.settings.overflow
-        if mode not in ("truncate", "split"):
-            raise InvalidRequest("'overflow' must be 'truncate' or 'split'")
-        return str(mode), get_bool(body, "report_truncation", False)
+    def begin_shutdown(self, grace_s: float) -> None:
+        """SIGTERM: report unhealthy now; requests still in flight shortly before the graceful
+        window ends are answered 503 (uvicorn would otherwise cancel them into a bare 500)."""
+        self.closing = True
+        margin = min(1.0, grace_s / 4)
+        asyncio.get_running_loop().call_later(max(0.0, grace_s - margin),
+                                              self.shutdown_expired.set)
 
-    def encode(self, query: str, texts: list[str], mode: str, report: bool,
-               must_fit: bool = False, max_tokens: int | None = None,
-               positions: np.ndarray | None = None, counted: int = 0) -> Encoded:
-        """Tokenize for the requested overflow mode; must_fit (TEI's truncate=false) refuses
-        any text that would be cut, from the same encoding that is then scored; max_tokens
-        (Cohere's max_tokens_per_doc) first cuts each text to that many tokens of its own.
-        When the texts are one part of a request: `positions` are their indices in it, for
-        error messages, and `counted` the rows its earlier parts made (window caps)."""
-        tok = self.scorer.tokenizer
-        if max_tokens is not None:
-            texts = tok.cut_to_tokens(texts, max_tokens)
-        if must_fit:
-            enc = tok.encode(query, texts, with_truncation=True)
-            assert enc.truncated is not None
-            over = np.flatnonzero(enc.truncated > 0)
-            if len(over):
-                i = int(over[0])
-                at = i if positions is None else int(positions[i])
-                raise InvalidRequest(
-                    f"texts[{at}] is {int(enc.lengths[i] + enc.truncated[i])} tokens with the "
-                    f"query; the model takes {tok.max_length}. Send truncate=true or shorten it.")
-            return enc  # nothing is over the limit, so split would change nothing
-        if mode == "split":
-            s = self.settings
-            return tok.encode_windows(query, texts, s.window_stride, s.max_windows_per_chunk,
-                                      s.max_windows_per_request, report, positions, counted)
-        return tok.encode(query, texts, with_truncation=report)
-
-    async def logits(self, request: Request, query: str, texts: list[str],
-                     body: dict[str, Any] | None = None,
-                     headers: dict[str, str] | None = None, must_fit: bool = False,
-                     max_tokens: int | None = None) -> np.ndarray:
-        """One logit per text. Tokenizes off the loop, queues for the worker, drops the work
-        if the client leaves. With report_truncation, headers get what was cut."""
-        mode, report = self.overflow_options(body or {})
-        if not texts:
-            return np.zeros(0, dtype=np.float32)
+    async def scored(self, request: Request, req: ScoreRequest) -> Scored:
+        """The service's answer, unless the client leaves (its work is dropped) or the server's
+        graceful shutdown runs out first (503)."""
+        if self.shutdown_expired.is_set():
+            raise Unavailable("the server is shutting down")
         timeout = self.timeout_for(request)
-        self.worker.check_capacity()  # refuse at once, before tokenizing, when already full
-        # On CUDA a large request is tokenized in parts, the device scoring one while the next
-        # is tokenized; on CPUs in one part (ONNX Runtime already has every core).
-        parts = self.scorer.slice_request(texts)
-        counted = 0  # rows of the parts encoded so far (submit_parts encodes them in order)
-
-        async def encode_part(k: int) -> Encoded:
-            nonlocal counted
-            idx = parts[k]
-            sub = texts if len(parts) == 1 else [texts[i] for i in idx]
-            args = (query, sub, mode, report, must_fit, max_tokens, idx, counted)
-            if len(query) + sum(len(t) for t in sub) < _INLINE_CHARS:
-                enc = self.encode(*args)
-            else:
-                enc = await anyio.to_thread.run_sync(self.encode, *args)
-            counted += enc.n_rows
-            return enc
-
-        task = asyncio.ensure_future(self.worker.submit_parts(len(parts), encode_part, timeout))
-        watcher = asyncio.ensure_future(_wait_disconnect(request))
+        task = asyncio.ensure_future(self.service.run_async(req, timeout))
+        watchers = {asyncio.ensure_future(_wait_disconnect(request)):
+                    InvalidRequest("the client disconnected"),
+                    asyncio.ensure_future(self.shutdown_expired.wait()):
+                    Unavailable("the server is shutting down and this request did not finish "
+                                "within the graceful-shutdown window; retry on another replica")}
         try:
-            done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
             if task not in done:
-                task.cancel()  # marks the jobs abandoned: the worker skips them
+                task.cancel()  # abandons the request's queued work: the engine skips it
                 with contextlib.suppress(BaseException):
                     await task
-                raise InvalidRequest("the client disconnected")
-            results = task.result()
+                raise next(err for w, err in watchers.items() if w in done)
+            return task.result()
         finally:
-            watcher.cancel()
-        out = np.zeros(len(texts), dtype=np.float32)
-        cut = np.zeros(len(texts), dtype=np.int64)
-        for idx, (enc, logits) in zip(parts, results, strict=True):
-            out[idx] = Scorer.per_chunk(logits, enc)
-            if enc.truncated is not None:
-                cut[idx] = enc.truncated
-        if report and headers is not None:
-            over = np.flatnonzero(cut > 0)
-            headers["X-Truncated-Count"] = str(len(over))
-            headers["X-Truncated-Chunks"] = ",".join(f"{i}:{cut[i]}" for i in over[:_REPORT_MAX])
-        if not np.isfinite(out).all():
-            raise InferenceError("the model returned a non-finite score")
-        return out
+            for w in watchers:
+                w.cancel()
+
+    async def answer(self, request: Request, call: api.Call) -> Response:
+        scored = await self.scored(request, call.request)
+        body = api.render(call, scored, self.scorer.apply_activation)
+        return JSONResponse(body, headers=api.truncation_headers(scored))
 
     # -- endpoints ------------------------------------------------------------------------------
 
     async def score(self, request: Request) -> Response:
         body = await read_json(request, self.settings.max_body_bytes)
-        query = get_query(body)
-        chunks = get_texts(body, "chunks", self.settings.max_chunks)
-        headers: dict[str, str] = {}
-        logits = await self.logits(request, query, chunks, body, headers)
-        scores = self.scorer.apply_activation(logits)
-        return JSONResponse([[i, s] for i, s in rank(scores)], headers=headers)
+        return await self.answer(request, api.parse_seed(body, self.limits))
 
     async def rerank_tei(self, request: Request) -> Response:
         body = await read_json(request, self.settings.max_body_bytes)
-        query = get_query(body)
-        texts = get_texts(body, "texts", self.settings.max_chunks)
-        raw = get_bool(body, "raw_scores", False)
-        return_text = get_bool(body, "return_text", False)
-        truncate = get_bool(body, "truncate", True)
-        direction = body.get("truncation_direction")
-        direction = "right" if direction is None else direction
-        if not isinstance(direction, str) or direction not in ("right", "Right", "left", "Left"):
-            raise InvalidRequest("'truncation_direction' must be 'right' or 'left'")
-        if direction in ("left", "Left"):
-            raise InvalidRequest("truncation_direction 'left' is not supported; crossrank "
-                                 "truncates like sentence-transformers (right, longest first)")
-        headers: dict[str, str] = {}
-        logits = await self.logits(request, query, texts, body, headers, must_fit=not truncate)
-        scores = logits if raw else sigmoid(logits)
-        out = []
-        for i, s in rank(scores):
-            item: dict[str, Any] = {"index": i, "score": s}
-            if return_text:
-                item["text"] = texts[i]
-            out.append(item)
-        return JSONResponse(out, headers=headers)
+        return await self.answer(request, api.parse_tei(body, self.limits))
 
     async def rerank_cohere(self, request: Request, version: str) -> Response:
         body = await read_json(request, self.settings.max_body_bytes)
-        query = get_query(body)
-        docs = get_texts(body, "documents", self.settings.max_chunks, objects=True)
-        top_n = get_pos_int(body, "top_n")
-        return_documents = get_bool(body, "return_documents", False)
-        max_tokens = get_pos_int(body, "max_tokens_per_doc")
-        model = body.get("model")
-        if model is not None and not isinstance(model, str):
-            raise InvalidRequest("'model' must be a string")
-        headers: dict[str, str] = {}
-        logits = await self.logits(request, query, docs, body, headers, max_tokens=max_tokens)
-        ranked = rank(sigmoid(logits))
-        if top_n is not None:
-            ranked = ranked[:top_n]
-        results = []
-        for i, s in ranked:
-            item: dict[str, Any] = {"index": i, "relevance_score": s}
-            if return_documents:
-                item["document"] = {"text": docs[i]}
-            results.append(item)
-        return JSONResponse({
-            "id": str(uuid.uuid4()),
-            "results": results,
-            "meta": {"api_version": {"version": version},
-                     "billed_units": {"search_units": 1}},
-        }, headers=headers)
+        return await self.answer(request, api.parse_cohere(body, self.limits, version))
 
     async def health(self, request: Request) -> Response:
-        if self.worker.healthy:
+        if self.scorer.engine.healthy and not self.closing:
             return JSONResponse({"status": "ok"})
         return JSONResponse({"status": "unavailable", "error": "the model cannot score now",
                              "error_type": "unavailable"}, status_code=503)
@@ -450,6 +294,7 @@ class App:
     async def info(self, request: Request) -> Response:
         d = self.scorer.describe()
         s = self.settings
+        policy = d["batch_policy"]
         return JSONResponse({
             "model": d.get("name"),
             "source": d.get("source"),
@@ -459,7 +304,12 @@ class App:
             "threads": d.get("threads"),
             "max_length": d.get("max_length"),
             "activation": d.get("activation"),
-            "pipeline": d.get("pipeline"),
+            "pipeline": policy["pipeline"],
+            "int8_isa": d.get("int8_isa"),
+            "cpu_isa": d.get("cpu_isa"),
+            "isa_warning": d.get("isa_warning"),
+            "profile": d.get("profile"),
+            "batch_policy": policy,
             "version": __version__,
             "limits": {
                 "max_chunks": s.max_chunks,
@@ -470,10 +320,10 @@ class App:
                 "window_stride": s.window_stride,
                 "max_windows_per_chunk": s.max_windows_per_chunk,
                 "max_windows_per_request": s.max_windows_per_request,
-                "token_budget": d.get("token_budget"),
-                "max_rows": d.get("max_rows"),
+                "token_budget": policy["token_budget"],
+                "max_rows": policy["max_rows"],
             },
-            "queued_tokens": self.worker.queued_tokens,
+            "queued_tokens": self.scorer.engine.queued_tokens,
             "auth": bool(s.api_key),
         })
 
@@ -506,11 +356,13 @@ def create_app(scorer: Scorer, settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        app_state.worker.start()
+        # The engine belongs to the scorer (the library may share it); the app only listens.
+        app_state.loop = asyncio.get_running_loop()
+        app_state.scorer.engine.add_hooks(app_state.metrics)
         try:
             yield
         finally:
-            await anyio.to_thread.run_sync(app_state.worker.stop, settings.graceful_shutdown_s)
+            app_state.scorer.engine.remove_hooks(app_state.metrics)
 
     a = app_state
     routes = [
@@ -529,3 +381,45 @@ def create_app(scorer: Scorer, settings: Settings) -> Starlette:
                     exception_handlers={HTTPException: _http_error})
     app.state.crossrank = app_state
     return app
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads: a busy port fails at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Another "
+                          "process holds the port (an earlier crossrank?): stop it, or choose "
+                          "another with --port.") from exc
+    return sock
+
+
+def serve(scorer: Scorer, settings: Settings, sock: socket.socket) -> None:
+    """Run the app with uvicorn on an already bound socket until SIGTERM or SIGINT."""
+    import uvicorn
+
+    app = create_app(scorer, settings)
+    state: App = app.state.crossrank
+    grace = settings.graceful_shutdown_s
+    config = uvicorn.Config(
+        app, log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=math.ceil(settings.keepalive_timeout_s),
+        timeout_graceful_shutdown=math.ceil(grace),
+        h11_max_incomplete_event_size=16 * 1024,  # bounds header size
+        server_header=False,
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            loop = state.loop
+            if not self.should_exit and loop is not None:
+                loop.call_soon_threadsafe(state.begin_shutdown, grace)
+            super().handle_exit(sig, frame)
+
+    Server(config).run(sockets=[sock])

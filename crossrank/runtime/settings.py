@@ -9,13 +9,22 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.modeldir import VARIANTS
+from crossrank.runtime.options import OVERFLOW_MODES
+from crossrank.runtime.profiles import PROVIDER_CHOICES
+
+DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-12-v2"
+PIPELINE_CHOICES = ("auto", "on", "off")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything the server needs to know; defaults are the documented ones."""
 
-    model_dir: str = "models/ms-marco-MiniLM-L-12-v2"
+    model: str = DEFAULT_MODEL  # hub id or checkpoint: exported into models_root when missing
+    models_root: str = "models"
+    model_dir: str = ""  # an exported directory to serve as is ("": models_root/<model's name>)
     provider: str = "auto"
     variant: str = "auto"
     host: str = "127.0.0.1"
@@ -39,6 +48,19 @@ class Settings:
     graceful_shutdown_s: float = 30.0
     log_level: str = "info"
 
+    def resolved_model_dir(self, stand_in: bool = False) -> str:
+        """The directory to serve: model_dir when set, else where `crossrank export` writes the
+        model (or the stand-in)."""
+        if self.model_dir:
+            return self.model_dir
+        name = "stand-in-L-12" if stand_in else self.model.rstrip("/").split("/")[-1]
+        return os.path.join(self.models_root, name)
+
+    @property
+    def pipeline_choice(self) -> bool | None:
+        """pipeline as the scorer takes it: None leaves the provider profile's choice."""
+        return {"on": True, "off": False}.get(self.pipeline)
+
     def public(self) -> dict[str, Any]:
         """Settings safe to show in /info: never the API key."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -47,9 +69,12 @@ class Settings:
 
 
 _HELP = {
-    "model_dir": "exported model directory (make export writes it)",
-    "provider": "auto | cpu | cuda",
-    "variant": "auto | fp32 | int8 | fp16",
+    "model": "hub id or local checkpoint to serve; exported into --models-root first when it is "
+             "not there yet",
+    "models_root": "where exported models live (models/<name>)",
+    "model_dir": "an exported model directory to serve as is (overrides --model)",
+    "provider": " | ".join(PROVIDER_CHOICES),
+    "variant": " | ".join(VARIANTS),
     "host": "bind address (default 127.0.0.1: loopback only)",
     "port": "TCP port",
     "threads": "intra-op threads (0: usable cores)",
@@ -63,7 +88,9 @@ _HELP = {
     "max_body_bytes": "largest request body (413 above, checked before reading it all)",
     "max_queued_tokens": "tokens waiting for inference before new work gets 429",
     "request_timeout_s": "deadline per request; X-Request-Timeout (seconds) may ask for less",
-    "api_key": "require 'Authorization: Bearer KEY' (empty: no auth)",
+    "api_key": "require 'Authorization: Bearer KEY' on every endpoint but /health and "
+               "/openapi.json (empty: no auth); prefer the environment variable, which `ps` "
+               "does not show",
     "overflow": "over-long chunks: truncate (like sentence-transformers) or split into windows "
                 "scored by their max",
     "window_stride": "overflow=split: tokens shared by consecutive windows",
@@ -72,21 +99,30 @@ _HELP = {
     "max_connections": "concurrent connections before uvicorn answers 503",
     "keepalive_timeout_s": "idle keep-alive timeout",
     "graceful_shutdown_s": "on SIGTERM, how long in-flight requests may take to finish",
-    "log_level": "debug | info | warning | error",
+    "log_level": " | ".join(LOG_LEVELS),
 }
 
 
-def build(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Parse flags; a flag not given falls back to CROSSRANK_<NAME>, then the default."""
-    env = os.environ if env is None else env
-    p = argparse.ArgumentParser(prog="python -m runtime",
-                                description="Serve an exported cross-encoder over HTTP.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per setting, each naming its environment variable and default."""
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         p.add_argument(flag, dest=f.name, default=None,
                        help=f"{_HELP.get(f.name, '')} [env CROSSRANK_{f.name.upper()}; "
                             f"default {f.default!r}]")
-    ns = p.parse_args(argv)
+
+
+def build(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Parse flags; a flag not given falls back to CROSSRANK_<NAME>, then the default."""
+    p = argparse.ArgumentParser(prog="crossrank serve",
+                                description="Serve an exported cross-encoder over HTTP.")
+    add_arguments(p)
+    return from_namespace(p.parse_args(argv), env)
+
+
+def from_namespace(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from parsed flags, then CROSSRANK_* variables, then defaults; checked."""
+    env = os.environ if env is None else env
     values: dict[str, Any] = {}
     for f in fields(Settings):
         raw = getattr(ns, f.name)
@@ -114,23 +150,19 @@ def _convert(name: str, kind: type, raw: str, source: str) -> Any:
 
 
 def _check(s: Settings) -> None:
-    if s.provider not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"provider must be auto, cpu or cuda, not {s.provider!r}")
-    if s.variant not in ("auto", "fp32", "int8", "fp16"):
-        raise ConfigError(f"variant must be auto, fp32, int8 or fp16, not {s.variant!r}")
+    _one_of("provider", s.provider, PROVIDER_CHOICES)
+    _one_of("variant", s.variant, VARIANTS)
     if not 0 < s.port < 65536:
         raise ConfigError(f"port must be 1-65535, not {s.port}")
     for name in ("max_chunks", "max_body_bytes", "max_queued_tokens", "max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be positive")
-    if s.overflow not in ("truncate", "split"):
-        raise ConfigError(f"overflow must be truncate or split, not {s.overflow!r}")
+    _one_of("overflow", s.overflow, OVERFLOW_MODES)
     if not 0 <= s.window_stride <= 256:
         raise ConfigError("window_stride must be between 0 and 256 tokens")
     if s.max_windows_per_chunk < 1 or s.max_windows_per_request < 1:
         raise ConfigError("window limits must be positive")
-    if s.pipeline not in ("auto", "on", "off"):
-        raise ConfigError(f"pipeline must be auto, on or off, not {s.pipeline!r}")
+    _one_of("pipeline", s.pipeline, PIPELINE_CHOICES)
     if s.spin not in (0, 1):
         raise ConfigError("spin must be 0 or 1")
     for name in ("threads", "token_budget", "max_rows"):
@@ -138,5 +170,11 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"{name} must be 0 (default) or positive")
     if s.request_timeout_s <= 0:
         raise ConfigError("request_timeout_s must be positive")
-    if s.log_level not in ("debug", "info", "warning", "error"):
-        raise ConfigError(f"log_level must be debug, info, warning or error, not {s.log_level!r}")
+    _one_of("log_level", s.log_level, LOG_LEVELS)
+    if not s.model and not s.model_dir:
+        raise ConfigError("model must not be empty (or give model_dir)")
+
+
+def _one_of(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")

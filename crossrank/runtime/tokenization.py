@@ -121,7 +121,7 @@ class PairTokenizer:
         except Exception as exc:  # the Rust side raises plain Exception for bad files
             raise ModelLoadError(
                 f"Cannot read the tokenizer {tokenizer_file}: {exc}. Export the model again "
-                "(`make export`) or restore the file."
+                "(`crossrank export SOURCE --force`) or restore the file."
             ) from exc
         # Never trust a tokenizer file's own truncation or padding (some have 128 baked in).
         tok.no_padding()

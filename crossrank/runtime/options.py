@@ -1,0 +1,35 @@
+"""Per-request scoring options and window limits: plain frozen values, no heavy imports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crossrank.runtime.errors import InvalidRequest
+
+OVERFLOW_MODES = ("truncate", "split")
+
+
+@dataclass(frozen=True)
+class WindowLimits:
+    """overflow="split": how windows overlap and how many a chunk and a request may need."""
+
+    stride: int = 128  # tokens shared by consecutive windows
+    max_per_chunk: int = 16
+    max_per_request: int = 2000
+
+
+DEFAULT_WINDOWS = WindowLimits()
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How one request's texts are tokenized (the defaults are the seed's behaviour)."""
+
+    overflow: str = "truncate"  # one of OVERFLOW_MODES
+    report_truncation: bool = False  # count the tokens each text lost
+    must_fit: bool = False  # refuse a text that would be cut (TEI truncate=false)
+    max_tokens_per_text: int | None = None  # cut each text to this many of its own tokens first
+
+    def __post_init__(self) -> None:
+        if self.overflow not in OVERFLOW_MODES:
+            raise InvalidRequest(f"'overflow' must be one of {', '.join(OVERFLOW_MODES)}")
