@@ -11,8 +11,11 @@ Run on a machine with an NVIDIA GPU and onnxruntime-gpu (see bench/gpu_check.sh)
 3. in a fresh process (no torch holding the GPU): the attention kernel ONNX Runtime reports
    choosing, fp16 on CUDA vs fp32 on the CPU provider on the realistic fixture (top-10 overlap,
    Spearman, max |diff|), the model alone on pre-padded batches, and crossrank end to end
-   (strings to sorted scores) tokenized in 1 to 8 parts, the server's worker path (no HTTP),
-   and both on fresh requests (new texts each round); prints tokens/s and ratios to the seed.
+   (strings to sorted scores) tokenized in 1 to 8 parts, the server's service path (no HTTP),
+   and both on fresh requests (new texts each round);
+4. the HTTP path: a real `crossrank serve` on loopback, one client (100 and 2000 chunks, fresh
+   and repeated) and 16 concurrent clients sending 100-chunk requests; prints tokens/s, p50 and
+   p99 and the ratios to the seed.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ log = logging.getLogger("gpu_check")
 
 def run_all(scorer: Any, batches: list[Any]) -> None:
     for b in batches:
-        scorer.session.run(b)
+        scorer.engine.session.run(b)
 
 
 def upcast_checkpoint(src: Path, dst: Path) -> Path:
@@ -92,7 +95,9 @@ def measure(args: argparse.Namespace) -> int:
     gpu = "cpu" if args.cpu_dry_run else "cuda"
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
-    from bench.overlap_sim import worker_path
+    from dataclasses import replace
+
+    from bench.overlap_sim import server_path
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
     from crossrank.export.corpus import TOPICS, passages_for
@@ -135,26 +140,97 @@ def measure(args: argparse.Namespace) -> int:
             batches = [batching.pad(enc.rows, g) for g in groups]
             mo = median_seconds(run_all, s, batches, rounds=rounds)
             speed.append(row(n, tokens, "model only (pre-padded)", mo, budget=budget))
-        default = s.slices
+        default = s.policy.slices
         for k in (1, 2, 4, 6, 8):  # how many parts a request is tokenized in (1: no overlap)
-            s.slices = k
-            med = median_seconds(s.score, QUERY, docs, rounds=rounds)
+            sk = s.derive(policy=replace(s.policy, slices=k))
+            med = median_seconds(sk.score, QUERY, docs, rounds=rounds)
             speed.append(row(n, tokens, "crossrank fp16 end to end", med, slices=k))
-        s.slices = default
-        # The server's path without HTTP (its worker and sliced submission), and both paths on
+            sk.close()
+        # The server's path without HTTP (its service on an event loop), and both paths on
         # fresh requests: new texts each round.
-        server = worker_path(s)
+        server = server_path(s)
         med = median_seconds(server, docs, rounds=rounds)
-        speed.append(row(n, tokens, "crossrank fp16 server worker", med, slices=default))
+        speed.append(row(n, tokens, "crossrank fp16 server service", med, slices=default))
         fresh_tokens = int(np.median([s.tokenizer.encode(QUERY, chunks(n, seed=7001 + r))
                                       .lengths.sum() for r in range(rounds)]))
         for who, fn in (("crossrank fp16 end to end, fresh", lambda d: s.score(QUERY, d)),
-                        ("crossrank fp16 server worker, fresh", server)):
+                        ("crossrank fp16 server service, fresh", server)):
             med = median_fresh(fn, n, rounds)
             speed.append(row(n, fresh_tokens, who, med, slices=default))
-    report["speed"] = speed
+    s.close()
+    report["speed"] = speed + http_path(args, gpu)
     Path(args.result).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def http_path(args: argparse.Namespace, gpu: str) -> list[dict[str, Any]]:
+    """`crossrank serve` on loopback: one client, then 16 concurrent clients."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from bench.loadgen import Server, pct
+    from bench.workload import QUERY, chunks
+    from crossrank.runtime.scorer import Scorer
+
+    out: list[dict[str, Any]] = []
+    with Scorer.from_dir(args.standin, variant="fp16", provider=gpu) as s:
+        def count(docs: list[str]) -> int:
+            return int(s.tokenizer.encode(QUERY, docs).lengths.sum())
+
+        sizes = [int(x) for x in args.sizes.split(",")]
+        with Server(Path(args.standin), "--variant", "fp16", "--provider", gpu,
+                    "--max-chunks", "5000", "--max-queued-tokens", "100000000") as server, \
+                httpx.Client(base_url=server.base, timeout=300) as client:
+            def post(docs: list[str]) -> float:
+                t0 = time.perf_counter()
+                r = client.post("/score", json={"query": QUERY, "chunks": docs})
+                dt = time.perf_counter() - t0
+                assert r.status_code == 200, r.text
+                return dt
+
+            for n in sizes:
+                rounds = 3 if args.cpu_dry_run else 20 if n <= 100 else 9
+                same = chunks(n, seed=0)
+                for _ in range(2):
+                    post(same)
+                times = [post(same) for _ in range(rounds)]
+                out.append(row(n, count(same), "HTTP /score, one client, repeated",
+                               float(np.median(times)), p99_ms=round(pct(times, 99) * 1e3, 2)))
+                fresh = [chunks(n, seed=9000 + k) for k in range(rounds)]
+                times = [post(d) for d in fresh]
+                tokens = int(np.median([count(d) for d in fresh]))
+                out.append(row(n, tokens, "HTTP /score, one client, fresh",
+                               float(np.median(times)), p99_ms=round(pct(times, 99) * 1e3, 2)))
+            # 16 clients, each its own connection, fresh 100-chunk requests.
+            clients, per_client = 16, (2 if args.cpu_dry_run else 12)
+            n = min(100, max(sizes))
+            work = [[chunks(n, seed=20000 + 100 * c + k) for k in range(per_client)]
+                    for c in range(clients)]
+            total_tokens = sum(count(d) for w in work for d in w)
+
+            def one_client(docs_list: list[list[str]]) -> list[float]:
+                with httpx.Client(base_url=server.base, timeout=300) as own:
+                    lat = []
+                    for docs in docs_list:
+                        t0 = time.perf_counter()
+                        r = own.post("/score", json={"query": QUERY, "chunks": docs})
+                        lat.append(time.perf_counter() - t0)
+                        assert r.status_code == 200, r.text
+                    return lat
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                lats = [x for lat in pool.map(one_client, work) for x in lat]
+            wall = time.perf_counter() - t0
+            r = {"n": n, "tokens": total_tokens, "who": f"HTTP /score, {clients} clients",
+                 "median_ms": round(float(np.median(lats)) * 1e3, 2),
+                 "p99_ms": round(pct(lats, 99) * 1e3, 2),
+                 "requests_per_s": round(len(lats) / wall, 1),
+                 "tokens_per_s": round(total_tokens / wall)}
+            print(json.dumps(r), flush=True)
+            out.append(r)
+    return out
 
 
 def main() -> int:
@@ -255,7 +331,7 @@ def main() -> int:
                                   if "Operator=Attention" in ln][:1]
     print("attention kernel:", report["attention_kernel"], flush=True)
     result = work / "measure.json"
-    proc = subprocess.run(common + ["--measure", "--result", str(result)], timeout=900, env=env)
+    proc = subprocess.run(common + ["--measure", "--result", str(result)], timeout=1800, env=env)
     if proc.returncode == 0 and result.is_file():
         got = json.loads(result.read_text())
         report["realistic_parity"] = got["realistic_parity"]

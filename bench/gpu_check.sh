@@ -4,8 +4,6 @@
 #                                          files, realistic fixture checkpoint in fp16)
 # Then, on the GPU machine, after the wheel parts are in /root/ort and this tree is there:
 #   bash bench/gpu_check.sh run        -> installs onnxruntime-gpu, runs bench/gpu_check.py
-#   bash bench/gpu_check.sh overlap [--experiment threads|shapes]
-#                                      -> the same install, then bench/gpu_overlap.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -27,19 +25,19 @@ for f in src.iterdir():
     if not (out / f.name).exists():
         shutil.copy(f, out / f.name)
 PY
+  mkdir -p .devwhl/py
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    -d .devwhl/py starlette uvicorn h11 anyio click httpx httpcore prometheus-client idna \
+    sniffio certifi
   grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
   du -sh .devwhl .gpu ;;
-run|overlap)
+run)
   mkdir -p /root/ort
   cp .devwhl/* /root/ort/ 2>/dev/null || true
   [ -d /root/ortgpu/onnxruntime ] || bash /root/ort/install-ort-gpu
-  if [ "$1" = run ]; then
-    PYTHONPATH=/root/ortgpu:. PYTHONUNBUFFERED=1 python3 bench/gpu_check.py \
-      --tokenizer-dir .gpu/tok --realistic .gpu/realistic --out "${OUT:-.}"
-  else
-    shift
-    PYTHONPATH=/root/ortgpu:. PYTHONUNBUFFERED=1 python3 bench/gpu_overlap.py \
-      --tokenizer-dir .gpu/tok --out "${OUT:-.}" "$@"
-  fi ;;
-*) echo "usage: bash bench/gpu_check.sh prepare|run|overlap [args]" >&2; exit 2 ;;
+  # Pure-Python wheels the GPU box lacks (starlette, uvicorn, httpx, ...) travel in .devwhl/py.
+  [ -d .devwhl/py ] && pip install -q --no-deps --no-index --target /root/pydeps .devwhl/py/*.whl
+  PYTHONPATH=/root/ortgpu:/root/pydeps:. PYTHONUNBUFFERED=1 python3 bench/gpu_check.py \
+    --tokenizer-dir .gpu/tok --realistic .gpu/realistic --out "${OUT:-.}" ;;
+*) echo "usage: bash bench/gpu_check.sh prepare|run" >&2; exit 2 ;;
 esac

@@ -29,13 +29,13 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m runtime` on a free loopback port, stopped on exit."""
+    """`crossrank serve` on a free loopback port, stopped on exit."""
 
     def __init__(self, model_dir: Path = EXPORTED, *args: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crossrank.runtime", "--model-dir", str(model_dir), "--port",
+            [sys.executable, "-m", "crossrank", "serve", "--model-dir", str(model_dir), "--port",
              str(self.port), "--log-level", "warning", *args],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120

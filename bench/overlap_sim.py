@@ -24,6 +24,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,18 @@ import numpy as np
 
 from bench.workload import QUERY, chunks
 from crossrank.runtime import batching
+from crossrank.runtime.engine import Engine
+from crossrank.runtime.profiles import PROFILES
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.session import Session, SessionInfo, usable_cores
-from crossrank.runtime.tokenization import Encoded, PairTokenizer
-from crossrank.runtime.worker import Worker
+from crossrank.runtime.service import ScoreRequest, Service
+from crossrank.runtime.session import SessionInfo, usable_cores
+from crossrank.runtime.tokenization import PairTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class SimulatedDevice(Session):
-    """A Session whose run() sleeps rows x width / rate seconds (plus a launch cost) and
+class SimulatedDevice:
+    """A session whose run() sleeps rows x width / rate seconds (plus a launch cost) and
     returns zeros: a GPU that costs no host CPU."""
 
     def __init__(self, rate: float, launch_s: float = 0.0002) -> None:  # no ONNX model
@@ -59,36 +62,29 @@ class SimulatedDevice(Session):
 
 
 def make_scorer(tokenizer: PairTokenizer, device: SimulatedDevice) -> Scorer:
-    """A scorer with the settings Scorer.from_dir picks for provider=cuda."""
-    return Scorer(tokenizer, device, activation="identity",
-                  token_budget=batching.GPU_TOKEN_BUDGET, max_rows=batching.GPU_MAX_ROWS,
-                  pipeline=True, pad_multiple=batching.GPU_PAD_MULTIPLE,
-                  row_multiple=batching.GPU_ROW_MULTIPLE)
+    """A scorer with the CUDA profile's batch policy on the simulated device."""
+    engine = Engine(device, PROFILES["cuda"].batch, max_length=tokenizer.max_length)
+    return Scorer(tokenizer, engine, activation="identity", profile=PROFILES["cuda"])
 
 
 def device_seconds(scorer: Scorer, device: SimulatedDevice, texts: list[str]) -> float:
     """What the simulated device needs for this request's batches, tokenizing not included."""
-    rows = scorer.encode(QUERY, texts).rows
-    batches = scorer.iter_batches(rows, scorer.plan(rows.lengths))
+    rows = scorer.tokenizer.encode(QUERY, texts).rows
+    batches = scorer.engine.iter_batches(rows, scorer.engine.plan(rows.lengths))
     return sum(device.seconds(b.rows, b.width) for b in batches)
 
 
-def worker_path(scorer: Scorer, sliced: bool = True) -> Callable[[list[str]], Any]:
-    """The server's path without HTTP: the request sliced as the server slices it, each part
-    tokenized off the event loop and queued for the worker's rounds as soon as it is ready
-    (sliced=False: in one part, as the server did before it sliced)."""
-    worker = Worker(scorer, max_queued_tokens=1 << 40)
-    worker.start()
+def server_path(scorer: Scorer, sliced: bool = True) -> Callable[[list[str]], Any]:
+    """The server's path without HTTP: its service on an event loop, the request tokenized in
+    runs (large runs off the loop), each queued for the engine as soon as it is ready
+    (sliced=False: in one run)."""
+    if not sliced:
+        scorer = scorer.derive(policy=replace(scorer.policy, slices=1))
+    service = Service(scorer.tokenizer, scorer.engine)
     loop = asyncio.new_event_loop()
 
     def call(texts: list[str]) -> Any:
-        parts = scorer.slice_request(texts) if sliced else [np.arange(len(texts))]
-
-        async def encode(k: int) -> Encoded:
-            return await asyncio.to_thread(scorer.tokenizer.encode, QUERY,
-                                           [texts[i] for i in parts[k]])
-
-        return loop.run_until_complete(worker.submit_parts(len(parts), encode, 60.0))
+        return loop.run_until_complete(service.run_async(ScoreRequest(QUERY, texts), 60.0))
 
     return call
 
@@ -142,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
     paths: dict[str, Callable[[list[str]], Any]] = {
         "scorer": lambda texts: scorer.score(QUERY, texts),
-        "server-worker": worker_path(scorer),
-        "  one part": worker_path(scorer, sliced=False),
+        "server path": server_path(scorer),
+        "  one part": server_path(scorer, sliced=False),
     }
     report: dict[str, Any] = {"cores": usable_cores(), "ratio": args.ratio,
                               "device_rate": rate, "results": []}

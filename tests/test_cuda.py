@@ -24,8 +24,8 @@ def test_fp16_on_cuda_matches_fp32_on_cpu(tmp_path: Path, realistic_ckpt: Path) 
                       variants=("fp32", "fp16")))
     f32 = Scorer.from_dir(out, variant="fp32", provider="cpu")
     f16 = Scorer.from_dir(out, provider="cuda")
-    assert f16.info is not None and f16.info.variant == "fp16" and f16.pipeline
-    assert (f16.info.pad_multiple, f16.info.row_multiple) == (64, 16)
+    assert f16.info is not None and f16.info.variant == "fp16" and f16.policy.pipeline
+    assert (f16.policy.pad_multiple, f16.policy.row_multiple) == (64, 16)
     for topic in TOPICS:
         q, docs = passages_for(topic, 100, seed=2000)
         a, b = f32.logits(q, docs), f16.logits(q, docs)

@@ -179,7 +179,8 @@ def test_unwritable_output(tiny_ckpt: Path, tmp_path: Path) -> None:
 def test_cli_bad_hub_id_is_one_paragraph() -> None:
     r = cli("crossrank-test/nope")
     assert r.returncode == 2
-    assert "export failed" in r.stderr and "Traceback" not in r.stderr
+    assert "crossrank export: " in r.stderr and "Traceback" not in r.stderr
+    assert "hub is unreachable" in r.stderr and "crossrank export --stand-in" in r.stderr
 
 
 @pytest.mark.network

@@ -9,18 +9,17 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from crossrank.runtime import batching
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.server import create_app
 from crossrank.runtime.settings import Settings
+from tests.helpers import cuda_like, gated, wait_until
 from tests.test_process import ROOT, free_port, start
 
 
@@ -53,43 +52,39 @@ async def asgi_post(app: Any, path: str, body: dict[str, Any], leave: asyncio.Ev
 
 @pytest.mark.parametrize("sliced", [False, True])
 def test_disconnected_client_frees_its_queued_work(tiny_dir: Path, sliced: bool) -> None:
-    scorer = Scorer.from_dir(tiny_dir, variant="fp32")
-    # sliced: the CUDA path's settings, so the leaving request is queued in several parts
-    scorer.pipeline, scorer.slices = sliced, 4
+    base = Scorer.from_dir(tiny_dir, variant="fp32")
+    # sliced: the CUDA profile's settings, so the leaving request is queued in several parts
+    scorer, session = gated(cuda_like(base) if sliced else base)
     app = create_app(scorer, Settings())
-    worker = app.state.crossrank.worker
-    gate = threading.Event()
-    rows: list[int] = []
-
-    def hold(batch: batching.Batch) -> None:
-        gate.wait(10)
-        rows.append(batch.rows)
-
-    worker.fault = hold
-    worker.start()
     leaving = [f"b {i} " * (1 + i % 9) for i in range(100 if sliced else 7)]
-    assert len(scorer.slice_request(leaving)) == (4 if sliced else 1)
+    assert len(scorer.engine.slice_request(leaving)) == (4 if sliced else 1)
+    stay_tokens = int(scorer.tokenizer.encode("q", ["a"]).lengths.sum())
+    leave_tokens = int(scorer.tokenizer.encode("q", leaving).lengths.sum())
+
+    async def until(condition: Callable[[], bool]) -> None:
+        for _ in range(6000):  # a state to reach, polled; not a time to pass
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("condition never held")
 
     async def scenario() -> tuple[int, int]:
         stay, leave = asyncio.Event(), asyncio.Event()
         first = asyncio.create_task(asgi_post(app, "/score", {"query": "q", "chunks": ["a"]}, stay))
-        await asyncio.sleep(0.3)
+        await until(session.entered.is_set)  # the first request is at the (held) device
         second = asyncio.create_task(
             asgi_post(app, "/score", {"query": "q", "chunks": leaving}, leave))
-        await asyncio.sleep(0.5)
+        await until(lambda: scorer.engine.queued_tokens == stay_tokens + leave_tokens)
         leave.set()  # the second client goes away while its work is queued
-        await asyncio.sleep(0.2)
-        gate.set()
-        return await first, await second
+        left = await second
+        session.gate.set()
+        return await first, left
 
-    try:
-        first, _ = asyncio.run(scenario())
-        time.sleep(0.3)
-        assert first == 200
-        assert rows == [1]  # the abandoned request's pairs never reached the model
-        assert worker.queued_tokens == 0
-    finally:
-        worker.stop(5)
+    first, left = asyncio.run(scenario())
+    assert first == 200 and left == 422
+    assert wait_until(lambda: scorer.engine.queued_tokens == 0)
+    assert session.rows == [1]  # the abandoned request's pairs never reached the model
+    scorer.close()
 
 
 def damaged(tiny_dir: Path, tmp_path: Path, how: str) -> Path:
@@ -135,15 +130,15 @@ def test_slow_and_idle_clients_do_not_stall_others(tiny_dir: Path) -> None:
         slow.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 1000\r\n\r\n{")
         socks.append(slow)
-        t0 = time.perf_counter()
+        # Served while the slow body is still unfinished: nothing waits for it (the client's
+        # own timeout is generous for a loaded machine; the check is that answers come at all).
         for _ in range(5):
-            r = httpx.post(base + "/score", json={"query": "q", "chunks": ["a", "b"]}, timeout=10)
+            r = httpx.post(base + "/score", json={"query": "q", "chunks": ["a", "b"]}, timeout=60)
             assert r.status_code == 200
             slow.sendall(b" ")
-        assert time.perf_counter() - t0 < 5
-        assert httpx.get(base + "/health", timeout=5).status_code == 200
+        assert httpx.get(base + "/health", timeout=60).status_code == 200
     finally:
         for s in socks:
             s.close()
         proc.terminate()
-        proc.wait(30)
+        proc.wait(60)

@@ -25,11 +25,9 @@ from crossrank.runtime.settings import Settings
 @pytest.fixture(scope="module")
 def fuzz_app(tiny_dir: Path) -> Iterator[Starlette]:
     scorer = Scorer.from_dir(tiny_dir, variant="fp32")
-    app = create_app(scorer, replace(Settings(), max_chunks=16, request_timeout_s=20))
-    worker = app.state.crossrank.worker
-    worker.start()  # the ASGI transport does not run the lifespan
-    yield app
-    worker.stop(5)
+    # The engine runs from the scorer's start; the ASGI transport does not run the lifespan.
+    yield create_app(scorer, replace(Settings(), max_chunks=16, request_timeout_s=20))
+    scorer.close()
 
 
 # Bounded and derandomized for CI (no flaky runs); `make fuzz` runs many more, randomly.

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import pytest
 from bench.workload import chunks as bench_chunks
 from crossrank.export.corpus import TOPICS, UNICODE, passages_for
 from crossrank.export.verify import spearman
-from crossrank.runtime.errors import ConfigError, ModelLoadError
+from crossrank.runtime.errors import ConfigError, ModelLoadError, Unavailable
+from crossrank.runtime.profiles import PROFILES
 from crossrank.runtime.scorer import Scorer, rank, sigmoid
+from tests.helpers import gated, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY = "Who was the first person to walk on the moon?"
@@ -107,7 +110,7 @@ def test_int8_fidelity_on_realistic_fixture(realistic_dir: Path) -> None:
 
 def test_int8_score_does_not_depend_on_batch_mates(realistic_dir: Path) -> None:
     i8 = Scorer.from_dir(realistic_dir, variant="int8")
-    assert i8.max_rows == 1
+    assert i8.policy.max_rows == 1
     q, chunks = passages_for("moon", 100, seed=2000)
     inside = i8.logits(q, chunks)
     alone = np.array([i8.logits(q, [c])[0] for c in chunks[:25]])
@@ -139,7 +142,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error(tiny_dir: Path) -> None:
 
     if cuda_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(ConfigError, match="no CUDA provider"):
+    with pytest.raises(ConfigError, match="no CUDAExecutionProvider"):
         Scorer.from_dir(tiny_dir, provider="cuda")
 
 
@@ -198,31 +201,31 @@ def test_serving_never_imports_torch(tiny_dir: Path) -> None:
 
 
 def test_pipelined_path_gives_the_same_scores(realistic_dir: Path) -> None:
-    # The CUDA path's pipelining (pad prefetch, sliced tokenization) exercised on the CPU.
+    # The CUDA profile's pipelining (pad prefetch, tokenizing in runs) exercised on the CPU.
     plain = Scorer.from_dir(realistic_dir, variant="fp32", token_budget=1024, max_rows=8)
-    piped = Scorer.from_dir(realistic_dir, variant="fp32", token_budget=1024, max_rows=8)
-    piped.pipeline = True
-    piped.slices = 5
     chunks = varied_chunks(70)
     expected = plain.logits(QUERY, chunks)
+    piped = plain.derive(policy=replace(plain.policy, pipeline=True, slices=5))
+    assert len(piped.engine.slice_request(chunks)) == 5
     for multiple, rows in ((1, 1), (64, 1), (64, 16)):  # CUDA rounds shapes: same scores
-        piped.pad_multiple, piped.row_multiple = multiple, rows
-        assert np.abs(expected - piped.logits(QUERY, chunks)).max() <= 1e-4
-    assert len(piped.slice_request(chunks)) == 5
+        shaped = piped.derive(policy=replace(piped.policy, pad_multiple=multiple,
+                                             row_multiple=rows))
+        assert np.abs(expected - shaped.logits(QUERY, chunks)).max() <= 1e-4
+    assert plain.policy.pipeline is False  # deriving never changes the original
 
 
 def test_pipeline_is_on_with_cuda_only_unless_asked(tiny_dir: Path) -> None:
     plain = Scorer.from_dir(tiny_dir, variant="fp32")
-    assert not plain.pipeline and plain.describe()["pipeline"] is False
+    assert not plain.policy.pipeline and plain.describe()["batch_policy"]["pipeline"] is False
     piped = Scorer.from_dir(tiny_dir, variant="fp32", pipeline=True)
-    assert piped.pipeline and piped.describe()["pipeline"] is True
-    assert len(piped.slice_request(["x"] * 65)) == piped.slices
-    assert len(plain.slice_request(["x"] * 65)) == 1
+    assert piped.policy.pipeline and piped.describe()["batch_policy"]["pipeline"] is True
+    assert len(piped.engine.slice_request(["x"] * 65)) == piped.policy.slices
+    assert len(plain.engine.slice_request(["x"] * 65)) == 1
+    assert PROFILES["cuda"].batch.pipeline and not PROFILES["cpu"].batch.pipeline
 
 
 def test_pipelined_path_raises_a_tokenizer_failure(tiny_dir: Path) -> None:
     piped = Scorer.from_dir(tiny_dir, variant="fp32", pipeline=True)
-    piped.slices = 4
     encode = piped.tokenizer.encode
     calls = {"n": 0}
 
@@ -237,3 +240,32 @@ def test_pipelined_path_raises_a_tokenizer_failure(tiny_dir: Path) -> None:
         piped.logits(QUERY, [f"chunk {i}" for i in range(100)])
     piped.tokenizer.encode = encode  # type: ignore[method-assign]
     assert len(piped.logits(QUERY, [f"chunk {i}" for i in range(100)])) == 100
+    assert piped.engine.queued_tokens == 0  # the failed request's queued parts were dropped
+
+
+def test_library_calls_from_threads_share_the_engines_batches(tiny_dir: Path) -> None:
+    # One engine for every caller: concurrent library calls are batched together, as the
+    # server's requests are, and each gets its own answer.
+    base = Scorer.from_dir(tiny_dir, variant="fp32", token_budget=100_000, max_rows=512)
+    scorer, session = gated(base)
+    requests = [(f"query {k}", [f"chunk {k} {j}" for j in range(5)]) for k in range(6)]
+    total = sum(int(base.tokenizer.encode(q, ch).lengths.sum()) for q, ch in requests)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(scorer.score, q, ch) for q, ch in requests]
+        assert wait_until(lambda: scorer.engine.queued_tokens == total)
+        session.gate.set()
+        answers = [f.result() for f in futures]
+    for (q, ch), ans in zip(requests, answers, strict=True):
+        expected = base.score(q, ch)
+        assert [i for i, _ in ans] == [i for i, _ in expected]
+        assert np.allclose([v for _, v in ans], [v for _, v in expected], atol=1e-5)
+    assert max(session.rows) > 5
+
+
+def test_closed_scorer_refuses_calls(tiny_dir: Path) -> None:
+    with Scorer.from_dir(tiny_dir, variant="fp32") as s:
+        assert len(s.logits(QUERY, ["a"])) == 1
+    with pytest.raises(Unavailable):
+        s.logits(QUERY, ["a"])

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -15,10 +13,10 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from crossrank.runtime import batching
 from crossrank.runtime.scorer import Scorer, sigmoid
 from crossrank.runtime.server import create_app
 from crossrank.runtime.settings import Settings
+from tests.helpers import cuda_like, gated, wait_until
 
 SEED_QUERY = "Who was the first person to walk on the moon?"
 SEED_CHUNKS = [
@@ -42,10 +40,6 @@ def make_client(scorer: Scorer, **overrides: Any) -> TestClient:
 def client(scorer: Scorer) -> Iterator[TestClient]:
     with make_client(scorer) as c:
         yield c
-
-
-def worker_of(c: TestClient) -> Any:
-    return c.app.state.crossrank.worker  # type: ignore[attr-defined]
 
 
 def assert_error(r: Any, status: int) -> dict[str, Any]:
@@ -144,9 +138,10 @@ def test_health_info_metrics_openapi(client: TestClient) -> None:
             "/metrics"} <= set(spec["paths"])
 
 
-def test_health_is_503_when_the_worker_is_gone(scorer: Scorer) -> None:
-    with make_client(scorer) as c:
-        worker_of(c).stop(1)
+def test_health_is_503_when_the_engine_is_gone(scorer: Scorer) -> None:
+    own = scorer.derive()
+    with make_client(own) as c:
+        own.close()
         assert_error(c.post("/score", json={"query": "q", "chunks": ["a"]}), 503)
         assert c.get("/health").status_code == 503
 
@@ -221,88 +216,64 @@ def test_unknown_endpoint_and_wrong_method(client: TestClient) -> None:
 
 # -- serving model: batching across requests, backpressure, deadlines, faults ----------------------
 
+def tokens(scorer: Scorer, query: str, chunks: list[str]) -> int:
+    return int(scorer.tokenizer.encode(query, chunks).lengths.sum())
+
+
 def test_concurrent_requests_batch_together_and_get_their_own_answers(tiny_dir: Path) -> None:
-    scorer = Scorer.from_dir(tiny_dir, variant="fp32", token_budget=100_000, max_rows=512)
-    gate = threading.Event()
-    rows_seen: list[int] = []
-
-    def hold(batch: batching.Batch) -> None:
-        gate.wait(10)
-        rows_seen.append(batch.rows)
-
+    base = Scorer.from_dir(tiny_dir, variant="fp32", token_budget=100_000, max_rows=512)
+    scorer, session = gated(base)
     requests = [(f"query {k}", [f"chunk {k} {j}" for j in range(5)]) for k in range(6)]
-    with make_client(scorer) as c:
-        worker_of(c).fault = hold
-        with ThreadPoolExecutor(6) as pool:
-            futures = [pool.submit(c.post, "/score", json={"query": q, "chunks": ch})
-                       for q, ch in requests]
-            time.sleep(0.5)  # all six arrive while the first round is held
-            gate.set()
-            answers = [f.result().json() for f in futures]
+    total = sum(tokens(base, q, ch) for q, ch in requests)
+    with make_client(scorer) as c, ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(c.post, "/score", json={"query": q, "chunks": ch})
+                   for q, ch in requests]
+        # The first round is held at the device; the rest arrive and wait behind it.
+        assert wait_until(lambda: scorer.engine.queued_tokens == total)
+        session.gate.set()
+        answers = [f.result().json() for f in futures]
     for (q, ch), ans in zip(requests, answers, strict=True):
-        expected = scorer.score(q, ch)
+        expected = base.score(q, ch)
         assert [i for i, _ in (tuple(a) for a in ans)] == [i for i, _ in expected]
         assert np.allclose([a[1] for a in ans], [s for _, s in expected], atol=1e-5)
-    assert max(rows_seen) > 5  # some batch mixed pairs from several requests
+    assert max(session.rows) > 5  # some batch mixed pairs from several requests
 
 
 def test_overload_answers_429_at_once(scorer: Scorer) -> None:
-    gate = threading.Event()
-    with make_client(scorer, max_queued_tokens=50) as c:
-        worker_of(c).fault = lambda b: gate.wait(10)
-        with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(c.post, "/score", json={"query": "q", "chunks": ["a b c"] * 3})
-            time.sleep(0.3)
-            t0 = time.perf_counter()
-            r = c.post("/score", json={"query": "q", "chunks": ["x y z"] * 20})
-            elapsed = time.perf_counter() - t0
-            gate.set()
-            assert first.result().status_code == 200
+    held, session = gated(scorer)
+    with make_client(held, max_queued_tokens=50) as c, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(c.post, "/score", json={"query": "q", "chunks": ["a b c"] * 3})
+        assert session.entered.wait(60)
+        r = c.post("/score", json={"query": "q", "chunks": ["x y z"] * 20})
+        # answered while the device is still held: refused at once, not after the queue drained
+        assert not session.gate.is_set()
         assert_error(r, 429)
         assert int(r.headers["retry-after"]) >= 1
-        assert elapsed < 1.0
+        session.gate.set()
+        assert first.result().status_code == 200
 
 
 def test_deadline_drops_work_before_inference(scorer: Scorer) -> None:
-    gate = threading.Event()
-    ran: list[int] = []
-
-    def hold(batch: batching.Batch) -> None:
-        gate.wait(10)
-        ran.append(batch.rows)
-
-    with make_client(scorer) as c:
-        worker_of(c).fault = hold
+    held, session = gated(scorer)
+    with make_client(held) as c:
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(c.post, "/score", json={"query": "q", "chunks": ["a"]})
-            time.sleep(0.2)
+            assert session.entered.wait(60)
             r = c.post("/score", json={"query": "late", "chunks": ["b"] * 7},
                        headers={"x-request-timeout": "0.3"})
             assert_error(r, 504)
-            gate.set()
+            session.gate.set()
             assert first.result().status_code == 200
-        time.sleep(0.3)
-        assert 7 not in ran  # the timed-out request's pairs never reached the model
+        assert wait_until(lambda: held.engine.queued_tokens == 0)
+        assert 7 not in session.rows  # the timed-out request's pairs never reached the model
         assert c.post("/score", json={"query": "q", "chunks": ["a"]}).status_code == 200
         assert_error(c.post("/score", json={"query": "q", "chunks": ["a"]},
                             headers={"x-request-timeout": "soon"}), 422)
 
 
-def failing_batch(which: int) -> Callable[[batching.Batch], None]:
-    """A worker fault that makes the which-th batch (1-based) fail, and no other."""
-    calls = {"n": 0}
-
-    def boom(batch: batching.Batch) -> None:
-        calls["n"] += 1
-        if calls["n"] == which:
-            raise RuntimeError("injected failure")
-
-    return boom
-
-
 def test_inference_fault_fails_only_that_round(scorer: Scorer) -> None:
-    with make_client(scorer) as c:
-        worker_of(c).fault = failing_batch(1)
+    failing, _ = gated(scorer, gated=False, fail=[1])
+    with make_client(failing) as c:
         body = assert_error(c.post("/score", json={"query": "q", "chunks": ["a", "b"]}), 500)
         assert "Traceback" not in body["error"] and "injected" not in body["error"]
         assert c.post("/score", json={"query": "q", "chunks": ["a", "b"]}).status_code == 200
@@ -319,7 +290,9 @@ def test_api_key(scorer: Scorer) -> None:
         assert c.post("/score", json=body,
                       headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/health").status_code == 200  # probes need no key
-        assert_error(c.get("/info"), 401)
+        assert c.get("/openapi.json").status_code == 200  # nor does the API description
+        for path in ("/info", "/metrics"):
+            assert_error(c.get(path), 401)
         info = c.get("/info", headers={"authorization": "Bearer s3cret"}).json()
         assert info["auth"] is True and "s3cret" not in json.dumps(info)
 
@@ -327,19 +300,8 @@ def test_api_key(scorer: Scorer) -> None:
 # -- large requests on the CUDA path: tokenized in parts (exercised here on the CPU) -------------
 
 @pytest.fixture(scope="module")
-def piped(tiny_dir: Path) -> Scorer:
-    s = Scorer.from_dir(tiny_dir, variant="fp32", token_budget=2048, max_rows=16)
-    s.pipeline, s.slices = True, 4  # Scorer.from_dir's choices for provider=cuda
-    s.pad_multiple, s.row_multiple = batching.GPU_PAD_MULTIPLE, batching.GPU_ROW_MULTIPLE
-    return s
-
-
-def drained(worker: Any, wait_s: float = 5.0) -> bool:
-    """True once nothing is queued (a round's tokens are released just after its answers)."""
-    end = time.monotonic() + wait_s
-    while worker.queued_tokens and time.monotonic() < end:
-        time.sleep(0.01)
-    return bool(worker.queued_tokens == 0)
+def piped(scorer: Scorer) -> Scorer:
+    return cuda_like(scorer)
 
 
 def mixed_texts(n: int) -> list[str]:
@@ -353,33 +315,34 @@ def mixed_texts(n: int) -> list[str]:
 
 def test_sliced_request_gives_the_one_part_answer(piped: Scorer, scorer: Scorer) -> None:
     texts = mixed_texts(150)
-    parts = piped.slice_request(texts)
+    parts = piped.engine.slice_request(texts)
     assert len(parts) == 4 and sorted(np.concatenate(parts).tolist()) == list(range(150))
     queued: list[int] = []
-    with make_client(piped) as c:
-        worker = worker_of(c)
-        enqueue = worker._enqueue
+    submit = piped.engine.submit
 
-        def counting(enc: Any, *args: Any, **kwargs: Any) -> Any:
-            queued.append(enc.n_rows)
-            return enqueue(enc, *args, **kwargs)
+    def counting(enc: Any, *args: Any, **kwargs: Any) -> Any:
+        queued.append(enc.n_rows)
+        return submit(enc, *args, **kwargs)
 
-        worker._enqueue = counting
-        for overflow in ("truncate", "split"):
-            body = {"query": SEED_QUERY, "texts": texts, "raw_scores": True,
-                    "overflow": overflow, "report_truncation": True}
-            with make_client(scorer) as one:  # the same model, one part, exact shapes
-                want = one.post("/rerank", json=body)
-            queued.clear()
-            got = c.post("/rerank", json=body)
-            assert got.status_code == 200 and len(queued) == 4, queued
-            assert [x["index"] for x in got.json()] == [x["index"] for x in want.json()]
-            assert np.allclose([x["score"] for x in got.json()],
-                               [x["score"] for x in want.json()], atol=1e-4)
-            for h in ("x-truncated-count", "x-truncated-chunks"):
-                assert got.headers[h] == want.headers[h]
-            cut = "5:" if overflow == "truncate" else ""  # split windows leave nothing out
-            assert got.headers["x-truncated-chunks"].startswith(cut)
+    piped.engine.submit = counting  # type: ignore[method-assign]  # counts this engine's parts
+    try:
+        with make_client(piped) as c, make_client(scorer) as one:
+            for overflow in ("truncate", "split"):
+                body = {"query": SEED_QUERY, "texts": texts, "raw_scores": True,
+                        "overflow": overflow, "report_truncation": True}
+                want = one.post("/rerank", json=body)  # the same model, one part, exact shapes
+                queued.clear()
+                got = c.post("/rerank", json=body)
+                assert got.status_code == 200 and len(queued) == 4, queued
+                assert [x["index"] for x in got.json()] == [x["index"] for x in want.json()]
+                assert np.allclose([x["score"] for x in got.json()],
+                                   [x["score"] for x in want.json()], atol=1e-4)
+                for h in ("x-truncated-count", "x-truncated-chunks"):
+                    assert got.headers[h] == want.headers[h]
+                cut = "5:" if overflow == "truncate" else ""  # split windows leave nothing out
+                assert got.headers["x-truncated-chunks"].startswith(cut)
+    finally:
+        del piped.engine.submit
 
 
 def test_sliced_request_errors_name_the_callers_index(piped: Scorer) -> None:
@@ -390,7 +353,8 @@ def test_sliced_request_errors_name_the_callers_index(piped: Scorer) -> None:
         body = assert_error(c.post("/rerank", json={"query": "q", "texts": texts,
                                                     "truncate": False}), 422)
         assert "texts[90]" in body["error"]
-        assert drained(worker_of(c))  # the parts queued before the refusal were dropped
+        # the parts queued before the refusal were dropped
+        assert wait_until(lambda: piped.engine.queued_tokens == 0)
         texts[7] = 7  # type: ignore[call-overload]  # a non-string: refused before tokenizing
         assert "[7]" in assert_error(c.post("/score", json={"query": "q", "chunks": texts}),
                                      422)["error"]
@@ -398,43 +362,41 @@ def test_sliced_request_errors_name_the_callers_index(piped: Scorer) -> None:
 
 def test_accepted_sliced_request_is_not_refused_halfway(piped: Scorer) -> None:
     texts = mixed_texts(150)
-    first_part = int(piped.tokenizer.encode("q", [texts[i] for i in
-                                                  piped.slice_request(texts)[0]]).lengths.sum())
-    total = int(piped.tokenizer.encode("q", texts).lengths.sum())
-    gate = threading.Event()
-    with make_client(piped, max_queued_tokens=first_part + 10) as c:
-        worker_of(c).fault = lambda b: gate.wait(10)
-        with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(c.post, "/score", json={"query": "q", "chunks": ["a"]})
-            time.sleep(0.3)  # holds the worker: its 4 tokens stay queued
-            big = pool.submit(c.post, "/score", json={"query": "q", "chunks": texts})
-            time.sleep(0.5)
-            gate.set()
-            assert first.result().status_code == 200
-            r = big.result()
+    held, session = gated(piped)
+    first_part = tokens(piped, "q", [texts[i] for i in piped.engine.slice_request(texts)[0]])
+    total = tokens(piped, "q", texts)
+    small = tokens(piped, "q", ["a"])
+    with make_client(held, max_queued_tokens=first_part + 10) as c, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(c.post, "/score", json={"query": "q", "chunks": ["a"]})
+        assert session.entered.wait(60)  # holds the device: its tokens stay queued
+        big = pool.submit(c.post, "/score", json={"query": "q", "chunks": texts})
+        assert wait_until(lambda: held.engine.queued_tokens == small + total)  # all parts queued
+        session.gate.set()
+        assert first.result().status_code == 200
+        r = big.result()
         assert total > first_part + 10  # the whole request is over the bound, its first part not
         assert r.status_code == 200 and len(r.json()) == 150
-        assert drained(worker_of(c))
+        assert wait_until(lambda: held.engine.queued_tokens == 0)
 
 
 def test_failed_part_fails_the_sliced_request_and_nothing_hangs(piped: Scorer) -> None:
-    with make_client(piped) as c:
-        worker_of(c).fault = failing_batch(2)
+    failing, _ = gated(piped, gated=False, fail=[2])
+    with make_client(failing) as c:
         assert_error(c.post("/score", json={"query": "q", "chunks": mixed_texts(150)}), 500)
         ok = c.post("/score", json={"query": "q", "chunks": mixed_texts(150)})
         assert ok.status_code == 200 and len(ok.json()) == 150
-        assert drained(worker_of(c))
+        assert wait_until(lambda: failing.engine.queued_tokens == 0)
 
 
 def test_sliced_request_keeps_the_window_caps_per_request(piped: Scorer) -> None:
     texts = mixed_texts(150)  # texts[5] is ~700 tokens: more than one window
     body = {"query": "q", "chunks": texts, "overflow": "split"}
     need = piped.tokenizer.encode_windows("q", texts, 128, 16, 10_000).n_rows
-    assert need > 150 and len(piped.slice_request(texts)) == 4  # each part is far under `need`
+    assert need > 150 and len(piped.engine.slice_request(texts)) == 4  # each part is under `need`
     with make_client(piped, max_windows_per_request=need - 1) as c:
         err = assert_error(c.post("/score", json=body), 422)["error"]
         assert "per request" in err
-        assert drained(worker_of(c))
+        assert wait_until(lambda: piped.engine.queued_tokens == 0)
     with make_client(piped, max_windows_per_request=need) as c:
         assert c.post("/score", json=body).status_code == 200
     with make_client(piped, max_windows_per_chunk=1) as c:

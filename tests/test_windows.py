@@ -47,7 +47,7 @@ def test_answer_past_the_limit(scorer: Scorer) -> None:
     long_chunk = FILLER + ANSWER
     chunks = [long_chunk, "Bread needs flour and water.", ANSWER]
     truncated = scorer.logits(QUERY, chunks)
-    split = scorer.split(QUERY, chunks, stride=128)
+    split = scorer.split(QUERY, chunks)
     # truncate: the long chunk scores as its head (the answer is cut off)
     head = scorer.tokenizer.encode(QUERY, [long_chunk])
     assert head.lengths[0] == 512
@@ -60,7 +60,7 @@ def test_answer_past_the_limit(scorer: Scorer) -> None:
         t = np.zeros(len(r), dtype=np.int64)
         t[int(np.flatnonzero(r == r[-1])[0]) + 1:] = 1  # segment 1 after the first [SEP]
         types.append(t)
-    direct = [scorer.session.run(batching.pad(batching.Rows.from_lists([r], [t]), np.array([0])))[0]
+    direct = [scorer.engine.session.run(batching.pad(batching.Rows.from_lists([r], [t]), np.array([0])))[0]
               for r, t in zip(rows, types, strict=True)]
     assert split[0] == pytest.approx(max(direct), abs=1e-4)
     # short chunks are untouched
@@ -109,7 +109,7 @@ def test_split_and_report_over_http(scorer: Scorer) -> None:
         assert reported.headers["x-truncated-chunks"].startswith("0:")
         assert reported.json() == plain.json()
         split = c.post("/score", json={"query": QUERY, "chunks": chunks, "overflow": "split"})
-        expected = scorer.split(QUERY, chunks, stride=128)
+        expected = scorer.split(QUERY, chunks)
         assert dict((i, s) for i, s in split.json())[0] == pytest.approx(float(expected[0]),
                                                                         abs=1e-5)
         for path, body in [("/rerank", {"query": QUERY, "texts": chunks}),

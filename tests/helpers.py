@@ -1,0 +1,68 @@
+"""Shared test doubles: a gated session instead of test hooks in the engine, and condition waits
+instead of sleeps."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from crossrank.runtime import batching
+from crossrank.runtime.engine import Runner
+from crossrank.runtime.profiles import PROFILES
+from crossrank.runtime.scorer import Scorer
+
+
+class GatedSession:
+    """Wraps a real session: every batch waits for `gate`, is recorded, and the batches named
+    in `fail` (1-based) raise instead of running."""
+
+    def __init__(self, inner: Runner, *, gated: bool = True, fail: Iterable[int] = ()) -> None:
+        self.inner = inner
+        self.info = inner.info
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+        self.entered = threading.Event()  # some batch has reached the "device"
+        self.rows: list[int] = []  # real rows (filler rows not counted) of each batch that ran
+        self.fail = set(fail)
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def run(self, batch: batching.Batch) -> np.ndarray:
+        with self._lock:
+            self._calls += 1
+            n = self._calls
+        self.entered.set()
+        if not self.gate.wait(60):
+            raise RuntimeError("the test's gate never opened")
+        if n in self.fail:
+            raise RuntimeError("injected failure")
+        self.rows.append(len(batch.positions))
+        return self.inner.run(batch)
+
+
+def gated(scorer: Scorer, **kwargs: Any) -> tuple[Scorer, GatedSession]:
+    """A scorer on the same model whose batches go through a GatedSession."""
+    session = GatedSession(scorer.engine.session, **kwargs)
+    return scorer.derive(session=session), session
+
+
+def cuda_like(scorer: Scorer, slices: int = 4) -> Scorer:
+    """The CUDA profile's pipeline and shape rounding, on this CPU session, with small batches."""
+    policy = replace(PROFILES["cuda"].batch, token_budget=2048, max_rows=16, slices=slices)
+    return scorer.derive(policy=policy)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Poll until the condition holds (a state to reach, not a time to pass); False on timeout."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
