@@ -9,10 +9,10 @@ STANDIN ?=
 GPU    ?=
 ARGS   ?=
 ifeq ($(STANDIN),1)
-MODEL_DIR ?= $(MODELS)/stand-in-L-12
+MODEL_ARGS := --stand-in --models-root $(MODELS)
 EXPORT_ARGS := --stand-in --models-root $(MODELS)
 else
-MODEL_DIR ?= $(MODELS)/$(notdir $(patsubst %/,%,$(MODEL)))
+MODEL_ARGS := --model $(MODEL) --models-root $(MODELS)
 EXPORT_ARGS := $(MODEL) --models-root $(MODELS)
 endif
 
@@ -34,16 +34,11 @@ endif
 	@touch $(STAMP)
 
 export: $(STAMP)
-	$(BIN)/python -m crossrank.export $(EXPORT_ARGS) $(ARGS)
+	$(BIN)/crossrank export $(EXPORT_ARGS) $(ARGS)
 
+# Exports the model first when models/<name> has none (the command says what to do offline).
 serve: $(STAMP)
-	@test -f $(MODEL_DIR)/manifest.json || $(BIN)/python -m crossrank.export $(EXPORT_ARGS) || { \
-	  echo ""; \
-	  echo "No model to serve. Offline? Serve a local checkpoint or the stand-in instead:"; \
-	  echo "  make serve MODEL=/path/to/cross-encoder-checkpoint"; \
-	  echo "  make serve STANDIN=1      (random weights: for trials and benchmarks only)"; \
-	  exit 1; }
-	$(BIN)/python -m crossrank.runtime --model-dir $(MODEL_DIR) $(ARGS)
+	$(BIN)/crossrank serve $(MODEL_ARGS) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)

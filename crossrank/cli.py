@@ -61,10 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _logging(level: str, quiet_third_party: bool = True) -> None:
+def _logging(level: str) -> None:
     # Ours at the asked level; the root (third-party loggers) at ERROR, so libraries' notes such
     # as onnxruntime's "consider pre-processing before quantization" do not read as failures.
-    logging.basicConfig(level=logging.ERROR if quiet_third_party else level.upper(),
+    # uvicorn configures its own loggers.
+    logging.basicConfig(level=logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("crossrank").setLevel(level.upper())
@@ -108,7 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
     from crossrank.runtime import settings as settings_mod
 
     s = settings_mod.from_namespace(args)
-    _logging(s.log_level, quiet_third_party=False)
+    _logging(s.log_level)
     from crossrank.runtime.server import bind, serve
 
     # The port first: a busy port fails at once, not after the model has loaded.

@@ -269,3 +269,44 @@ def test_closed_scorer_refuses_calls(tiny_dir: Path) -> None:
         assert len(s.logits(QUERY, ["a"])) == 1
     with pytest.raises(Unavailable):
         s.logits(QUERY, ["a"])
+
+
+def test_int8_made_for_another_cpu_class_warns_and_says_so(realistic_dir: Path, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    from crossrank.runtime import cpu
+
+    d = tmp_path / "m"
+    shutil.copytree(realistic_dir, d)
+    m = json.loads((d / "manifest.json").read_text())
+    here = cpu.detect_isa()
+    other = "arm64" if here != "arm64" else "avx2"
+    assert m["variants"]["int8"]["recipe"]["isa"] == here  # exported on this machine
+    m["variants"]["int8"]["recipe"]["isa"] = other
+    (d / "manifest.json").write_text(json.dumps(m))
+    s = Scorer.from_dir(d)
+    assert s.info is not None and s.info.int8_isa == other and s.info.cpu_isa == here
+    assert s.info.isa_warning is not None and "crossrank export" in s.info.isa_warning
+    assert "were not verified" in caplog.text
+    assert Scorer.from_dir(realistic_dir).info.isa_warning is None  # type: ignore[union-attr]
+
+
+def test_cpu_class_detection() -> None:
+    from crossrank.runtime.cpu import detect_isa
+
+    assert detect_isa("flags : fpu avx2 avx512f avx512_vnni\n", "x86_64") == "avx512_vnni"
+    assert detect_isa("flags : fpu avx2 avx_vnni\n", "x86_64") == "avx512_vnni"
+    assert detect_isa("flags : fpu avx2 avx512f avx512bw\n", "x86_64") == "avx2"
+    assert detect_isa("flags : fpu avx2\n", "x86_64") == "avx2"
+    assert detect_isa("", "aarch64") == "arm64"
+
+
+def test_provider_auto_takes_the_first_available_profile() -> None:
+    from crossrank.runtime.profiles import PROVIDER_ORDER, profile
+    from crossrank.runtime.session import available, resolve_provider
+
+    chosen = resolve_provider("auto")
+    assert chosen.name == next(p for p in PROVIDER_ORDER if available(p))
+    assert profile("cpu").policy_for("int8").max_rows == 1  # one pair per int8 run
+    assert profile("cpu").policy_for("fp32").max_rows == profile("cpu").batch.max_rows
+    with pytest.raises(ConfigError, match="Unknown provider"):
+        resolve_provider("tpu")

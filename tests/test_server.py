@@ -162,6 +162,7 @@ BAD = [
     (b'{"query": "q", "chunks": ["a", 1]}', "application/json", 422),
     (b'{"query": "q", "chunks": ["a", null]}', "application/json", 422),
     (b'{"query": "", "chunks": ["a"]}', "application/json", 422),
+    (b'{"query": "  \\n ", "chunks": ["a"]}', "application/json", 422),
 ]
 
 
@@ -169,6 +170,23 @@ BAD = [
 def test_bad_input(client: TestClient, body: bytes, ctype: str, status: int) -> None:
     assert_error(client.post("/score", content=body, headers={"content-type": ctype}), status)
     assert client.post("/score", json={"query": "q", "chunks": ["a"]}).status_code == 200
+
+
+@pytest.mark.parametrize(("field", "value"), [("rank_fields", ["title"]),
+                                              ("max_chunks_per_doc", 3)])
+def test_cohere_fields_that_would_change_the_meaning_are_refused(client: TestClient, field: str,
+                                                                 value: Any) -> None:
+    r = client.post("/v2/rerank", json={"query": "q", "documents": ["a"], field: value})
+    assert field in assert_error(r, 422)["error"]
+
+
+def test_unknown_fields_are_ignored(client: TestClient) -> None:
+    plain = client.post("/score", json={"query": SEED_QUERY, "chunks": SEED_CHUNKS})
+    extra = client.post("/score", json={"query": SEED_QUERY, "chunks": SEED_CHUNKS,
+                                        "user": "x", "priority": 3})
+    assert extra.status_code == 200 and extra.json() == plain.json()
+    r = client.post("/v1/rerank", json={"query": "q", "documents": ["a"], "model": "any-name"})
+    assert r.status_code == 200  # one model per server: `model` is accepted and ignored
 
 
 def test_too_many_chunks(scorer: Scorer) -> None:

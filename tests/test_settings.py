@@ -31,3 +31,12 @@ def test_public_hides_the_key() -> None:
 def test_invalid(argv: list[str]) -> None:
     with pytest.raises(ConfigError):
         build(argv, env={})
+
+
+def test_model_dir_follows_the_model_unless_given() -> None:
+    assert Settings().resolved_model_dir() == "models/ms-marco-MiniLM-L-12-v2"
+    assert Settings().resolved_model_dir(stand_in=True) == "models/stand-in-L-12"
+    s = build(["--model", "org/other-reranker", "--models-root", "/srv/m"], env={})
+    assert s.resolved_model_dir() == "/srv/m/other-reranker"
+    assert build(["--model-dir", "/x"], env={}).resolved_model_dir(stand_in=True) == "/x"
+    assert build([], env={"CROSSRANK_MODEL_DIR": "/y"}).resolved_model_dir() == "/y"

@@ -13,6 +13,8 @@ _ERROR = {
 }
 _STR = {"type": "string"}
 _STR_LIST = {"type": "array", "items": {"type": "string"}}
+# Not empty and not only whitespace.
+_QUERY = {"type": "string", "minLength": 1, "pattern": "\\S"}
 
 
 def _opt(schema: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +66,7 @@ def document(max_chunks: int) -> dict[str, Any]:
     cohere_req = {
         "type": "object", "required": ["query", "documents"],
         "properties": {
-            "query": {**_STR, "minLength": 1},
+            "query": _QUERY,
             "documents": {"type": "array", "items": cohere_doc, "maxItems": max_chunks},
             "top_n": _opt({"type": "integer", "minimum": 1}),
             "return_documents": _opt({"type": "boolean", "default": False}),
@@ -124,9 +126,9 @@ def document(max_chunks: int) -> dict[str, Any]:
         "components": {"schemas": {
             "Error": _ERROR,
             "ScoreRequest": {"type": "object", "required": ["query", "chunks"], "properties": {
-                "query": {**_STR, "minLength": 1}, "chunks": chunks, **_OVERFLOW}},
+                "query": _QUERY, "chunks": chunks, **_OVERFLOW}},
             "TEIRerankRequest": {"type": "object", "required": ["query", "texts"], "properties": {
-                "query": {**_STR, "minLength": 1}, "texts": chunks,
+                "query": _QUERY, "texts": chunks,
                 "raw_scores": _opt({"type": "boolean", "default": False}),
                 "return_text": _opt({"type": "boolean", "default": False}),
                 "truncate": _opt({"type": "boolean", "default": True}),

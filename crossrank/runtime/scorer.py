@@ -82,13 +82,18 @@ class Scorer:
     def from_dir(cls, path: Path | str, *, variant: str = "auto", provider: str = "auto",
                  threads: int | None = None, token_budget: int | None = None,
                  max_rows: int | None = None, activation: str = "model", spin: bool = True,
-                 pipeline: bool | None = None, windows: WindowLimits = DEFAULT_WINDOWS) -> Scorer:
+                 pipeline: bool | None = None, windows: WindowLimits = DEFAULT_WINDOWS,
+                 max_length: int | None = None) -> Scorer:
         """Load an exported model directory, checking its manifest and files first. The batch
         policy is the provider profile's for the variant; token_budget, max_rows and pipeline
-        (None: the profile's choice) override it."""
+        (None: the profile's choice) override it. max_length truncates pairs shorter than the
+        model's own limit."""
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}")
         md = modeldir.load(path)
+        if max_length is not None and not 0 < max_length <= md.max_length:
+            raise ConfigError(f"max_length must be between 1 and the model's {md.max_length}")
+        limit = max_length or md.max_length
         prof = resolve_provider(provider)
         chosen = md.choose_variant(variant, prof)
         model_file = md.model_file(chosen)
@@ -101,7 +106,7 @@ class Scorer:
         if pipeline is not None:
             overrides["pipeline"] = pipeline
         policy = replace(policy, **overrides)
-        tok = PairTokenizer(md.tokenizer_file(), md.max_length,
+        tok = PairTokenizer(md.tokenizer_file(), limit,
                             threads=prof.tokenizer_threads or usable_cores())
         sess = Session(model_file, profile=prof, threads=threads, spin=spin)
         act = md.activation if activation == "model" else activation
@@ -111,12 +116,12 @@ class Scorer:
         isa = md.isa_check(chosen) if prof.name == "cpu" else None
         info = ScorerInfo(model_dir=str(md.path), name=md.name, source=md.source,
                           stand_in=md.stand_in, variant=chosen, provider=prof.name,
-                          threads=sess.info.threads, max_length=md.max_length, activation=act,
+                          threads=sess.info.threads, max_length=limit, activation=act,
                           int8_isa=isa.made_for if isa else None,
                           cpu_isa=isa.this_cpu if isa else None,
                           isa_warning=isa.warning if isa else None)
         log.info("serving %s (%s, %s, %d threads)", md.name, chosen, prof.name, sess.info.threads)
-        engine = Engine(sess, policy, max_length=md.max_length, pad_token_id=md.pad_token_id)
+        engine = Engine(sess, policy, max_length=limit, pad_token_id=md.pad_token_id)
         return cls(tok, engine, activation=act, info=info, profile=prof, windows=windows)
 
     @classmethod
