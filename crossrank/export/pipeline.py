@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.export import ExportError, convert, manifest, optimize, quantize, verify
-from crossrank.runtime.modeldir import FORMAT_VERSION, VARIANT_FILES
+from crossrank.runtime.modeldir import FORMAT_VERSION, VARIANT_FILES, sha256
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ def _fingerprint(src: Path | None, opts: Options) -> str:
 
 
 def up_to_date(out: Path, fingerprint: str) -> bool:
-    """True when out holds a complete export of the same input whose files are unchanged."""
+    """True when out holds a complete export of the same input whose files are unchanged (their
+    sha256 against the manifest's)."""
     mpath = out / "manifest.json"
     if not mpath.is_file():
         return False
@@ -87,6 +88,8 @@ def up_to_date(out: Path, fingerprint: str) -> bool:
     for name, entry in m.get("files", {}).items():
         f = out / name
         if not f.is_file() or f.stat().st_size != entry.get("bytes"):
+            return False  # cheap first: a changed size needs no hashing
+        if sha256(f) != entry.get("sha256"):
             return False
     return True
 
