@@ -69,6 +69,8 @@ def _logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("crossrank").setLevel(level.upper())
+    for chatty in ("transformers", "optimum", "sentence_transformers", "torch"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)  # they set their own handlers' levels
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

@@ -70,6 +70,8 @@ def test_realistic_int8_is_enforced_and_passes(realistic_dir: Path) -> None:
     assert m["stand_in"] is False
     assert v["enforced"] is True and v["passed"] is True
     assert v["spearman"] >= 0.98
+    assert v["ranking"]["min_top10_overlap"] >= 9 and v["ranking"]["min_spearman"] >= 0.99
+    assert len(v["ranking"]["per_topic"]) == 8
     assert m["variants"]["fp32"]["verification"]["max_abs_diff"] <= 1e-3
 
 
@@ -128,6 +130,52 @@ def test_int8_failing_on_real_weights_is_not_shipped(tiny_ckpt: Path, tmp_path: 
     assert m["variants"]["int8"]["shipped"] is False
     assert not (out / "model_int8.onnx").exists()
     assert m["variants"]["int8"]["verification"]["passed"] is False
+    # the mixed-precision search ran first: every role alone, then growing fp32 sets
+    search = m["variants"]["int8"]["search"]
+    assert {s["int8_only"] for s in search if "int8_only" in s} == {
+        "attention", "attention-output", "ffn-in", "ffn-out"}
+    assert any(s.get("fp32_roles") for s in search)
+
+
+def test_mixed_precision_keeps_the_harmful_role_in_fp32(tiny_dir: Path, tmp_path: Path) -> None:
+    # A stand-in check that fails while any feed-forward output MatMul is int8: the search must
+    # rank that role most harmful and keep exactly it in fp32.
+    import onnx
+
+    from crossrank.export import pipeline, quantize
+
+    staging = tmp_path / "s"
+    staging.mkdir()
+    shutil.copy(tiny_dir / "model.onnx", staging / "model.onnx")
+    ffn_out = set(quantize.matmul_roles(staging / "model.onnx")["ffn-out"])
+    assert len(ffn_out) == 2  # one per layer of the tiny fixture
+
+    class Check:
+        def __call__(self) -> dict[str, Any]:
+            graph = onnx.load(str(staging / "model_int8.onnx")).graph
+            # quantized MatMuls become DynamicQuantizeMatMul nodes named after the original
+            bad = any(n.op_type != "MatMul" and any(n.name.startswith(f) for f in ffn_out)
+                      for n in graph.node)
+            ranking = {"min_top10_overlap": 7 if bad else 10,
+                       "min_spearman": 0.9 if bad else 0.999, "passed": not bad}
+            return {"spearman": 0.99, "ranking": ranking, "passed": not bad}
+
+    recipe = quantize.quantize(staging / "model.onnx", staging / "model_int8.onnx", "avx2")
+    assert recipe["name"] == "u8u8" and recipe["fp32_nodes"] == []
+    found = pipeline._mixed_precision(staging, recipe, Check())  # type: ignore[arg-type]
+    assert found["roles"] == ["ffn-out"]
+    assert set(found["recipe"]["fp32_nodes"]) == ffn_out
+
+
+def test_int8_recipe_per_cpu_class() -> None:
+    from crossrank.export.quantize import recipe_for
+
+    assert recipe_for("avx512_vnni").name == "u8s8"
+    assert recipe_for("arm64").name == "u8s8"
+    avx2 = recipe_for("avx2")
+    assert avx2.weights == "uint8" and not avx2.reduce_range  # no int16 saturation, 8-bit weights
+    with pytest.raises(ExportError):
+        recipe_for("sse2")
 
 
 def test_activation_read_like_sentence_transformers() -> None:

@@ -1,46 +1,103 @@
-"""Dynamic int8 quantization for CPUs, with presets per instruction set."""
+"""Dynamic int8 quantization for CPUs: a recipe per instruction-set class, and the MatMul roles a
+mixed-precision search can keep in fp32.
+
+Every recipe is per-channel dynamic int8 of the MatMuls and the fused Attention, activations
+uint8 with scales taken at run time. What differs per CPU class is how ONNX Runtime's int8
+kernels add products up:
+- avx512_vnni (AVX-512 VNNI or AVX-VNNI) and arm64: u8 x s8 dot products accumulate in int32,
+  exactly: signed int8 weights, full range (u8s8).
+- avx2 (x86 without VNNI): u8 x s8 pairs are summed in int16 first (vpmaddubsw) and saturate
+  with full-range weights; 7-bit weights avoid that but lose ranking fidelity (measured: top-10
+  8/10 on the realistic fixture). Unsigned weights (u8u8) take a kernel that widens to int16
+  before multiplying: no saturation, full 8-bit weights.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from crossrank.export import ExportError
 from crossrank.runtime.cpu import ISAS, detect_isa
 
-__all__ = ["ISAS", "detect_isa", "quantize"]
+__all__ = ["ISAS", "RECIPES", "Recipe", "detect_isa", "matmul_roles", "quantize", "recipe_for"]
 
 log = logging.getLogger(__name__)
 
-def quantize(src: Path, dst: Path, isa: str) -> dict[str, object]:
-    """Per-channel dynamic int8 (signed weights, unsigned activations); returns the recipe used.
 
-    avx2 without VNNI uses reduced-range weights (7 bits): u8*s8 products summed in pairs would
-    otherwise saturate int16 in the vpmaddubsw kernels.
-    """
+@dataclass(frozen=True)
+class Recipe:
+    """How weights are stored; activations are always dynamic uint8."""
+
+    name: str
+    weights: str  # "int8" or "uint8"
+    reduce_range: bool  # 7-bit weights
+    per_channel: bool = True
+
+
+RECIPES = {
+    "u8s8": Recipe("u8s8", weights="int8", reduce_range=False),
+    "u8u8": Recipe("u8u8", weights="uint8", reduce_range=False),
+    "u8s8-reduced": Recipe("u8s8-reduced", weights="int8", reduce_range=True),
+}
+_RECIPE_FOR_ISA = {"avx512_vnni": "u8s8", "avx2": "u8u8", "arm64": "u8s8"}
+
+
+def recipe_for(isa: str) -> Recipe:
+    """The recipe chosen for a CPU class (README "int8 recipes" has the measurements)."""
     if isa not in ISAS:
         raise ExportError(f"Unknown instruction set {isa!r}; choose one of {', '.join(ISAS)}.")
+    return RECIPES[_RECIPE_FOR_ISA[isa]]
+
+
+# MatMul roles in an encoder layer, by node name as the ONNX exporters write them.
+_ROLES = (
+    ("attention-output", re.compile(r"/attention/output/dense/MatMul$")),
+    ("ffn-in", re.compile(r"/intermediate/dense/MatMul$")),
+    ("ffn-out", re.compile(r"/output/dense/MatMul$")),
+)
+
+
+def matmul_roles(model_file: Path) -> dict[str, list[str]]:
+    """Quantizable nodes grouped by their role in the layers: the fused attention (query, key
+    and value projections), its output projection, the feed-forward input and output."""
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    roles: dict[str, list[str]] = {"attention": []}
+    roles.update({name: [] for name, _ in _ROLES})
+    for node in graph.node:
+        if node.op_type == "Attention":
+            roles["attention"].append(node.name)
+        elif node.op_type == "MatMul":
+            role = next((name for name, pat in _ROLES if pat.search(node.name)), None)
+            if role is not None:
+                roles[role].append(node.name)
+    return {k: v for k, v in roles.items() if v}
+
+
+def quantize(src: Path, dst: Path, isa: str, recipe: Recipe | None = None,
+             fp32_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Write the int8 model; returns the recipe record for the manifest. fp32_nodes stay in fp32
+    (mixed precision)."""
+    chosen = recipe or recipe_for(isa)
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    reduce_range = isa == "avx2"
     quantize_dynamic(
         str(src),
         str(dst),
-        per_channel=True,
-        reduce_range=reduce_range,
-        weight_type=QuantType.QInt8,
+        per_channel=chosen.per_channel,
+        reduce_range=chosen.reduce_range,
+        weight_type=QuantType.QInt8 if chosen.weights == "int8" else QuantType.QUInt8,
         op_types_to_quantize=["MatMul", "Attention"],
+        nodes_to_exclude=list(fp32_nodes),
         # Fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference;
         # their outputs are float tensors.
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
     )
-    return {
-        "method": "dynamic",
-        "isa": isa,
-        "per_channel": True,
-        "reduce_range": reduce_range,
-        "weights": "int8",
-        "activations": "uint8",
-        "ops": ["MatMul", "Attention"],
-    }
+    return {"method": "dynamic", "isa": isa, **asdict(chosen), "activations": "uint8",
+            "ops": ["MatMul", "Attention"], "fp32_nodes": list(fp32_nodes)}
