@@ -125,7 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
     scorer = Scorer.from_dir(model_dir, variant=s.variant, provider=s.provider,
                              threads=s.threads or None, token_budget=s.token_budget or None,
                              max_rows=s.max_rows or None, spin=bool(s.spin),
-                             pipeline=s.pipeline_choice,
+                             pipeline=s.pipeline_choice, tokenizer=s.tokenizer,
                              windows=WindowLimits(s.window_stride, s.max_windows_per_chunk,
                                                   s.max_windows_per_request))
     if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_key:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crossrank.export.corpus import UNICODE
-from crossrank.runtime.errors import ModelLoadError
+from crossrank.runtime.errors import ConfigError, ModelLoadError
 from crossrank.runtime.tokenization import Encoded, PairTokenizer
 
 LONG = "the moon landing " * 400
@@ -163,3 +166,90 @@ def test_a_template_probe_that_fails_falls_back(tiny_dir: Path,
     tok = PairTokenizer(tiny_dir / "tokenizer.json", 64)
     assert not tok.fast
     assert _rows(tok.encode("q", ["moon"])) == _library(tok, [("q", "moon")])
+
+
+# -- nanotoken: used only where it gives the tokenizers library's ids --------------------------
+
+def adversarial_texts(n: int, seed: int) -> list[str]:
+    """Seeded strings from an alphabet of trouble: control, zero-width, bidi, combining marks,
+    CJK, emoji, ligatures, punctuation, digits and long runs without spaces."""
+    import random
+
+    rng = random.Random(seed)
+    alphabet = (list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+                + list(" \t\n\r.,;:!?'\"()[]{}-_/\\@#$%^&*+=<>|~`")
+                + ["\x00", "\x01", "\x1f", "\x7f", "\u200b", "\u200c", "\u200d", "\u2060",
+                   "\u202e", "\u202c", "\u00ad", "\ufeff", "\u0301", "\u0308", "\u0327", "é",
+                   "ß", "ﬁ", "Ⅻ", "①", "²", "東", "京", "語", "한", "ё", "Ж", "ع", "ש", "ह",
+                   "ไ", "🚀", "👩\u200d🚀", "🇫🇷", "€", "£", "\u3000", "\u00a0", "\u2028"])
+    out = []
+    for _ in range(n):
+        k = rng.choice((0, 1, 3, 12, 60, 400))
+        out.append("".join(rng.choice(alphabet) for _ in range(k)))
+    return out
+
+
+def nano_and_library(tiny_dir: Path) -> tuple[PairTokenizer, PairTokenizer]:
+    pytest.importorskip("nanotoken")
+    nano = PairTokenizer(tiny_dir / "tokenizer.json", 512, backend="nanotoken")
+    lib = PairTokenizer(tiny_dir / "tokenizer.json", 512, backend="tokenizers")
+    assert nano.backend == "nanotoken" and lib.backend == "tokenizers"
+    return nano, lib
+
+
+def test_nanotoken_gives_the_library_ids_on_10k_texts(tiny_dir: Path) -> None:
+    from crossrank.export.corpus import FILLER, TOPICS, mixed_chunks, sample_pairs
+    from crossrank.runtime.tokenization import probe_texts
+
+    nano, lib = nano_and_library(tiny_dir)
+    texts = (mixed_chunks(3000, seed=11) + [p for _, p in sample_pairs(2000, seed=12)]
+             + adversarial_texts(5000, seed=13) + probe_texts() + list(UNICODE) + FILLER
+             + [s for _, ss in TOPICS.values() for s in ss] + ["word" * 3000, "é" * 5000])
+    assert len(texts) >= 10_000
+    a, b = nano.encode_alone(texts), lib.encode_alone(texts)
+    assert np.array_equal(a.offsets, b.offsets)
+    assert np.array_equal(a.ids, b.ids)
+    # and the pairs built from them, truncation included
+    pa = nano.encode("what causes tides?", texts[:3000], with_truncation=True)
+    pb = lib.encode("what causes tides?", texts[:3000], with_truncation=True)
+    assert np.array_equal(pa.rows.ids, pb.rows.ids)
+    assert pa.truncated is not None and pb.truncated is not None
+    assert np.array_equal(pa.truncated, pb.truncated)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(min_size=0, max_size=300), min_size=1, max_size=8))
+def test_nanotoken_agrees_with_the_library_on_any_text(tiny_dir: Path, texts: list[str]) -> None:
+    nano, lib = nano_and_library(tiny_dir)
+    texts = [t.encode("utf-8", "replace").decode("utf-8") for t in texts]  # as the server cleans
+    a, b = nano.encode_alone(texts), lib.encode_alone(texts)
+    assert a.ids.tolist() == b.ids.tolist() and a.offsets.tolist() == b.offsets.tolist()
+
+
+def test_a_disagreeing_nanotoken_is_not_used(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    nanotoken = pytest.importorskip("nanotoken")
+
+    class Wrong:
+        def encode_batch(self, texts: list[str], **_: object) -> tuple[np.ndarray, np.ndarray]:
+            ids = np.ones(len(texts), dtype=np.uint32)  # one token each: wrong for most texts
+            return ids, np.arange(len(texts) + 1, dtype=np.int64)
+
+    monkeypatch.setattr(nanotoken.WordPieceTokenizer, "from_json", lambda _: Wrong())
+    tok = PairTokenizer(tiny_dir / "tokenizer.json", 512)
+    assert tok.backend == "tokenizers" and "disagrees" in caplog.text
+    with pytest.raises(ConfigError, match="nanotoken"):
+        PairTokenizer(tiny_dir / "tokenizer.json", 512, backend="nanotoken")
+
+
+def test_without_nanotoken_the_library_tokenizes(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import sys
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setitem(sys.modules, "nanotoken", None)  # import fails as if not installed
+    tok = PairTokenizer(tiny_dir / "tokenizer.json", 512)
+    assert tok.backend == "tokenizers" and "not installed" in caplog.text
+    assert tok.encode("q", ["a"]).lengths.tolist() == [5]

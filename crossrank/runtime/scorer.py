@@ -56,6 +56,7 @@ class ScorerInfo:
     threads: int
     max_length: int
     activation: str
+    tokenizer: str = "tokenizers"  # what tokenizes texts: nanotoken or the tokenizers library
     int8_isa: str | None = None  # the instruction set the int8 was made and verified for
     cpu_isa: str | None = None  # this CPU's
     isa_warning: str | None = None  # set when the two differ
@@ -83,11 +84,12 @@ class Scorer:
                  threads: int | None = None, token_budget: int | None = None,
                  max_rows: int | None = None, activation: str = "model", spin: bool = True,
                  pipeline: bool | None = None, windows: WindowLimits = DEFAULT_WINDOWS,
-                 max_length: int | None = None) -> Scorer:
+                 max_length: int | None = None, tokenizer: str = "auto") -> Scorer:
         """Load an exported model directory, checking its manifest and files first. The batch
         policy is the provider profile's for the variant; token_budget, max_rows and pipeline
         (None: the profile's choice) override it. max_length truncates pairs shorter than the
-        model's own limit."""
+        model's own limit. tokenizer: auto (nanotoken when installed and in agreement with the
+        tokenizers library), nanotoken, or tokenizers."""
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}")
         md = modeldir.load(path)
@@ -107,7 +109,7 @@ class Scorer:
             overrides["pipeline"] = pipeline
         policy = replace(policy, **overrides)
         tok = PairTokenizer(md.tokenizer_file(), limit,
-                            threads=prof.tokenizer_threads or usable_cores())
+                            threads=prof.tokenizer_threads or usable_cores(), backend=tokenizer)
         sess = Session(model_file, profile=prof, threads=threads, spin=spin)
         act = md.activation if activation == "model" else activation
         if md.stand_in:
@@ -117,10 +119,12 @@ class Scorer:
         info = ScorerInfo(model_dir=str(md.path), name=md.name, source=md.source,
                           stand_in=md.stand_in, variant=chosen, provider=prof.name,
                           threads=sess.info.threads, max_length=limit, activation=act,
+                          tokenizer=tok.backend,
                           int8_isa=isa.made_for if isa else None,
                           cpu_isa=isa.this_cpu if isa else None,
                           isa_warning=isa.warning if isa else None)
-        log.info("serving %s (%s, %s, %d threads)", md.name, chosen, prof.name, sess.info.threads)
+        log.info("serving %s (%s, %s, %d threads, %s)", md.name, chosen, prof.name,
+                 sess.info.threads, tok.backend)
         engine = Engine(sess, policy, max_length=limit, pad_token_id=md.pad_token_id)
         return cls(tok, engine, activation=act, info=info, profile=prof, windows=windows)
 

@@ -305,6 +305,7 @@ class App:
             "max_length": d.get("max_length"),
             "activation": d.get("activation"),
             "pipeline": policy["pipeline"],
+            "tokenizer": d.get("tokenizer"),
             "int8_isa": d.get("int8_isa"),
             "cpu_isa": d.get("cpu_isa"),
             "isa_warning": d.get("isa_warning"),

@@ -15,6 +15,7 @@ from crossrank.runtime.profiles import PROVIDER_CHOICES
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-12-v2"
 PIPELINE_CHOICES = ("auto", "on", "off")
+TOKENIZER_BACKENDS = ("auto", "nanotoken", "tokenizers")  # tokenization.BACKENDS, without numpy
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -34,6 +35,7 @@ class Settings:
     token_budget: int = 0  # 0: the provider's measured default
     max_rows: int = 0  # 0: the variant's default
     pipeline: str = "auto"  # auto (on with CUDA) | on | off
+    tokenizer: str = "auto"  # auto | nanotoken | tokenizers
     max_chunks: int = 1000  # per request
     max_body_bytes: int = 16 * 1024 * 1024
     max_queued_tokens: int = 200_000  # backpressure bound: above it, 429
@@ -84,6 +86,8 @@ _HELP = {
     "pipeline": "tokenize requests of more than 64 chunks in runs and pad the next batch while "
                 "the model runs: auto (on with CUDA, off on CPUs, where ONNX Runtime already "
                 "has every core) | on | off",
+    "tokenizer": "auto (nanotoken when installed and in agreement with the tokenizers library on "
+                 "probe texts, else tokenizers) | nanotoken | tokenizers",
     "max_chunks": "most chunks/texts/documents in one request (422 above)",
     "max_body_bytes": "largest request body (413 above, checked before reading it all)",
     "max_queued_tokens": "tokens waiting for inference before new work gets 429",
@@ -163,6 +167,7 @@ def _check(s: Settings) -> None:
     if s.max_windows_per_chunk < 1 or s.max_windows_per_request < 1:
         raise ConfigError("window limits must be positive")
     _one_of("pipeline", s.pipeline, PIPELINE_CHOICES)
+    _one_of("tokenizer", s.tokenizer, TOKENIZER_BACKENDS)
     if s.spin not in (0, 1):
         raise ConfigError("spin must be 0 or 1")
     for name in ("threads", "token_budget", "max_rows"):

@@ -14,7 +14,8 @@ from tokenizers import Tokenizer
 
 from crossrank.runtime import batching
 from crossrank.runtime.batching import Rows
-from crossrank.runtime.errors import LimitExceeded, ModelLoadError
+from crossrank.runtime.errors import ConfigError, LimitExceeded, ModelLoadError
+from crossrank.runtime.settings import TOKENIZER_BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,61 @@ def _longest_first(la: np.ndarray, lb: np.ndarray, budget: int) -> tuple[np.ndar
 
 # Below this many texts one encode_batch call is fastest; above it, shards run on threads.
 _SHARD_MIN = 64
+BACKENDS = TOKENIZER_BACKENDS
+
+
+def probe_texts() -> list[str]:
+    """Texts on which a second tokenizer must give the library's ids before it is used: plain
+    and mixed-case prose, accents, CJK, Cyrillic, Arabic, emoji, control, zero-width and
+    right-to-left marks, punctuation runs, numbers, very long words, empty and blank texts."""
+    prose = ["Who was the first person to walk on the moon?",
+             "Neil Armstrong was the first person to walk on the moon in July 1969.",
+             "How do I read a file line by line in Python?",
+             "Use a with statement so the file is closed even if an exception is raised.",
+             "Coffee brews best with water between 90 and 96 degrees Celsius.",
+             "Photosynthesis converts light, water and carbon dioxide into glucose and oxygen.",
+             "The Western Roman Empire is usually said to have fallen in 476 AD.",
+             "mRNA vaccines instruct cells to make a harmless piece of a viral protein.",
+             "Rust's borrow checker forbids a mutable borrow while shared borrows are alive.",
+             "Quarterly earnings beat analysts' expectations by a wide margin.",
+             "The recipe calls for two cups of flour and a pinch of salt."]
+    odd = ["", " ", "\t\n", "a", "A.B.C.", "don't stop-believing!!", "3.14159, 2,718 and 1e-9",
+           "CamelCaseWords and snake_case_words", "x" * 300, "supercalifragilistic" * 12,
+           "naïve café façade Ünïcödé ß ÀÉÎÕÜ", "東京は日本の首都です。", "Москва — столица",
+           "العربية لغة جميلة", "emoji 🚀🌕👩‍🚀 text", "zero\u200bwidth\u200cjoin\u200d",
+           "rtl \u202eevil\u202c mark", "control \x00\x01\x07\x1f chars", "soft\u00adhyphen",
+           "tab\tand\nnewline\r\n", "((([[[{{{!!!???...}}}]]])))", "ﬁ ligature ﬀ", "Ⅻ ① ²",
+           "mixed 中文 and English 和 数字 123", "\u0301combining first", "e\u0301 vs é",
+           "[CLS] [SEP] [PAD] [MASK] [UNK]", "##subword ##prefix", "http://example.com/a?b=c",
+           "user@example.com", "€100 £5 ¥300 $7", " leading and trailing spaces ",
+           "한국어 텍스트", "ελληνικά κείμενα", "עברית", "हिन्दी पाठ", "ไทย"]
+    return prose + odd + [" ".join(prose + odd)]
+
+
+def _load_nanotoken(reference: Tokenizer, source: Path) -> Any:
+    """nanotoken's WordPiece tokenizer for this file when it is installed, supports it and gives
+    the library's ids on the probe texts; else None, with one log line saying why."""
+    try:
+        import nanotoken
+    except ImportError:
+        log.info("nanotoken is not installed: tokenizing with the tokenizers library "
+                 "(`pip install 'crossrank[fast]'` for the faster tokenizer)")
+        return None
+    try:
+        nano = nanotoken.WordPieceTokenizer.from_json(reference.to_str())
+    except Exception as exc:  # UnsupportedTokenizerError for non-WordPiece models, and others
+        log.info("nanotoken cannot read %s (%s): tokenizing with the tokenizers library",
+                 source, str(exc)[:200])
+        return None
+    texts = probe_texts()
+    ids, offsets = nano.encode_batch(texts, add_special_tokens=False, parallel=False)
+    ref = reference.encode_batch(texts, add_special_tokens=False)
+    for i, e in enumerate(ref):
+        if ids[offsets[i]:offsets[i + 1]].tolist() != list(e.ids):
+            log.warning("nanotoken disagrees with the tokenizers library on %r for %s: "
+                        "tokenizing with the tokenizers library", texts[i][:40], source)
+            return None
+    return nano
 
 
 @dataclass(frozen=True)
@@ -115,7 +171,11 @@ class PairTokenizer:
     differ.
     """
 
-    def __init__(self, tokenizer_file: Path, max_length: int, threads: int = 1) -> None:
+    def __init__(self, tokenizer_file: Path, max_length: int, threads: int = 1,
+                 backend: str = "auto") -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"tokenizer backend must be one of {', '.join(BACKENDS)}, "
+                              f"not {backend!r}")
         try:
             tok = Tokenizer.from_file(str(tokenizer_file))
         except Exception as exc:  # the Rust side raises plain Exception for bad files
@@ -138,6 +198,13 @@ class PairTokenizer:
         self._lock = threading.Lock()
         # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody here reads.
         self._alone_fn = getattr(self._full, "encode_batch_fast", None) or self._full.encode_batch
+        # Texts alone (no special tokens) as flat rows: nanotoken where it is installed and
+        # agrees with the library on the probe texts, else the library.
+        self._nano = _load_nanotoken(self._full, tokenizer_file) if backend != "tokenizers" else None
+        if backend == "nanotoken" and self._nano is None:
+            raise ConfigError(f"tokenizer backend nanotoken was asked for but is not usable for "
+                              f"{tokenizer_file} (not installed, not WordPiece, or it disagrees "
+                              "with the tokenizers library; the log says which)")
         try:
             self._template = _learn_template(self._full)
         except Exception as exc:  # an odd tokenizer file: the library path still decides
@@ -149,6 +216,11 @@ class PairTokenizer:
             log.warning("the pair fast path disagrees with the tokenizer's own pair encoding for "
                         "%s; using the slower library path", tokenizer_file)
             self._template = None
+
+    @property
+    def backend(self) -> str:
+        """What tokenizes texts alone: 'nanotoken' or 'tokenizers'."""
+        return "nanotoken" if self._nano is not None else "tokenizers"
 
     @property
     def fast(self) -> bool:
@@ -191,8 +263,8 @@ class PairTokenizer:
                      with_truncation: bool) -> Encoded:
         t = self._template
         assert t is not None
-        q = self._rows_from(self._alone_fn(queries, add_special_tokens=False), types=False)
-        c = self._rows_from(self._encode_texts(chunks), types=False)
+        q = self.encode_alone(queries)
+        c = self.encode_alone(chunks)
         lq, lc = q.lengths[q_of], c.lengths
         n1, n2 = _longest_first(lq, lc, self.max_length - t.added)
         # Each row gathers five runs from one source array: prefix, query, middle, chunk, suffix.
@@ -233,6 +305,16 @@ class PairTokenizer:
                 for i, e in zip(at_limit, full, strict=True):
                     truncated[i] = len(e.ids) - lengths[i]
         return Encoded(rows=rows, truncated=truncated)
+
+    def encode_alone(self, texts: list[str]) -> Rows:
+        """Each text's tokens on its own, without special tokens; segment ids 0."""
+        if self._nano is not None:
+            ids, offsets = self._nano.encode_batch(texts, add_special_tokens=False,
+                                                   parallel=self.threads > 1)
+            flat = ids.astype(np.int64)
+            return Rows(ids=flat, type_ids=np.zeros(len(flat), dtype=np.int64),
+                        offsets=offsets.astype(np.int64))
+        return self._rows_from(self._encode_texts(texts), types=False)
 
     @staticmethod
     def _rows_from(encs: list[Any], types: bool = True) -> Rows:
