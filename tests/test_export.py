@@ -191,7 +191,8 @@ def test_activation_read_like_sentence_transformers() -> None:
 def test_isa_detection_and_override(tmp_path: Path, tiny_dir: Path) -> None:
     assert detect_isa() in ("avx512_vnni", "avx2", "arm64")
     recipe = quantize(tiny_dir / "model.onnx", tmp_path / "q.onnx", "avx2")
-    assert recipe["reduce_range"] is True
+    assert recipe["name"] == "u8u8" and recipe["reduce_range"] is False
+    assert recipe["isa"] == "avx2" and recipe["weights"] == "uint8"
     with pytest.raises(ExportError):
         quantize(tiny_dir / "model.onnx", tmp_path / "q2.onnx", "sse2")
 
