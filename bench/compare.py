@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.workload import QUERY, chunks
+from crossrank.runtime.cpu import detect_isa
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -49,10 +50,9 @@ def worker(kind: str, n: int, rounds: int) -> dict[str, Any]:
 
         torch.set_num_threads(os.cpu_count() or 1)
         ce = CrossEncoder(str(CKPT), max_length=512, device="cpu")
-        pairs = [(QUERY, d) for d in docs]
 
-        def fn() -> Any:
-            return ce.predict(pairs, batch_size=32, show_progress_bar=False)
+        def fn(docs: list[str]) -> Any:
+            return ce.predict([(QUERY, d) for d in docs], batch_size=32, show_progress_bar=False)
     elif kind == "padded":
         import numpy as np
 
@@ -63,7 +63,7 @@ def worker(kind: str, n: int, rounds: int) -> dict[str, Any]:
         tok = PairTokenizer(EXPORTED / "tokenizer.json", 512)
         sess = Session(EXPORTED / "model_int8.onnx")
 
-        def fn() -> Any:
+        def fn(docs: list[str]) -> Any:
             enc = tok.encode(QUERY, docs)
             return sess.run(pad(enc.rows, np.arange(len(docs))))
     else:
@@ -71,17 +71,17 @@ def worker(kind: str, n: int, rounds: int) -> dict[str, Any]:
 
         scorer = Scorer.from_dir(EXPORTED)
 
-        def fn() -> Any:
+        def fn(docs: list[str]) -> Any:
             return scorer.score(QUERY, docs)
 
     from crossrank.runtime.tokenization import PairTokenizer as _Tok
 
     tokens = int(_Tok(EXPORTED / "tokenizer.json", 512).encode(QUERY, docs).lengths.sum())
-    fn()  # warm-up
+    fn(docs[:100])  # warm-up (at most 100 chunks: the seed takes minutes for 1000)
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        fn()
+        fn(docs)
         times.append(time.perf_counter() - t0)
     med = _median(times)
     return {"kind": kind, "tokens": tokens, "median_s": med, "times_s": times,
@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.compare")
     p.add_argument("--chunks", type=int, default=100)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--sizes", type=int, nargs="*", default=[10, 1000],
+                   help="also time the seed and crossrank on requests of these sizes, for the "
+                        "latency plot (the --chunks size is measured anyway)")
     p.add_argument("--worker", choices=list(CONTENDERS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -127,17 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     standin()
     results: dict[str, dict[str, Any]] = {}
     for kind in CONTENDERS:
-        print(f"running {kind} ({args.rounds} rounds of a {args.chunks}-chunk request) ...",
-              flush=True)
-        t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "bench.compare", "--worker", kind,
-                            "--chunks", str(args.chunks), "--rounds", str(args.rounds)],
-                           capture_output=True, text=True, cwd=ROOT, timeout=1800)
-        if r.returncode != 0:
-            print(r.stderr[-2000:], file=sys.stderr)
-            return 1
-        results[kind] = json.loads(r.stdout.strip().splitlines()[-1])
-        print(f"  done in {time.perf_counter() - t0:.0f}s", flush=True)
+        results[kind] = run_worker(kind, args.chunks, args.rounds)
+    sweep: dict[str, dict[int, dict[str, Any]]] = {"seed": {}, "crossrank": {}}
+    for n in sorted(set(args.sizes) | {args.chunks}):
+        for kind in sweep:
+            sweep[kind][n] = (results[kind] if n == args.chunks else
+                              run_worker(kind, n, args.rounds if n <= 100 else 1))
     ours = results["crossrank"]["tokens_per_s"]
     lines = [
         f"{args.chunks}-chunk mixed request, {results['crossrank']['tokens']} tokens, stand-in L-12, "
@@ -150,16 +148,74 @@ def main(argv: list[str] | None = None) -> int:
         row = results[kind]
         lines.append(f"| {label} | {row['median_s'] * 1e3:.0f} | {row['tokens_per_s']:,.0f} | "
                      f"{ours / row['tokens_per_s']:.2f} | {row['peak_rss_mb']:.0f} |")
+    if len(sweep["seed"]) > 1:
+        lines += ["", "| chunks | tokens | seed ms | crossrank ms | x |",
+                  "| ---: | ---: | ---: | ---: | ---: |"]
+        for n in sorted(sweep["seed"]):
+            a, b = sweep["seed"][n], sweep["crossrank"][n]
+            lines.append(f"| {n} | {b['tokens']:,} | {a['median_s'] * 1e3:.0f} | "
+                         f"{b['median_s'] * 1e3:.0f} | {a['median_s'] / b['median_s']:.2f} |")
     table = "\n".join(lines)
     print("\n" + table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    payload = {"created": stamp, "cpu": cpu_name(), "cores": os.cpu_count(),
-               "chunks": args.chunks, "rounds": args.rounds, "results": results, "table": table}
+    payload = {"created": stamp, "cpu": cpu_name(), "isa": detect_isa(), "cores": os.cpu_count(),
+               "chunks": args.chunks, "rounds": args.rounds, "results": results,
+               "sizes": {k: {str(n): v for n, v in d.items()} for k, d in sweep.items()},
+               "table": table}
     (RESULTS / f"compare-{stamp}.json").write_text(json.dumps(payload, indent=2))
     (RESULTS / "latest.md").write_text(table + "\n")
     print(f"\nsaved bench/results/compare-{stamp}.json")
+    if len(sweep["seed"]) > 1:
+        plot(sweep, RESULTS / "latency-vs-size.png", f"{cpu_name()} ({detect_isa()}), "
+             f"{os.cpu_count()} cores, stand-in L-12, {stamp[:8]}")
+        print("saved bench/results/latency-vs-size.png")
     return 0
+
+
+def run_worker(kind: str, n: int, rounds: int) -> dict[str, Any]:
+    """One contender in its own process (clean peak RSS, no thread interference)."""
+    print(f"running {kind} ({rounds} round(s) of a {n}-chunk request) ...", flush=True)
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "bench.compare", "--worker", kind,
+                        "--chunks", str(n), "--rounds", str(rounds)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=3600)
+    if r.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{r.stderr[-2000:]}")
+    print(f"  done in {time.perf_counter() - t0:.0f}s", flush=True)
+    result: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    return result
+
+
+def plot(sweep: dict[str, dict[int, dict[str, Any]]], out: Path, subtitle: str) -> None:
+    """Latency against request size, log-log, seed and crossrank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    labels = {"seed": "seed: CrossEncoder.predict (PyTorch fp32)",
+              "crossrank": "crossrank (int8, ONNX Runtime)"}
+    for kind, marker in (("seed", "o"), ("crossrank", "s")):
+        sizes = sorted(sweep[kind])
+        secs = [sweep[kind][n]["median_s"] for n in sizes]
+        ax.plot(sizes, secs, marker=marker, label=labels[kind])
+        for n, t in zip(sizes, secs, strict=True):
+            ax.annotate(f"{t:.2f} s" if t >= 1 else f"{t * 1e3:.0f} ms", (n, t),
+                        textcoords="offset points", xytext=(6, -10 if kind == "crossrank" else 6),
+                        fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("chunks per request (mixed lengths)")
+    ax.set_ylabel("median latency (s)")
+    ax.set_title("Re-ranking latency on CPU", fontsize=11)
+    fig.text(0.5, 0.005, subtitle, ha="center", fontsize=7, color="0.4")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(out)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
