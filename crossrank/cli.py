@@ -73,6 +73,18 @@ def _logging(level: str) -> None:
         logging.getLogger(chatty).setLevel(logging.ERROR)  # they set their own handlers' levels
 
 
+def _quiet_exporters() -> None:
+    """transformers and optimum configure their own loggers on first use (resetting levels set
+    before); ask them through their own switches. Their warnings (opset 17 < 18, accelerate
+    missing) read like failures, and verification is what says whether an export is good."""
+    for module in ("transformers.utils.logging", "optimum.utils.logging"):
+        try:
+            mod = __import__(module, fromlist=["set_verbosity_error"])
+        except ImportError:
+            continue
+        mod.set_verbosity_error()
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", help="exported model directory (default: models/<name of "
                                        "--model>, or the stand-in's with --stand-in)")
@@ -148,6 +160,7 @@ def _export_for_serving(model: str, models_root: str, stand_in: bool, out: Path)
             f"{out} has no exported model, and exporting needs the export extra (torch, "
             "transformers): `pip install 'crossrank[export]'`, or serve a model exported "
             "elsewhere with --model-dir DIR.") from exc
+    _quiet_exporters()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -214,6 +227,7 @@ def _export(args: argparse.Namespace) -> int:
                    tokenizer_dir=Path(args.tokenizer_dir) if args.tokenizer_dir else None)
     from crossrank.export import ExportError
 
+    _quiet_exporters()
     try:
         with warnings.catch_warnings():
             # torch.onnx and transformers warn about opsets and optional packages; the

@@ -307,3 +307,14 @@ def test_tokenizer_json_written_from_vocab_txt_alone(tiny_ckpt: Path, tmp_path: 
     a = PairTokenizer(out / "tokenizer.json", 512).encode("who walked", ["on the moon"])
     b = PairTokenizer(tiny_ckpt / "tokenizer.json", 512).encode("who walked", ["on the moon"])
     assert a.rows.ids.tolist() == b.rows.ids.tolist()
+
+
+def test_cli_export_logs_its_stages_and_nothing_that_reads_like_a_failure(tiny_ckpt: Path,
+                                                                          tmp_path: Path) -> None:
+    r = cli(str(tiny_ckpt), "--out", str(tmp_path / "m"), "--variants", "fp32,int8")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / "m")
+    for stage in ("load", "export", "optimize", "quantize", "verify"):
+        assert f"[{stage}] done" in r.stderr
+    for noise in ("Opset", "accelerate", "pre-processing", "WARNING root", "Traceback"):
+        assert noise not in r.stderr, r.stderr
