@@ -150,16 +150,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _export_for_serving(model: str, models_root: str, stand_in: bool, out: Path) -> None:
     from crossrank.export import ExportError, HubUnreachable
+    from crossrank.export.pipeline import Options, run
 
     log.info("%s has no export yet: exporting %s first", out,
              "the stand-in" if stand_in else model)
-    try:
-        from crossrank.export.pipeline import Options, run
-    except ImportError as exc:
-        raise ExportError(
-            f"{out} has no exported model, and exporting needs the export extra (torch, "
-            "transformers): `pip install 'crossrank[export]'`, or serve a model exported "
-            "elsewhere with --model-dir DIR.") from exc
     _quiet_exporters()
     try:
         with warnings.catch_warnings():
@@ -214,11 +208,8 @@ def _export(args: argparse.Namespace) -> int:
                          f"{', '.join(VARIANT_FILES)})")
     if args.exporter not in EXPORTERS:
         raise UsageError(f"unknown exporter {args.exporter!r} (choose from {', '.join(EXPORTERS)})")
-    try:
-        from crossrank.export.pipeline import Options, run
-    except ImportError as exc:
-        raise UsageError(f"exporting needs the export extra (torch, transformers, onnx): "
-                         f"`pip install 'crossrank[export]'` ({exc})") from exc
+    from crossrank.export.pipeline import Options, run
+
     opts = Options(model=args.model, revision=args.revision,
                    out_dir=Path(args.out) if args.out else None,
                    models_root=Path(args.models_root), stand_in=args.stand_in, isa=args.isa,

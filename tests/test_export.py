@@ -318,3 +318,17 @@ def test_cli_export_logs_its_stages_and_nothing_that_reads_like_a_failure(tiny_c
         assert f"[{stage}] done" in r.stderr
     for noise in ("Opset", "accelerate", "pre-processing", "WARNING root", "Traceback"):
         assert noise not in r.stderr, r.stderr
+
+
+def test_missing_export_extra_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def without_torch(name: str, *args: Any) -> Any:
+        return None if name == "torch" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_torch)
+    with pytest.raises(ExportError, match=r"needs torch.*crossrank\[export\]"):
+        run(Options(stand_in=True, out_dir=tmp_path / "m"))
+    assert not (tmp_path / "m").exists()

@@ -109,8 +109,28 @@ def _staging(out: Path) -> Path:
         ) from exc
 
 
+# What exporting imports beyond serving (the `export` extra).
+_EXPORT_MODULES = {"torch": "torch", "transformers": "transformers", "onnx": "onnx",
+                   "sentence_transformers": "sentence-transformers"}
+
+
+def require_export_extra() -> None:
+    """Raise ExportError naming the install command when the export extra is missing."""
+    import importlib.util
+
+    missing = [dist for mod, dist in _EXPORT_MODULES.items()
+               if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise ExportError(
+            f"Exporting needs {', '.join(missing)}, which this installation lacks: `pip install "
+            "'crossrank[export]'` (it pins torch==2.13.0, the CPU build; `make install` in a "
+            "clone). Serving needs none of them: serve a model exported elsewhere with "
+            "--model-dir DIR.")
+
+
 def run(opts: Options) -> Path:
     """Export, verify and publish one model directory; returns its path."""
+    require_export_extra()
     timings: dict[str, float] = {}
     out = opts.out_dir or (opts.models_root / default_name(opts))
     isa = opts.isa or quantize.detect_isa()
