@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _score_parser(sub)
     _info_parser(sub)
     _bench_parser(sub)
+    _serve_ray_parser(sub)
     args = p.parse_args(argv)
     if args.command is None:
         p.print_help()
@@ -438,6 +439,49 @@ def _bench(args: argparse.Namespace) -> int:
                        provider=args.provider, seed_checkpoint=args.seed_checkpoint)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+# -- serve-ray -----------------------------------------------------------------------------------
+
+def _serve_ray_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve-ray", help="serve replicas of a model with Ray Serve (needs crossrank[ray])",
+        description="Run crossrank as a Ray Serve application: KEY=VALUE arguments as for "
+        "`serve run crossrank.rayserve:build_app` (model_dir, replicas, min_replicas, "
+        "max_replicas, target_queued_tokens, num_cpus, num_gpus, and crossrank serve's settings "
+        "such as variant or max_queued_tokens). Starts a local Ray instance unless --address "
+        "names a cluster.")
+    p.add_argument("args", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(run=_serve_ray)
+
+
+def _serve_ray(args: argparse.Namespace) -> int:
+    _logging("info")
+    pairs = {}
+    for item in args.args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"arguments are KEY=VALUE, not {item!r}")
+        pairs[key] = value
+    from crossrank.rayserve import RayServeConfig, deployment
+
+    cfg = RayServeConfig.from_args(pairs)  # refuses unknown keys before Ray starts
+    from crossrank.runtime import modeldir
+
+    modeldir.load(cfg.settings.resolved_model_dir())  # a missing model fails here, not in Ray
+    try:
+        import ray
+        from ray import serve
+    except ImportError as exc:
+        raise UsageError("serve-ray needs Ray Serve: `pip install 'crossrank[ray]'`") from exc
+    ray.init(address=args.address, ignore_reinit_error=True, log_to_driver=False)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    log.info("Ray Serve on http://%s:%d (Ctrl-C stops it)", args.host, args.port)
+    serve.run(deployment(cfg).bind(), name=cfg.name, route_prefix="/", blocking=True)
     return 0
 
 
