@@ -111,15 +111,21 @@ def while_busy(base: str, n: int = 30) -> dict[str, float]:
             "p99_429_ms": pct(lat, 99) * 1e3 if lat else float("nan")}
 
 
-def tiny_overhead() -> dict[str, float]:
-    """Serving overhead with a 2-layer model: HTTP, JSON and the worker hand-off, little else."""
+def tiny_model() -> Path:
+    """The 2-layer model's fp32 export, built offline once and reused."""
     from crossrank.export.pipeline import Options, run
     from crossrank.export.standin import build_tiny
 
     ckpt = ROOT / "models" / ".tiny-checkpoint"
     if not (ckpt / "config.json").is_file():
         build_tiny(ckpt)
-    out = run(Options(model=str(ckpt), out_dir=ROOT / "models" / "tiny-bench", variants=("fp32",)))
+    return run(Options(model=str(ckpt), out_dir=ROOT / "models" / "tiny-bench",
+                       variants=("fp32",)))
+
+
+def tiny_overhead() -> dict[str, float]:
+    """Serving overhead with a 2-layer model: HTTP, JSON and the engine hand-off, little else."""
+    out = tiny_model()
     with Server(out) as server:
         return overhead(server.base, out, ["Neil Armstrong was the first person to walk on the moon."])
 
