@@ -6,6 +6,7 @@ Traffic goes only to 127.0.0.1, and every loop is bounded in count and time.
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import subprocess
@@ -141,6 +142,19 @@ def check(req: Req, status: int, payload: Any, tol: float = 1e-4) -> str | None:
     if max(abs(got[i] - want[i]) for i in got) > tol:
         return "wrong scores"
     return None
+
+
+def save_results(kind: str, payload: dict[str, Any], table: str) -> Path:
+    """bench/results/<kind>-<UTC stamp>.json and <kind>-latest.md; returns the JSON's path."""
+    from datetime import datetime, timezone
+
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = out / f"{kind}-{stamp}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    (out / f"{kind}-latest.md").write_text(table + "\n")
+    return path
 
 
 def pct(xs: list[float], q: float) -> float:

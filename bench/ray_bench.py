@@ -8,19 +8,17 @@ requests). A local Ray instance is started and stopped here.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 
-from bench.loadgen import Server, free_port, pct
+from bench.loadgen import Server, free_port, pct, save_results
 from bench.server_bench import tiny_model
-from bench.workload import EXPORTED, QUERY, ROOT, chunks
+from bench.workload import EXPORTED, QUERY, chunks
 
 
 def latency(base: str, doc: list[str], n: int) -> dict[str, float]:
@@ -120,10 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         f"2 replicas: {r['ray_l12_2']['requests_per_s']:.2f} ({r['ray_l12_2']['p50_ms']:.0f} ms) |",
     ])
     print("\n" + table)
-    out = ROOT / "bench" / "results"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"ray-{stamp}.json").write_text(json.dumps(results, indent=2))
-    (out / "ray-latest.md").write_text(table + "\n")
+    print(f"saved {save_results('ray', results, table)}")
     return 0
 
 

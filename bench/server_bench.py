@@ -10,19 +10,17 @@ Prints a table and saves JSON under bench/results/.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from bench.loadgen import Server, pct
+from bench.loadgen import Server, pct, save_results
 from bench.workload import EXPORTED, QUERY, ROOT, chunks
 
 
@@ -201,11 +199,7 @@ def main() -> int:
         f"{w['requests']:.0f} rejected) | {w['p50_429_ms']:.1f} / {w['p99_429_ms']:.1f} ms | < 50 ms |",
     ])
     print("\n" + table)
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"server-{stamp}.json").write_text(json.dumps(results, indent=2))
-    (out / "server-latest.md").write_text(table + "\n")
+    print(f"saved {save_results('server', results, table)}")
     return 0
 
 
