@@ -210,6 +210,17 @@ def test_body_over_limit(scorer: Scorer) -> None:
                             headers={"content-type": "application/json"}), 413)
 
 
+def test_large_request_and_answer_are_handled_off_the_loop(client: TestClient,
+                                                          scorer: Scorer) -> None:
+    # Over 256 KB of body and 500 answers: parsed and rendered in a thread, same answer.
+    texts = [f"passage {i} " + "the tides follow the moon " * 16 for i in range(700)]
+    body = json.dumps({"query": SEED_QUERY, "chunks": texts})
+    assert len(body) > 256 * 1024
+    r = client.post("/score", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200
+    assert [i for i, _ in r.json()] == [i for i, _ in scorer.score(SEED_QUERY, texts)]
+
+
 def test_huge_single_chunk_is_truncated_not_rejected(client: TestClient) -> None:
     r = client.post("/score", json={"query": "q", "chunks": ["word " * 50_000]})
     assert r.status_code == 200 and len(r.json()) == 1

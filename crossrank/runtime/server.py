@@ -154,9 +154,9 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         body += chunk
         if len(body) > max_bytes:
             raise PayloadTooLarge(f"the body is over the limit of {max_bytes} bytes")
-    data = _fast_loads(body)
-    if data is _FAILED:  # not parsed fast: the standard parser decides, and words the error
-        data = _loads(body)
+    # A large body is parsed in a thread: 2.5 MB take ~1-2 ms the event loop should not lose.
+    data = (_parse(body) if len(body) < _INLINE_BYTES
+            else await asyncio.to_thread(_parse, body))
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object")
     return data
@@ -169,6 +169,16 @@ try:  # orjson parses a 2000-chunk body (2.5 MB) in 0.9 ms against json's 1.8 ms
 except ImportError:  # optional: crossrank[fast]
     _orjson_loads = None
 _FAILED = object()
+# Bodies and answers smaller than this are parsed and rendered on the event loop.
+_INLINE_BYTES = 256 * 1024
+_INLINE_ITEMS = 500
+
+
+def _parse(body: bytearray) -> Any:
+    data = _fast_loads(body)
+    if data is _FAILED:  # not parsed fast: the standard parser decides, and words the error
+        data = _loads(body)
+    return data
 
 
 def _fast_loads(body: bytearray) -> Any:
@@ -293,8 +303,14 @@ class App:
 
     async def answer(self, request: Request, call: api.Call) -> Response:
         scored = await self.scored(request, call.request)
-        body = api.render(call, scored, self.scorer.apply_activation)
-        return JSONResponse(body, headers=api.truncation_headers(scored))
+        if len(scored.logits) < _INLINE_ITEMS:
+            return self.respond(call, scored)
+        return await asyncio.to_thread(self.respond, call, scored)  # large: off the loop
+
+    def respond(self, call: api.Call, scored: Scored) -> Response:
+        """The call's answer rendered as JSON (the json module's bytes, as the seed's)."""
+        return JSONResponse(api.render(call, scored, self.scorer.apply_activation),
+                            headers=api.truncation_headers(scored))
 
     # -- endpoints ------------------------------------------------------------------------------
 
