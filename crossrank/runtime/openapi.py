@@ -72,6 +72,11 @@ def document(max_chunks: int) -> dict[str, Any]:
             "return_documents": _opt({"type": "boolean", "default": False}),
             "model": _opt(_STR),
             "max_tokens_per_doc": _opt({"type": "integer", "minimum": 1}),
+            # Cohere fields crossrank cannot honour: null (not given) only; anything else is 422.
+            "rank_fields": {"type": "null", "description": "not supported: crossrank ranks "
+                            "each document's text (a string, or an object's 'text')"},
+            "max_chunks_per_doc": {"type": "null", "description": "not supported: send "
+                                   "overflow='split' to score long documents as windows"},
             **_OVERFLOW,
         },
     }
