@@ -134,7 +134,7 @@ def measure(args: argparse.Namespace) -> int:
         docs = chunks(n, seed=0)
         enc = s.tokenizer.encode(QUERY, docs)
         tokens = int(enc.lengths.sum())
-        rounds = 20 if n <= 100 else 7
+        rounds = 2 if args.cpu_dry_run else 20 if n <= 100 else 7
         for budget in (16384, 32768, 65536):
             groups = batching.plan(enc.lengths, budget, 4096)
             batches = [batching.pad(enc.rows, g) for g in groups]
@@ -308,7 +308,7 @@ def main() -> int:
         docs = chunks(n, seed=0)
         pairs = [(QUERY, d) for d in docs]
         tokens = int(fast.encode(QUERY, docs).lengths.sum())
-        rounds = 20 if n <= 100 else 7
+        rounds = 2 if args.cpu_dry_run else 20 if n <= 100 else 7
         med = median_seconds(seed.predict, pairs, rounds=rounds, batch_size=32,
                              show_progress_bar=False)
         speed.append(row(n, tokens, "seed CrossEncoder fp32 b32", med))

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,3 +67,18 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
             return False
         time.sleep(0.005)
     return True
+
+
+def library(tokenizer_file: Path) -> Any:
+    """The tokenizers library's tokenizer for a file, without truncation or padding."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def full_length(tokenizer_file: Path, pair: tuple[str, str]) -> int:
+    """Tokens the pair has without truncation, by the library."""
+    return len(library(tokenizer_file).encode(pair[0], pair[1]).ids)

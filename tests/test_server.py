@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from crossrank.runtime.scorer import Scorer, sigmoid
 from crossrank.runtime.server import create_app
 from crossrank.runtime.settings import Settings
-from tests.helpers import cuda_like, gated, wait_until
+from tests.helpers import cuda_like, gated, library, wait_until
 
 SEED_QUERY = "Who was the first person to walk on the moon?"
 SEED_CHUNKS = [
@@ -112,11 +112,12 @@ def test_cohere_rerank(client: TestClient, scorer: Scorer, version: str) -> None
     assert all("document" not in x for x in plain.json()["results"])
 
 
-def test_cohere_max_tokens_per_doc_cuts_documents(client: TestClient, scorer: Scorer) -> None:
+def test_cohere_max_tokens_per_doc_cuts_documents(client: TestClient, scorer: Scorer,
+                                                  tiny_dir: Path) -> None:
     doc = "Neil Armstrong walked on the moon. " + "filler words here " * 50
     cut = client.post("/v2/rerank", json={"query": SEED_QUERY, "documents": [doc],
                                           "max_tokens_per_doc": 7})
-    head = scorer.tokenizer.tokenize_alone(doc)[6][1]
+    head = library(tiny_dir / "tokenizer.json").encode(doc, add_special_tokens=False).offsets[6][1]
     expected = float(sigmoid(scorer.logits(SEED_QUERY, [doc[:head]]))[0])
     assert cut.json()["results"][0]["relevance_score"] == pytest.approx(expected, abs=1e-6)
 

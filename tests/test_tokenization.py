@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from crossrank.export.corpus import UNICODE
 from crossrank.runtime.errors import ConfigError, ModelLoadError
 from crossrank.runtime.tokenization import Encoded, PairTokenizer
+from tests.helpers import full_length
 
 LONG = "the moon landing " * 400
 
@@ -42,7 +43,7 @@ def test_truncation_is_reported(tiny_dir: Path) -> None:
     enc = tok.encode("q", ["short", LONG], with_truncation=True)
     assert enc.truncated is not None
     assert enc.truncated[0] == 0
-    assert enc.truncated[1] == tok.full_length(("q", LONG)) - 512 > 0
+    assert enc.truncated[1] == full_length(tiny_dir / "tokenizer.json", ("q", LONG)) - 512 > 0
 
 
 def test_query_alone_over_the_limit_is_handled(tiny_dir: Path) -> None:
@@ -86,7 +87,7 @@ def test_fast_path_equals_library_pair_encoding(tiny_dir: Path, max_length: int)
     pairs = [(" ".join(["tide"] * a), " ".join(["moon"] * b)) for a in sizes for b in sizes]
     enc = tok.encode_pairs(pairs, with_truncation=True)
     assert _rows(enc) == _library(tok, pairs)
-    full = [tok.full_length(p) for p in pairs]
+    full = [full_length(tiny_dir / "tokenizer.json", p) for p in pairs]
     assert enc.truncated is not None
     assert enc.truncated.tolist() == [f - int(n) for f, n in zip(full, enc.lengths, strict=True)]
 
@@ -141,7 +142,7 @@ def test_library_path_when_the_template_is_unknown(tiny_dir: Path,
     enc = tok.encode_pairs(pairs, with_truncation=True)
     assert _rows(enc) == _library(tok, pairs)
     assert enc.truncated is not None and enc.truncated.tolist() == [
-        tok.full_length(pairs[0]) - 64, 0]
+        full_length(tiny_dir / "tokenizer.json", pairs[0]) - 64, 0]
 
 
 def test_disagreeing_fast_path_is_turned_off(tiny_dir: Path,

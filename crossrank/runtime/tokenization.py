@@ -418,16 +418,8 @@ class PairTokenizer:
                 self._splitters[stride] = cached
             return cached
 
-    def tokenize_alone(self, text: str) -> list[tuple[int, int]]:
-        """Character offsets of a text's tokens on its own, without special tokens."""
-        return list(self._full.encode(text, add_special_tokens=False).offsets)
-
     def cut_to_tokens(self, texts: list[str], max_tokens: int) -> list[str]:
         """Each text up to the end of its max_tokens-th token of its own (no special tokens)."""
         encs = self._full.encode_batch(texts, add_special_tokens=False)
         return [t if len(e.offsets) <= max_tokens else t[: e.offsets[max_tokens - 1][1]]
                 for t, e in zip(texts, encs, strict=True)]
-
-    def full_length(self, pair: tuple[str, str]) -> int:
-        """Tokens the pair would have without truncation."""
-        return len(self._full.encode(pair[0], pair[1]).ids)
