@@ -55,13 +55,32 @@ def running_replicas() -> int:
     return int(dep.replica_states.get("RUNNING", 0)) if dep is not None else 0
 
 
+# On a loaded 2-core machine Ray's HTTP proxy can take longer to start than Ray's default
+# checks allow (5 s ready check, 10 s health check): the controller then kills and restarts it.
+RAY_PATIENCE = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120",
+                "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "120"}
+
+
+def start_serve(port: int) -> None:
+    """serve.start, tried again if the proxy did not come up within Ray's fixed 60 s."""
+    for attempt in range(3):
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            return
+        except (TimeoutError, ray.exceptions.RayError):
+            if attempt == 2:
+                raise
+
+
 @pytest.fixture(scope="module")
 def ray_app(tiny_dir: Path) -> Iterator[str]:
+    saved = {k: os.environ.get(k) for k in RAY_PATIENCE}
+    os.environ.update(RAY_PATIENCE)  # inherited by the local cluster's processes
     ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     port = free_port()
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        start_serve(port)
         from crossrank.rayserve import deployment
 
         cfg = RayServeConfig.from_args({"model_dir": str(tiny_dir), "variant": "fp32",
@@ -73,6 +92,11 @@ def ray_app(tiny_dir: Path) -> Iterator[str]:
     finally:
         serve.shutdown()
         ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def test_same_answers_as_crossrank_serve(ray_app: str, tiny_dir: Path) -> None:
