@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     # Rows of earlier runs stay (each with the fp32 time of its own run); a recipe run again
     # replaces its row.
     kept: list[dict[str, Any]] = []
+    before: dict[str, Any] = {}
     if out.is_file():
         before = json.loads(out.read_text())
         names = {r["recipe"] for r in rows}
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             r.setdefault("fp32_seconds", before.get("fp32_seconds"))
             if r["recipe"] not in names:
                 kept.append(r)
-    out.write_text(json.dumps({"rows": kept + rows}, indent=2))
+    before.pop("fp32_seconds", None)  # now per row
+    out.write_text(json.dumps({**before, "rows": kept + rows}, indent=2))
     print(f"saved {out}")
     return 0
 
