@@ -3,6 +3,7 @@ instead of sleeps."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -69,8 +70,10 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=8)
 def library(tokenizer_file: Path) -> Any:
-    """The tokenizers library's tokenizer for a file, without truncation or padding."""
+    """The tokenizers library's tokenizer for a file, without truncation or padding (cached:
+    callers must not change its settings)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_file))

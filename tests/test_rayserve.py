@@ -74,29 +74,25 @@ def start_serve(port: int) -> None:
 
 @pytest.fixture(scope="module")
 def ray_app(tiny_dir: Path) -> Iterator[str]:
-    saved = {k: os.environ.get(k) for k in RAY_PATIENCE}
-    os.environ.update(RAY_PATIENCE)  # inherited by the local cluster's processes
-    ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
-    port = free_port()
-    try:
-        start_serve(port)
-        from crossrank.rayserve import deployment
+    with pytest.MonkeyPatch.context() as env:
+        for k, v in RAY_PATIENCE.items():
+            env.setenv(k, v)  # inherited by the local cluster's processes
+        ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+        port = free_port()
+        try:
+            start_serve(port)
+            from crossrank.rayserve import deployment
 
-        cfg = RayServeConfig.from_args({"model_dir": str(tiny_dir), "variant": "fp32",
-                                        "replicas": 2, "num_cpus": 0.5})
-        serve.run(deployment(cfg).bind(), name="crossrank", route_prefix="/")
-        base = f"http://127.0.0.1:{port}"
-        assert wait_until(lambda: running_replicas() == 2, 120)
-        yield base
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+            cfg = RayServeConfig.from_args({"model_dir": str(tiny_dir), "variant": "fp32",
+                                            "replicas": 2, "num_cpus": 0.5})
+            serve.run(deployment(cfg).bind(), name="crossrank", route_prefix="/")
+            base = f"http://127.0.0.1:{port}"
+            assert wait_until(lambda: running_replicas() == 2, 120)
+            yield base
+        finally:
+            serve.shutdown()
+            ray.shutdown()
 
 
 def test_same_answers_as_crossrank_serve(ray_app: str, tiny_dir: Path) -> None:
