@@ -139,6 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
                              threads=s.threads or None, token_budget=s.token_budget or None,
                              max_rows=s.max_rows or None, spin=bool(s.spin),
                              pipeline=s.pipeline_choice, tokenizer=s.tokenizer,
+                             int8_check=bool(s.int8_check),
                              windows=WindowLimits(s.window_stride, s.max_windows_per_chunk,
                                                   s.max_windows_per_request))
     if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_key:
@@ -361,7 +362,23 @@ def _info_parser(sub: Any) -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--models-root", default="models")
     p.add_argument("--json", action="store_true", help="the summary as JSON")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip the int8 self-check (scoring the export's check pairs on this CPU)")
     p.set_defaults(run=_info)
+
+
+def _int8_check(md: Any) -> dict[str, Any]:
+    """The serving self-check, run here: does this CPU reproduce the verified int8 scores?"""
+    from dataclasses import asdict
+
+    from crossrank.runtime import selfcheck
+    from crossrank.runtime.scorer import Scorer
+
+    record = md.int8_self_check()
+    if not record:
+        return asdict(selfcheck.Int8Check(status="unavailable"))
+    with Scorer.from_dir(md.path, variant="int8", provider="cpu", int8_check=False) as s:
+        return asdict(selfcheck.run(record, lambda p: s.predict(p, activation="identity")))
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -382,6 +399,8 @@ def _info(args: argparse.Namespace) -> int:
             "shipped": bool(v.get("shipped")), "reason": v.get("reason"),
             "megabytes": round(entry.get("bytes", 0) / 1e6, 1) if entry else None,
             "recipe": v.get("recipe"), "verification": v.get("verification")}
+    if args.check and m.get("variants", {}).get("int8", {}).get("shipped"):
+        summary["int8_check"] = _int8_check(md)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -407,6 +426,19 @@ def _info(args: argparse.Namespace) -> int:
             note = "" if recipe["isa"] == summary["this_cpu"] else (
                 "  <- not this CPU's: re-export here for verified int8")
             print(f"        int8 recipe {recipe.get('name', '')} for {recipe['isa']}{note}")
+    if args.check and m.get("variants", {}).get("int8", {}).get("shipped"):
+        check = summary["int8_check"]
+        if check["status"] == "passed":
+            print(f"  int8 check  passed on this CPU: {check['pairs']} pairs reproduce the "
+                  f"verified int8 scores to {check['max_abs_diff']:.2g} (tolerance "
+                  f"{check['tolerance']:.2g}, {check['seconds']:.2f}s)")
+        elif check["status"] == "failed":
+            print(f"  int8 check  FAILED on this CPU: int8 scores differ from the verified ones "
+                  f"by up to {check['max_abs_diff']:.3g} (tolerance {check['tolerance']:.2g}); "
+                  f"`crossrank serve` will serve fp32 here. Re-export on this machine for "
+                  f"int8: `crossrank export {src.get('id')} --force`")
+        else:
+            print(f"  int8 check  {check['status']} (this export keeps no check pairs)")
     return 0
 
 

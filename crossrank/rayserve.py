@@ -148,6 +148,7 @@ def deployment(cfg: RayServeConfig) -> Any:
                                  token_budget=settings.token_budget or None,
                                  max_rows=settings.max_rows or None, spin=bool(settings.spin),
                                  pipeline=settings.pipeline_choice, tokenizer=settings.tokenizer,
+                                 int8_check=bool(settings.int8_check),
                                  windows=WindowLimits(settings.window_stride,
                                                       settings.max_windows_per_chunk,
                                                       settings.max_windows_per_request))

@@ -85,3 +85,25 @@ def library(tokenizer_file: Path) -> Any:
 def full_length(tokenizer_file: Path, pair: tuple[str, str]) -> int:
     """Tokens the pair has without truncation, by the library."""
     return len(library(tokenizer_file).encode(pair[0], pair[1]).ids)
+
+
+def shipped_int8(model_dir: Path) -> dict[str, Any]:
+    """The export's int8 entry when the exporter shipped it. Where its ranking check refused
+    int8 on this CPU (the gate doing its job), assert that the refusal is recorded and that
+    serving falls back to fp32, then skip what needs an int8 model."""
+    import json
+
+    import pytest
+
+    from crossrank.runtime.cpu import detect_isa
+
+    entry: dict[str, Any] = json.loads((model_dir / "manifest.json").read_text())["variants"]["int8"]
+    if not entry["shipped"]:
+        assert entry["reason"] == "failed int8 verification" and entry["search"]
+        assert not (model_dir / "model_int8.onnx").exists()
+        info = Scorer.from_dir(model_dir).info
+        assert info is not None and info.variant == "fp32"
+        rk = entry["verification"]["ranking"]
+        pytest.skip(f"the exporter refused int8 on this {detect_isa()} CPU (worst top-10 "
+                    f"{rk['min_top10_overlap']}/10, Spearman {rk['min_spearman']}): fp32 served")
+    return entry

@@ -78,9 +78,12 @@ def test_info_summarises_the_export(tiny_dir: Path) -> None:
     r = crossrank("info", str(tiny_dir))
     assert r.returncode == 0, r.stderr
     assert "STAND-IN" in r.stdout and "int8" in r.stdout and "this CPU" in r.stdout
+    assert "int8 check  passed on this CPU: 32 pairs" in r.stdout
+    assert "int8 check" not in crossrank("info", str(tiny_dir), "--no-check").stdout
     j = json.loads(crossrank("info", str(tiny_dir), "--json").stdout)
     assert j["variants"]["fp32"]["shipped"] is True
     assert j["variants"]["int8"]["recipe"]["isa"] in ("avx512_vnni", "avx2", "arm64")
+    assert j["int8_check"]["status"] == "passed"
 
 
 def test_serve_on_a_busy_port_fails_before_loading(tmp_path: Path) -> None:

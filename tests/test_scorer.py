@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from crossrank.export.verify import spearman
 from crossrank.runtime.errors import ConfigError, ModelLoadError, Unavailable
 from crossrank.runtime.profiles import PROFILES
 from crossrank.runtime.scorer import Scorer, rank, sigmoid
-from tests.helpers import gated, wait_until
+from tests.helpers import gated, shipped_int8, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY = "Who was the first person to walk on the moon?"
@@ -95,20 +96,35 @@ def test_bucketing_never_changes_fp32_scores(realistic_dir: Path) -> None:
     assert np.abs(together - tight.logits(QUERY, chunks)).max() <= 1e-4
 
 
-def test_int8_fidelity_on_realistic_fixture(realistic_dir: Path) -> None:
+# The gate's honesty: an int8 the exporter shipped (its check: seed 5000, every topic top-10 >= 9
+# and Spearman >= 0.99) must rank topics it never saw like fp32. One topic's top-10 overlap moves
+# by one with the sample (a near-tie at rank 10), so each topic must keep >= 8 and the topics on
+# average >= 9. Measured for the smoothed recipes: u8s8-smooth on a Zen 4, 48 held-out topics
+# (seeds 2000-2005): worst top-10 9, worst Spearman 0.9977; u8u8-smooth under AVX2 numerics: README
+# "int8 recipes". Before smoothing, u8u8 on a real Zen 3 passed the gate and then failed a single
+# held-out topic at 8 against a per-topic bound of 9 (issue 19).
+HELD_OUT_SEEDS = (2000, 2001)
+
+
+def test_int8_the_exporter_shipped_ranks_held_out_topics_like_fp32(realistic_dir: Path) -> None:
+    shipped_int8(realistic_dir)
     f32 = Scorer.from_dir(realistic_dir, variant="fp32")
     i8 = Scorer.from_dir(realistic_dir, variant="int8")
-    for topic in TOPICS:
-        q, chunks = passages_for(topic, 100, seed=2000)
-        a, b = f32.logits(q, chunks), i8.logits(q, chunks)
-        top_a = set(np.argsort(-a, kind="stable")[:10].tolist())
-        top_b = set(np.argsort(-b, kind="stable")[:10].tolist())
-        assert len(top_a & top_b) >= 9, topic
-        # Measured min 0.9947 over these 8 topics (per-channel dynamic int8); 0.99 leaves margin.
-        assert spearman(a, b) >= 0.99, topic
+    overlaps = []
+    for seed in HELD_OUT_SEEDS:
+        for topic in TOPICS:
+            q, chunks = passages_for(topic, 100, seed=seed)
+            a, b = f32.logits(q, chunks), i8.logits(q, chunks)
+            top_a = set(np.argsort(-a, kind="stable")[:10].tolist())
+            top_b = set(np.argsort(-b, kind="stable")[:10].tolist())
+            overlaps.append(len(top_a & top_b))
+            assert overlaps[-1] >= 8, (seed, topic)
+            assert spearman(a, b) >= 0.99, (seed, topic)
+    assert np.mean(overlaps) >= 9.0, overlaps
 
 
 def test_int8_score_does_not_depend_on_batch_mates(realistic_dir: Path) -> None:
+    shipped_int8(realistic_dir)
     i8 = Scorer.from_dir(realistic_dir, variant="int8")
     assert i8.policy.max_rows == 1
     q, chunks = passages_for("moon", 100, seed=2000)
@@ -118,6 +134,7 @@ def test_int8_score_does_not_depend_on_batch_mates(realistic_dir: Path) -> None:
 
 
 def test_auto_variant_prefers_int8_on_cpu(realistic_dir: Path) -> None:
+    shipped_int8(realistic_dir)
     s = Scorer.from_dir(realistic_dir)
     assert s.info is not None and s.info.variant == "int8" and s.info.provider == "cpu"
 
@@ -271,23 +288,89 @@ def test_closed_scorer_refuses_calls(tiny_dir: Path) -> None:
         s.logits(QUERY, ["a"])
 
 
-def test_int8_made_for_another_cpu_class_warns_and_says_so(realistic_dir: Path, tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def copy_with_manifest(src: Path, dst: Path, edit: Any) -> Path:
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    edit(m)
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+def test_int8_self_check_passes_where_it_was_exported(realistic_dir: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    shipped_int8(realistic_dir)
+    caplog.set_level(logging.INFO, logger="crossrank")
+    s = Scorer.from_dir(realistic_dir)
+    assert s.info is not None and s.info.variant == "int8"
+    check = s.info.int8_check
+    assert check is not None and check["status"] == "passed" and check["pairs"] == 32
+    assert check["max_abs_diff"] <= check["tolerance"]
+    assert check["spearman_vs_fp32"] >= 0.98
+    assert "self-check passed" in caplog.text
+
+
+def test_int8_self_check_failing_serves_fp32_and_says_why(realistic_dir: Path, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    shipped_int8(realistic_dir)
+    # As if exported on a CPU whose int8 kernels compute other scores (measured: 0.43 between a
+    # Zen 4 and a Zen 3 for the same u8u8 file): the export's int8 logits are not reproduced.
+    def shift(m: dict[str, Any]) -> None:
+        sc = m["variants"]["int8"]["self_check"]
+        sc["int8_logits"] = [x + 0.4 for x in sc["int8_logits"]]
+        sc["measured_on"] = "avx2"
+
+    d = copy_with_manifest(realistic_dir, tmp_path / "m", shift)
+    s = Scorer.from_dir(d)
+    assert s.info is not None and s.info.variant == "fp32"
+    assert s.info.int8_check is not None and s.info.int8_check["status"] == "failed"
+    assert s.info.int8_check["max_abs_diff"] == pytest.approx(0.4, abs=1e-3)
+    assert "serving fp32 instead" in caplog.text and "crossrank export" in caplog.text
+    want = Scorer.from_dir(realistic_dir, variant="fp32").logits(QUERY, ["a", "moon landing"])
+    assert np.allclose(s.logits(QUERY, ["a", "moon landing"]), want)
+    # an explicit int8 request is checked too; the flag skips the check and serves int8 as is
+    assert Scorer.from_dir(d, variant="int8").info.variant == "fp32"  # type: ignore[union-attr]
+    skipped = Scorer.from_dir(d, int8_check=False)
+    assert skipped.info is not None and skipped.info.variant == "int8"
+    assert skipped.info.int8_check is not None
+    assert skipped.info.int8_check["status"] == "skipped"
+
+
+def test_export_without_check_pairs_serves_int8_with_the_isa_note(
+        realistic_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    shipped_int8(realistic_dir)
     from crossrank.runtime import cpu
 
-    d = tmp_path / "m"
-    shutil.copytree(realistic_dir, d)
-    m = json.loads((d / "manifest.json").read_text())
     here = cpu.detect_isa()
     other = "arm64" if here != "arm64" else "avx2"
-    assert m["variants"]["int8"]["recipe"]["isa"] == here  # exported on this machine
-    m["variants"]["int8"]["recipe"]["isa"] = other
-    (d / "manifest.json").write_text(json.dumps(m))
-    s = Scorer.from_dir(d)
-    assert s.info is not None and s.info.int8_isa == other and s.info.cpu_isa == here
+
+    def older(m: dict[str, Any]) -> None:  # an export from before the self-check, elsewhere
+        del m["variants"]["int8"]["self_check"]
+        m["variants"]["int8"]["recipe"]["isa"] = other
+
+    s = Scorer.from_dir(copy_with_manifest(realistic_dir, tmp_path / "m", older))
+    assert s.info is not None and s.info.variant == "int8"
+    assert s.info.int8_check is not None and s.info.int8_check["status"] == "unavailable"
+    assert s.info.int8_isa == other and s.info.cpu_isa == here
     assert s.info.isa_warning is not None and "crossrank export" in s.info.isa_warning
     assert "were not verified" in caplog.text
-    assert Scorer.from_dir(realistic_dir).info.isa_warning is None  # type: ignore[union-attr]
+
+
+def test_int8_made_for_another_cpu_class_that_reproduces_its_scores(
+        realistic_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    shipped_int8(realistic_dir)
+    from crossrank.runtime import cpu
+
+    here = cpu.detect_isa()
+    other = "arm64" if here != "arm64" else "avx2"
+
+    def relabel(m: dict[str, Any]) -> None:
+        assert m["variants"]["int8"]["recipe"]["isa"] == here  # exported on this machine
+        m["variants"]["int8"]["recipe"]["isa"] = other
+
+    s = Scorer.from_dir(copy_with_manifest(realistic_dir, tmp_path / "m", relabel))
+    # the self-check shows the verified scores are reproduced: no warning
+    assert s.info is not None and s.info.variant == "int8" and s.info.int8_isa == other
+    assert s.info.isa_warning is None and "were not verified" not in caplog.text
 
 
 def test_cpu_class_detection() -> None:

@@ -238,6 +238,12 @@ def _verify(checkpoint: Path, staging: Path, max_length: int,
         )
     if "int8" in variants:
         _verify_int8(staging, max_length, variants["int8"], real_weights, fp32, pairs)
+        if variants["int8"]["shipped"]:
+            check_pairs = verify.self_check_pairs()
+            variants["int8"]["self_check"] = verify.self_check_record(
+                verify.onnx_logits(staging, "fp32", max_length, "cpu", check_pairs),
+                verify.onnx_logits(staging, "int8", max_length, "cpu", check_pairs),
+                check_pairs, quantize.detect_isa())
     if "fp16" in variants:
         if cuda_available():
             got16 = verify.onnx_logits(staging, "fp16", max_length, "cuda", pairs)

@@ -25,6 +25,10 @@ RANK_MIN_TOP10 = 9
 RANK_MIN_SPEARMAN = 0.99
 RANK_PASSAGES = 100
 RANK_SEED = 5000  # disjoint from the fixtures' fit seed (7) and the tests' evaluation seed (2000)
+# The start-up self-check: pairs whose fp32 and int8 logits the manifest keeps, so the runtime
+# can tell whether this CPU computes the int8 model that was verified (runtime/selfcheck.py).
+SELF_CHECK_PAIRS = 32
+SELF_CHECK_SEED = 6000
 
 
 def fixed_pairs() -> list[tuple[str, str]]:
@@ -43,6 +47,23 @@ def fixed_pairs() -> list[tuple[str, str]]:
         ("", "An empty query still gets a score."),
     ]
     return pairs
+
+
+def self_check_pairs() -> list[tuple[str, str]]:
+    """Seeded pairs of typical length (the check costs start-up time: ~3k tokens)."""
+    return sample_pairs(SELF_CHECK_PAIRS, seed=SELF_CHECK_SEED)
+
+
+def self_check_record(fp32: np.ndarray, int8: np.ndarray, pairs: list[tuple[str, str]],
+                      measured_on: str) -> dict[str, Any]:
+    """What the manifest keeps for the runtime's self-check: the pairs, both variants' logits on
+    the exporting CPU, and the tolerance (1% of the fp32 logits' spread: a CPU running the same
+    integer kernels reproduces them to ~1e-6; another class of kernels differs by ~10%)."""
+    from crossrank.runtime.selfcheck import tolerance
+
+    return {"measured_on": measured_on, "pairs": [list(p) for p in pairs],
+            "fp32_logits": [float(x) for x in fp32], "int8_logits": [float(x) for x in int8],
+            "tolerance": tolerance(fp32)}
 
 
 def ranking_pairs() -> tuple[list[tuple[str, str]], list[str]]:

@@ -99,9 +99,14 @@ class ModelDir:
                     self.manifest.get("variants", {}).get(preferred, {}).get("reason", "not exported"))
         return "fp32"
 
-    def isa_check(self, variant: str) -> IsaCheck | None:
+    def int8_self_check(self) -> Any:
+        """The exporter's self-check record for int8 (verify.self_check_record), or None."""
+        return self.manifest.get("variants", {}).get("int8", {}).get("self_check")
+
+    def isa_check(self, variant: str, warn: bool = True) -> IsaCheck | None:
         """For int8: the instruction set it was made and verified for against this CPU's, with a
-        warning when they differ (None for other variants or exports that do not say)."""
+        warning when they differ (None for other variants or exports that do not say); warn=False
+        when a self-check has shown this CPU reproduces the verified scores."""
         if variant != "int8":
             return None
         recipe = self.manifest.get("variants", {}).get("int8", {}).get("recipe", {})
@@ -110,7 +115,7 @@ class ModelDir:
             return None
         here = cpu.detect_isa()
         warning = None
-        if made_for != here:
+        if made_for != here and warn:
             source = self.manifest.get("source", {}).get("id", "MODEL")
             warning = (
                 f"{self.path / VARIANT_FILES['int8']} was made and verified for {made_for} CPUs; "

@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from crossrank.runtime import modeldir
+from crossrank.runtime import cpu, modeldir, selfcheck
 from crossrank.runtime.engine import Engine, Runner
 from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.modeldir import VARIANT_FILES
 from crossrank.runtime.options import DEFAULT_WINDOWS, ScoreOptions, WindowLimits
 from crossrank.runtime.profiles import BatchPolicy, ProviderProfile
 from crossrank.runtime.service import Scored, ScoreRequest, Service, check_texts
@@ -43,6 +44,17 @@ def rank(scores: np.ndarray) -> list[tuple[int, float]]:
     return [(int(i), float(s[i])) for i in order]
 
 
+def _check_note(check: selfcheck.Int8Check | None) -> str:
+    if check is None:
+        return ""
+    if check.status == "passed":
+        return (f"; int8 self-check passed: {check.pairs} pairs reproduce the export's int8 "
+                f"scores to {check.max_abs_diff:.2g} in {check.seconds:.2f}s")
+    if check.status == "failed":
+        return "; int8 self-check FAILED: serving fp32"
+    return f"; int8 self-check {check.status}"
+
+
 @dataclass(frozen=True)
 class ScorerInfo:
     """What a Scorer serves, for /info and logs."""
@@ -59,7 +71,8 @@ class ScorerInfo:
     tokenizer: str = "tokenizers"  # what tokenizes texts: nanotoken or the tokenizers library
     int8_isa: str | None = None  # the instruction set the int8 was made and verified for
     cpu_isa: str | None = None  # this CPU's
-    isa_warning: str | None = None  # set when the two differ
+    isa_warning: str | None = None  # set when the two differ and no self-check passed
+    int8_check: dict[str, Any] | None = None  # the start-up self-check (selfcheck.Int8Check)
 
 
 class Scorer:
@@ -84,12 +97,15 @@ class Scorer:
                  threads: int | None = None, token_budget: int | None = None,
                  max_rows: int | None = None, activation: str = "model", spin: bool = True,
                  pipeline: bool | None = None, windows: WindowLimits = DEFAULT_WINDOWS,
-                 max_length: int | None = None, tokenizer: str = "auto") -> Scorer:
+                 max_length: int | None = None, tokenizer: str = "auto",
+                 int8_check: bool = True) -> Scorer:
         """Load an exported model directory, checking its manifest and files first. The batch
         policy is the provider profile's for the variant; token_budget, max_rows and pipeline
         (None: the profile's choice) override it. max_length truncates pairs shorter than the
         model's own limit. tokenizer: auto (nanotoken when installed and in agreement with the
-        tokenizers library), nanotoken, or tokenizers."""
+        tokenizers library), nanotoken, or tokenizers. int8_check: before serving int8 on the
+        CPU, score the export's check pairs and serve fp32 unless this CPU reproduces the int8
+        scores the exporter verified (runtime/selfcheck.py)."""
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}")
         md = modeldir.load(path)
@@ -98,8 +114,6 @@ class Scorer:
         limit = max_length or md.max_length
         prof = resolve_provider(provider)
         chosen = md.choose_variant(variant, prof)
-        model_file = md.model_file(chosen)
-        policy = prof.policy_for(chosen)
         overrides: dict[str, Any] = {}
         if token_budget:
             overrides["token_budget"] = token_budget
@@ -107,31 +121,58 @@ class Scorer:
             overrides["max_rows"] = max_rows
         if pipeline is not None:
             overrides["pipeline"] = pipeline
-        policy = replace(policy, **overrides)
         tok = PairTokenizer(md.tokenizer_file(), limit,
                             threads=prof.tokenizer_threads or usable_cores(), backend=tokenizer)
-        if tok.backend == "nanotoken" and pipeline is None and policy.slices > 1:
-            # Tokenizing in runs hides tokenizing behind the device; with nanotoken there is
-            # little left to hide and each run costs a hand-off (simulated device at the H200's
-            # ratio: 100 chunks 36.2 ms in one part vs 40.0 ms in runs; README "GPU").
-            policy = replace(policy, slices=1)
-        sess = Session(model_file, profile=prof, threads=threads, spin=spin)
         act = md.activation if activation == "model" else activation
         if md.stand_in:
             log.warning("%s is a STAND-IN model with random weights: its scores are meaningless "
                         "(offline trials and benchmarks only)", md.path)
-        isa = md.isa_check(chosen) if prof.name == "cpu" else None
-        info = ScorerInfo(model_dir=str(md.path), name=md.name, source=md.source,
-                          stand_in=md.stand_in, variant=chosen, provider=prof.name,
-                          threads=sess.info.threads, max_length=limit, activation=act,
-                          tokenizer=tok.backend,
-                          int8_isa=isa.made_for if isa else None,
-                          cpu_isa=isa.this_cpu if isa else None,
-                          isa_warning=isa.warning if isa else None)
-        log.info("serving %s (%s, %s, %d threads, %s)", md.name, chosen, prof.name,
-                 sess.info.threads, tok.backend)
-        engine = Engine(sess, policy, max_length=limit, pad_token_id=md.pad_token_id)
-        return cls(tok, engine, activation=act, info=info, profile=prof, windows=windows)
+
+        def build(var: str) -> Scorer:
+            policy = replace(prof.policy_for(var), **overrides)
+            if tok.backend == "nanotoken" and pipeline is None and policy.slices > 1:
+                # Tokenizing in runs hides tokenizing behind the device; with nanotoken there is
+                # little left to hide and each run costs a hand-off (simulated device at the
+                # H200's ratio: 100 chunks 36.2 ms in one part vs 40.0 ms in runs; README "GPU").
+                policy = replace(policy, slices=1)
+            sess = Session(md.model_file(var), profile=prof, threads=threads, spin=spin)
+            info = ScorerInfo(model_dir=str(md.path), name=md.name, source=md.source,
+                              stand_in=md.stand_in, variant=var, provider=prof.name,
+                              threads=sess.info.threads, max_length=limit, activation=act,
+                              tokenizer=tok.backend)
+            engine = Engine(sess, policy, max_length=limit, pad_token_id=md.pad_token_id)
+            return cls(tok, engine, activation=act, info=info, profile=prof, windows=windows)
+
+        scorer = build(chosen)
+        check: selfcheck.Int8Check | None = None
+        if chosen == "int8" and prof.name == "cpu":
+            raw = scorer
+            check = (selfcheck.run(md.int8_self_check(),
+                                   lambda pairs: raw.predict(pairs, activation="identity"))
+                     if int8_check else selfcheck.Int8Check(status="skipped"))
+            if not check.ok:
+                log.warning(
+                    "int8 self-check failed on this %s CPU: %s reproduces the scores the exporter "
+                    "verified (on a %s CPU) only to %.3g, over the tolerance %.3g, so its "
+                    "rankings are unverified here; serving fp32 instead. For int8 on this "
+                    "machine, export it here: `crossrank export %s --force` (or skip the check "
+                    "with --int8-check 0).", cpu.detect_isa(), VARIANT_FILES["int8"],
+                    check.measured_on, check.max_abs_diff or 0.0, check.tolerance or 0.0,
+                    md.source)
+                scorer.close()
+                scorer = build("fp32")
+        # The instruction-set warning is for an int8 whose scores nothing checked on this CPU.
+        assert scorer.info is not None
+        served_int8 = scorer.info.variant == "int8"
+        isa = md.isa_check(chosen, warn=served_int8 and (check is None or check.status != "passed")) \
+            if chosen == "int8" and prof.name == "cpu" else None
+        scorer.info = replace(scorer.info, int8_isa=isa.made_for if isa else None,
+                              cpu_isa=isa.this_cpu if isa else None,
+                              isa_warning=isa.warning if isa and served_int8 else None,
+                              int8_check=asdict(check) if check else None)
+        log.info("serving %s (%s, %s, %d threads, %s)%s", md.name, scorer.info.variant,
+                 prof.name, scorer.info.threads, tok.backend, _check_note(check))
+        return scorer
 
     @classmethod
     def from_files(cls, model_file: Path, tokenizer_file: Path, max_length: int, *,

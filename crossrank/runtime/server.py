@@ -350,6 +350,7 @@ class App:
             "int8_isa": d.get("int8_isa"),
             "cpu_isa": d.get("cpu_isa"),
             "isa_warning": d.get("isa_warning"),
+            "int8_check": d.get("int8_check"),
             "profile": d.get("profile"),
             "batch_policy": policy,
             "version": __version__,

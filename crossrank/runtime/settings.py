@@ -49,6 +49,7 @@ class Settings:
     keepalive_timeout_s: float = 5.0
     graceful_shutdown_s: float = 30.0
     log_level: str = "info"
+    int8_check: int = 1  # 1: serve int8 only if this CPU reproduces its verified scores
 
     def resolved_model_dir(self, stand_in: bool = False) -> str:
         """The directory to serve: model_dir when set, else where `crossrank export` writes the
@@ -104,6 +105,9 @@ _HELP = {
     "keepalive_timeout_s": "idle keep-alive timeout",
     "graceful_shutdown_s": "on SIGTERM, how long in-flight requests may take to finish",
     "log_level": " | ".join(LOG_LEVELS),
+    "int8_check": "1: at start-up, score the export's check pairs with int8 and serve fp32 "
+                  "unless this CPU reproduces the int8 scores the exporter verified (~0.5 s); "
+                  "0: skip the check",
 }
 
 
@@ -168,8 +172,9 @@ def _check(s: Settings) -> None:
         raise ConfigError("window limits must be positive")
     _one_of("pipeline", s.pipeline, PIPELINE_CHOICES)
     _one_of("tokenizer", s.tokenizer, TOKENIZER_BACKENDS)
-    if s.spin not in (0, 1):
-        raise ConfigError("spin must be 0 or 1")
+    for name in ("spin", "int8_check"):
+        if getattr(s, name) not in (0, 1):
+            raise ConfigError(f"{name} must be 0 or 1")
     for name in ("threads", "token_budget", "max_rows"):
         if getattr(s, name) < 0:
             raise ConfigError(f"{name} must be 0 (default) or positive")

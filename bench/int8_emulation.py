@@ -1,0 +1,137 @@
+"""int8 logits under AVX2 numerics, emulated, checked against a real AVX2 CPU's.
+
+    python -m bench.int8_emulation [--recipes u8u8 u8s8-reduced u8u8-smooth] [--cpu EPYC-Rome]
+                                   [--topics 2000:coffee ...]
+
+ONNX Runtime picks its int8 kernels by the CPU's features, and the same int8 file scores
+differently on an AVX-512 VNNI CPU and on an AVX2-only one (u8u8 on the realistic fixture: up to
+0.43 logits apart between a Zen 4 and a Zen 3). So fidelity measured natively on a VNNI machine
+says nothing about AVX2 machines. Under `qemu-x86_64 -cpu EPYC-Rome` (Zen 2: AVX2, no AVX-512,
+no VNNI; Debian's qemu-user) ONNX Runtime takes its AVX2 kernels; this script scores the 64
+fixed pairs of ../shared/tools/int8_logits.py (the realistic fixture, `sample_pairs(64,
+seed=4242)`, one pair per run) that way for each recipe, and compares them with the logits
+written on a real Zen 3 (../shared/data/int8-logits-avx2-zen3.json) where that file has the
+recipe: agreement to float rounding means the emulation computes what the real CPU computes,
+and the other recipes' emulated figures (their error against fp32, and per-topic rankings for
+the --topics given as SEED:TOPIC) stand for that CPU. Emulation is slow (~2-4 s a pair): times
+mean nothing. Results go to bench/results/int8-emulation-<cpu>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.int8_recipes import WORK, prepare, recipe_isa
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT.parent / "shared" / "data" / "int8-logits-avx2-zen3.json"
+
+
+def _feeds(tokenizer_file: Path, pairs: list[tuple[str, str]]) -> list[dict[str, np.ndarray]]:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    tok.enable_truncation(512)
+    tok.no_padding()
+    return [{"input_ids": np.array([e.ids], np.int64),
+             "attention_mask": np.array([e.attention_mask], np.int64),
+             "token_type_ids": np.array([e.type_ids], np.int64)} for e in tok.encode_batch(pairs)]
+
+
+def sets(topics: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """The 64 fixed pairs, and each SEED:TOPIC's query against its 100 passages."""
+    from crossrank.export.corpus import passages_for, sample_pairs
+
+    out = {"fixed64": sample_pairs(64, seed=4242)}
+    for spec in topics:
+        seed, topic = spec.split(":")
+        q, passages = passages_for(topic, 100, seed=int(seed))
+        out[spec] = [(q, p) for p in passages]
+    return out
+
+
+def score(model: Path, tokenizer_file: Path, topics: list[str]) -> dict[str, list[float]]:
+    """Logits of every set, one pair per run (as the int8 runtime runs), one thread."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    out = {}
+    for name, pairs in sets(topics).items():
+        out[name] = [float(sess.run(None, {k: v for k, v in f.items() if k in names})[0].ravel()[0])
+                     for f in _feeds(tokenizer_file, pairs)]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.int8_emulation")
+    p.add_argument("--recipes", nargs="+", default=["u8u8", "u8s8-reduced", "u8u8-smooth"])
+    p.add_argument("--cpu", default="EPYC-Rome", help="qemu CPU model (EPYC-Rome: AVX2, no VNNI)")
+    p.add_argument("--topics", nargs="*", default=[], help="SEED:TOPIC rankings to add")
+    p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # model, tokenizer, out
+    args = p.parse_args(argv)
+    if args.child:
+        model, tok, out = args.child
+        Path(out).write_text(json.dumps(score(Path(model), Path(tok), args.topics)))
+        return 0
+    if shutil.which("qemu-x86_64") is None:
+        print("qemu-x86_64 is not installed (apt-get install qemu-user)", file=sys.stderr)
+        return 2
+    from crossrank.export import quantize
+    from crossrank.export.verify import compare_rankings, spearman
+
+    fp32_dir = prepare()
+    tok = fp32_dir / "tokenizer.json"
+    print("fp32 (native) ...", flush=True)
+    ref = score(fp32_dir / "model.onnx", tok, args.topics)
+    real = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else {"logits": {}}
+    rows = []
+    for name in args.recipes:
+        qfile = WORK / f"{name}.onnx"
+        quantize.quantize(fp32_dir / "model.onnx", qfile, recipe_isa(name), quantize.RECIPES[name])
+        out = WORK / f"{name}-emulated-{args.cpu}.json"
+        t0 = time.perf_counter()
+        print(f"{name}: scoring under qemu -cpu {args.cpu} ...", flush=True)
+        subprocess.run(["qemu-x86_64", "-cpu", args.cpu, sys.executable, "-m",
+                        "bench.int8_emulation", "--topics", *args.topics, "--child", str(qfile),
+                        str(tok), str(out)], cwd=ROOT, check=True, stderr=subprocess.DEVNULL)
+        got = json.loads(out.read_text())
+        a, f = np.array(got["fixed64"]), np.array(ref["fixed64"])
+        row: dict[str, Any] = {"recipe": name, "cpu": args.cpu,
+                               "emulated_seconds": round(time.perf_counter() - t0),
+                               "fixed64_vs_fp32": {
+                                   "mean_abs_diff": round(float(np.abs(a - f).mean()), 4),
+                                   "max_abs_diff": round(float(np.abs(a - f).max()), 4),
+                                   "spearman": round(spearman(f, a), 5)}}
+        if name in real["logits"]:
+            d = np.abs(a - np.array(real["logits"][name]))
+            row["vs_real_cpu"] = {"cpu": real["cpu"]["model"], "max_abs_diff": float(d.max()),
+                                  "mean_abs_diff": float(d.mean())}
+        if args.topics:
+            got_r = np.concatenate([got[t] for t in args.topics])
+            ref_r = np.concatenate([ref[t] for t in args.topics])
+            labels = [t for t in args.topics for _ in got[t]]
+            row["rankings"] = compare_rankings(ref_r, got_r, labels)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    dst = ROOT / "bench" / "results" / f"int8-emulation-{args.cpu}.json"
+    dst.write_text(json.dumps({"fixture": "realistic (build_realistic seed 0)", "rows": rows},
+                              indent=2))
+    print(f"saved {dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Outlier smoothing before int8: the fp32 function is unchanged, the activations are flatter."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from crossrank.export import quantize, smooth
+from crossrank.export.quantize import RECIPES, calibration_feeds, matmul_roles
+
+
+def logits(model: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    return np.array([sess.run(None, {k: v for k, v in f.items() if k in names})[0].ravel()[0]
+                     for f in feeds])
+
+
+def test_smoothing_keeps_the_fp32_function(realistic_dir: Path, tmp_path: Path) -> None:
+    src = realistic_dir / "model.onnx"
+    roles = matmul_roles(src)
+    feeds = calibration_feeds(realistic_dir / "tokenizer.json")
+    rec = smooth.smooth(src, tmp_path / "s.onnx", roles, {r: 0.85 for r in roles}, feeds[:16])
+    layers = len(roles["attention"])
+    # attention and both feed-forward inputs get a Mul; the attention output folds into V
+    assert rec["nodes"] == 4 * layers and rec["folded"] == layers
+    assert rec["mul_nodes"] == 3 * layers
+    check = feeds[16:32]  # not the pairs the factors came from
+    a, b = logits(src, check), logits(tmp_path / "s.onnx", check)
+    assert np.abs(a - b).max() <= 1e-3 * max(1.0, float(np.abs(a).max()))
+
+
+def test_smoothing_flattens_the_outlier_channels(realistic_dir: Path, tmp_path: Path) -> None:
+    src = realistic_dir / "model.onnx"
+    roles = matmul_roles(src)
+    feeds = calibration_feeds(realistic_dir / "tokenizer.json")[:16]
+    smooth.smooth(src, tmp_path / "s.onnx", roles, {"ffn-in": 0.85}, feeds)
+    node = roles["ffn-in"][0]
+    before_t = next(n for n in onnx.load(str(src)).graph.node if n.name == node).input[0]
+    after_t = next(n for n in onnx.load(str(tmp_path / "s.onnx")).graph.node
+                   if n.name == node).input[0]
+    before = smooth.activation_maxima(src, [before_t], feeds)[before_t]
+    after = smooth.activation_maxima(tmp_path / "s.onnx", [after_t], feeds)[after_t]
+    # the largest channel against the median one: what sets the int8 step for all the others
+    assert after.max() / np.median(after) < 0.5 * before.max() / np.median(before)
+
+
+def test_smooth_recipe_records_its_calibration(tiny_dir: Path, tmp_path: Path) -> None:
+    rec = quantize.quantize(tiny_dir / "model.onnx", tmp_path / "q.onnx", "avx2",
+                            RECIPES["u8u8-smooth"])
+    assert rec["smoothing"]["alpha"] == {r: 0.85 for r in matmul_roles(tiny_dir / "model.onnx")}
+    assert rec["smoothing"]["calibration_pairs"] == quantize.CALIBRATION_PAIRS
+    assert not list(tmp_path.glob("*.smoothed.onnx"))  # the intermediate is removed
+    plain = quantize.quantize(tiny_dir / "model.onnx", tmp_path / "p.onnx", "avx2",
+                              RECIPES["u8u8"])
+    assert plain["smoothing"] is None
+
+
+def test_smoothing_without_a_tokenizer_is_a_clear_error(tiny_dir: Path, tmp_path: Path) -> None:
+    from crossrank.export import ExportError
+
+    shutil.copy(tiny_dir / "model.onnx", tmp_path / "model.onnx")
+    with pytest.raises(ExportError, match="tokenizer"):
+        quantize.quantize(tmp_path / "model.onnx", tmp_path / "q.onnx", "avx2")
