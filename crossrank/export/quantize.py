@@ -52,6 +52,10 @@ RECIPES = {
                           smooth_alpha=SMOOTH_ALPHA),
     "u8u8-smooth": Recipe("u8u8-smooth", weights="uint8", reduce_range=False,
                           smooth_alpha=SMOOTH_ALPHA),
+    # A candidate for AVX2: 7-bit weights cannot saturate the int16 sums of the u8 x s8 kernel,
+    # which should be faster there than u8u8's widening one (unmeasured on a real AVX2 CPU).
+    "u8s8-reduced-smooth": Recipe("u8s8-reduced-smooth", weights="int8", reduce_range=True,
+                                  smooth_alpha=SMOOTH_ALPHA),
 }
 _RECIPE_FOR_ISA = {"avx512_vnni": "u8s8-smooth", "avx2": "u8u8-smooth", "arm64": "u8s8-smooth"}
 # Calibration pairs for smoothing: a seed no check, fixture or benchmark draws from.

@@ -84,8 +84,9 @@ def smooth(src: Path, dst: Path, roles: Mapping[str, list[str]], alpha: Mapping[
     factors: dict[str, np.ndarray] = {}
     for name, role in chosen.items():
         x, w_name = nodes[name].input[0], nodes[name].input[1]
-        if len(uses.get(w_name, [])) != 1:
-            raise ValueError(f"weight {w_name} is shared; cannot smooth {name}")
+        if w_name not in inits or len(uses.get(w_name, [])) != 1:
+            log.debug("%s: its weight is not a constant of its own; left as it is", name)
+            continue
         w = numpy_helper.to_array(inits[w_name]).astype(np.float64)
         a = float(alpha[role])
         x_max = np.maximum(maxima[x].astype(np.float64), _FLOOR)
@@ -116,8 +117,8 @@ def smooth(src: Path, dst: Path, roles: Mapping[str, list[str]], alpha: Mapping[
     graph.initializer.extend(new_inits)
     onnx.save(model, str(dst))
     log.info("smoothed %d nodes (%d folded into the attention values, %d Mul nodes)",
-             len(chosen), folded, len(muls))
-    return {"alpha": {k: float(v) for k, v in alpha.items() if v}, "nodes": len(chosen),
+             len(factors), folded, len(muls))
+    return {"alpha": {k: float(v) for k, v in alpha.items() if v}, "nodes": len(factors),
             "mul_nodes": len(muls), "folded": folded, "calibration_pairs": len(feeds)}
 
 

@@ -24,7 +24,11 @@ FP16_MIN_SPEARMAN = 0.98
 RANK_MIN_TOP10 = 9
 RANK_MIN_SPEARMAN = 0.99
 RANK_PASSAGES = 100
-RANK_SEED = 5000  # disjoint from the fixtures' fit seed (7) and the tests' evaluation seed (2000)
+RANK_SEED = 5000  # disjoint from the fixtures' fit seed (7) and the tests' evaluation seeds (2000+)
+# A second, held-out ranking set: int8 ships only if it passes both, so a recipe that passes the
+# check by the luck of one sample does not ship (issue 19: u8u8 passed seed 5000 on a Zen 3 and
+# failed the tests' held-out topics).
+HELD_OUT_SEED = 5001
 # The start-up self-check: pairs whose fp32 and int8 logits the manifest keeps, so the runtime
 # can tell whether this CPU computes the int8 model that was verified (runtime/selfcheck.py).
 SELF_CHECK_PAIRS = 32
@@ -66,13 +70,13 @@ def self_check_record(fp32: np.ndarray, int8: np.ndarray, pairs: list[tuple[str,
             "tolerance": tolerance(fp32)}
 
 
-def ranking_pairs() -> tuple[list[tuple[str, str]], list[str]]:
+def ranking_pairs(seed: int = RANK_SEED) -> tuple[list[tuple[str, str]], list[str]]:
     """Each topic's query against RANK_PASSAGES seeded passages (a quarter relevant), flattened;
     and the topic of each pair."""
     pairs: list[tuple[str, str]] = []
     topics: list[str] = []
     for topic in TOPICS:
-        q, passages = passages_for(topic, RANK_PASSAGES, seed=RANK_SEED)
+        q, passages = passages_for(topic, RANK_PASSAGES, seed=seed)
         pairs += [(q, p) for p in passages]
         topics += [topic] * len(passages)
     return pairs, topics
