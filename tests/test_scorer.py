@@ -309,6 +309,18 @@ def test_int8_self_check_passes_where_it_was_exported(realistic_dir: Path,
     assert "self-check passed" in caplog.text
 
 
+def test_int8_self_check_with_a_shorter_max_length_uses_the_pairs_that_fit(
+        realistic_dir: Path) -> None:
+    shipped_int8(realistic_dir)
+    record = json.loads((realistic_dir / "manifest.json").read_text())["variants"]["int8"]
+    fit = sum(n <= 128 for n in record["self_check"]["tokens"])
+    assert 8 <= fit < 32  # some check pairs are longer than 128 tokens
+    info = Scorer.from_dir(realistic_dir, max_length=128).info
+    assert info is not None and info.variant == "int8"
+    assert info.int8_check is not None and info.int8_check["status"] == "passed"
+    assert info.int8_check["pairs"] == fit
+
+
 def test_int8_self_check_failing_serves_fp32_and_says_why(realistic_dir: Path, tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     shipped_int8(realistic_dir)

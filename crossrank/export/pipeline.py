@@ -243,7 +243,8 @@ def _verify(checkpoint: Path, staging: Path, max_length: int,
             variants["int8"]["self_check"] = verify.self_check_record(
                 verify.onnx_logits(staging, "fp32", max_length, "cpu", check_pairs),
                 verify.onnx_logits(staging, "int8", max_length, "cpu", check_pairs),
-                check_pairs, quantize.detect_isa())
+                check_pairs, quantize.detect_isa(),
+                verify.pair_tokens(staging / "tokenizer.json", check_pairs))
     if "fp16" in variants:
         if cuda_available():
             got16 = verify.onnx_logits(staging, "fp16", max_length, "cuda", pairs)

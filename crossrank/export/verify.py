@@ -58,14 +58,25 @@ def self_check_pairs() -> list[tuple[str, str]]:
     return sample_pairs(SELF_CHECK_PAIRS, seed=SELF_CHECK_SEED)
 
 
+def pair_tokens(tokenizer_file: Path, pairs: list[tuple[str, str]]) -> list[int]:
+    """Each pair's length in tokens, untruncated (specials included)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    tok.no_truncation()
+    tok.no_padding()
+    return [len(e.ids) for e in tok.encode_batch(pairs)]
+
+
 def self_check_record(fp32: np.ndarray, int8: np.ndarray, pairs: list[tuple[str, str]],
-                      measured_on: str) -> dict[str, Any]:
-    """What the manifest keeps for the runtime's self-check: the pairs, both variants' logits on
-    the exporting CPU, and the tolerance (1% of the fp32 logits' spread: a CPU running the same
-    integer kernels reproduces them to ~1e-6; another class of kernels differs by ~10%)."""
+                      measured_on: str, tokens: list[int]) -> dict[str, Any]:
+    """What the manifest keeps for the runtime's self-check: the pairs and their lengths, both
+    variants' logits on the exporting CPU, and the tolerance (1% of the fp32 logits' spread: a
+    CPU running the same integer kernels reproduces them to ~1e-6; another class of kernels
+    differs by ~10%)."""
     from crossrank.runtime.selfcheck import tolerance
 
-    return {"measured_on": measured_on, "pairs": [list(p) for p in pairs],
+    return {"measured_on": measured_on, "pairs": [list(p) for p in pairs], "tokens": tokens,
             "fp32_logits": [float(x) for x in fp32], "int8_logits": [float(x) for x in int8],
             "tolerance": tolerance(fp32)}
 

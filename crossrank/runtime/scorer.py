@@ -148,12 +148,13 @@ class Scorer:
         if chosen == "int8" and prof.name == "cpu":
             raw = scorer
             check = (selfcheck.run(md.int8_self_check(),
-                                   lambda pairs: raw.predict(pairs, activation="identity"))
+                                   lambda pairs: raw.predict(pairs, activation="identity"),
+                                   max_length=limit if limit < md.max_length else None)
                      if int8_check else selfcheck.Int8Check(status="skipped"))
             if not check.ok:
                 log.warning(
                     "int8 self-check failed on this %s CPU: %s reproduces the scores the exporter "
-                    "verified (on a %s CPU) only to %.3g, over the tolerance %.3g, so its "
+                    "verified (measured on %s) only to %.3g, over the tolerance %.3g, so its "
                     "rankings are unverified here; serving fp32 instead. For int8 on this "
                     "machine, export it here: `crossrank export %s --force` (or skip the check "
                     "with --int8-check 0).", cpu.detect_isa(), VARIANT_FILES["int8"],

@@ -49,8 +49,13 @@ class Int8Check:
         return self.status != "failed"
 
 
-def run(record: Any, predict: Callable[[list[tuple[str, str]]], np.ndarray]) -> Int8Check:
-    """Score the record's pairs with predict (the int8 scorer's) and compare."""
+MIN_PAIRS = 8  # fewer pairs within a short max_length: too little to judge
+
+
+def run(record: Any, predict: Callable[[list[tuple[str, str]]], np.ndarray],
+        max_length: int | None = None) -> Int8Check:
+    """Score the record's pairs with predict (the int8 scorer's) and compare. With a max_length
+    below the model's, only the pairs that fit are used (truncated pairs score otherwise)."""
     if not isinstance(record, dict) or not record.get("pairs"):
         return Int8Check(status="unavailable")
     try:
@@ -58,10 +63,17 @@ def run(record: Any, predict: Callable[[list[tuple[str, str]]], np.ndarray]) -> 
         want = np.asarray(record["int8_logits"], dtype=np.float64)
         fp32 = np.asarray(record["fp32_logits"], dtype=np.float64)
         tol = float(record.get("tolerance", tolerance(fp32)))
+        tokens = [int(n) for n in record.get("tokens", [0] * len(pairs))]
     except (KeyError, TypeError, ValueError):
         return Int8Check(status="unavailable")
-    if len(want) != len(pairs) or len(fp32) != len(pairs):
+    if not len(want) == len(fp32) == len(tokens) == len(pairs):
         return Int8Check(status="unavailable")
+    if max_length is not None:
+        keep = [i for i, n in enumerate(tokens) if n <= max_length]
+        if len(keep) < MIN_PAIRS:
+            return Int8Check(status="unavailable")
+        pairs = [pairs[i] for i in keep]
+        want, fp32 = want[keep], fp32[keep]
     t0 = time.perf_counter()
     got = np.asarray(predict(pairs), dtype=np.float64)
     seconds = time.perf_counter() - t0
