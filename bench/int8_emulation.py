@@ -36,17 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT.parent / "shared" / "data" / "int8-logits-avx2-zen3.json"
 
 
-def _feeds(tokenizer_file: Path, pairs: list[tuple[str, str]]) -> list[dict[str, np.ndarray]]:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_file))
-    tok.enable_truncation(512)
-    tok.no_padding()
-    return [{"input_ids": np.array([e.ids], np.int64),
-             "attention_mask": np.array([e.attention_mask], np.int64),
-             "token_type_ids": np.array([e.type_ids], np.int64)} for e in tok.encode_batch(pairs)]
-
-
 def sets(topics: list[str]) -> dict[str, list[tuple[str, str]]]:
     """The 64 fixed pairs, and each SEED:TOPIC's query against its 100 passages."""
     from crossrank.export.corpus import passages_for, sample_pairs
@@ -63,6 +52,8 @@ def score(model: Path, tokenizer_file: Path, topics: list[str]) -> dict[str, lis
     """Logits of every set, one pair per run (as the int8 runtime runs), one thread."""
     import onnxruntime as ort
 
+    from crossrank.export.quantize import pair_feeds
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
@@ -71,7 +62,7 @@ def score(model: Path, tokenizer_file: Path, topics: list[str]) -> dict[str, lis
     out = {}
     for name, pairs in sets(topics).items():
         out[name] = [float(sess.run(None, {k: v for k, v in f.items() if k in names})[0].ravel()[0])
-                     for f in _feeds(tokenizer_file, pairs)]
+                     for f in pair_feeds(tokenizer_file, pairs)]
     return out
 
 

@@ -378,7 +378,7 @@ def _int8_check(md: Any) -> dict[str, Any]:
     if not record:
         return asdict(selfcheck.Int8Check(status="unavailable"))
     with Scorer.from_dir(md.path, variant="int8", provider="cpu", int8_check=False) as s:
-        return asdict(selfcheck.run(record, lambda p: s.predict(p, activation="identity")))
+        return asdict(s.check_int8(record))
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -399,7 +399,8 @@ def _info(args: argparse.Namespace) -> int:
             "shipped": bool(v.get("shipped")), "reason": v.get("reason"),
             "megabytes": round(entry.get("bytes", 0) / 1e6, 1) if entry else None,
             "recipe": v.get("recipe"), "verification": v.get("verification")}
-    if args.check and m.get("variants", {}).get("int8", {}).get("shipped"):
+    checked = bool(args.check and m.get("variants", {}).get("int8", {}).get("shipped"))
+    if checked:
         summary["int8_check"] = _int8_check(md)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -426,7 +427,7 @@ def _info(args: argparse.Namespace) -> int:
             note = "" if recipe["isa"] == summary["this_cpu"] else (
                 "  <- not this CPU's: re-export here for verified int8")
             print(f"        int8 recipe {recipe.get('name', '')} for {recipe['isa']}{note}")
-    if args.check and m.get("variants", {}).get("int8", {}).get("shipped"):
+    if checked:
         check = summary["int8_check"]
         if check["status"] == "passed":
             print(f"  int8 check  passed on this CPU: {check['pairs']} pairs reproduce the "

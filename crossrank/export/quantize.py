@@ -96,22 +96,24 @@ def matmul_roles(model_file: Path) -> dict[str, list[str]]:
     return {k: v for k, v in roles.items() if v}
 
 
-def calibration_feeds(tokenizer_file: Path) -> list[dict[str, Any]]:
-    """The smoothing calibration pairs, tokenized one pair per feed as the int8 runtime runs."""
+def pair_feeds(tokenizer_file: Path, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """ONNX Runtime feeds of one pair each (as the int8 runtime runs), truncated at 512 tokens."""
     import numpy as np
     from tokenizers import Tokenizer
-
-    from crossrank.export.corpus import sample_pairs
 
     tok = Tokenizer.from_file(str(tokenizer_file))
     tok.enable_truncation(512)
     tok.no_padding()
-    feeds = []
-    for e in tok.encode_batch(sample_pairs(CALIBRATION_PAIRS, seed=CALIBRATION_SEED)):
-        feeds.append({"input_ids": np.array([e.ids], np.int64),
-                      "attention_mask": np.array([e.attention_mask], np.int64),
-                      "token_type_ids": np.array([e.type_ids], np.int64)})
-    return feeds
+    return [{"input_ids": np.array([e.ids], np.int64),
+             "attention_mask": np.array([e.attention_mask], np.int64),
+             "token_type_ids": np.array([e.type_ids], np.int64)} for e in tok.encode_batch(pairs)]
+
+
+def calibration_feeds(tokenizer_file: Path) -> list[dict[str, Any]]:
+    """The smoothing calibration pairs, one pair per feed."""
+    from crossrank.export.corpus import sample_pairs
+
+    return pair_feeds(tokenizer_file, sample_pairs(CALIBRATION_PAIRS, seed=CALIBRATION_SEED))
 
 
 def quantize(src: Path, dst: Path, isa: str, recipe: Recipe | None = None,

@@ -145,11 +145,10 @@ class Scorer:
 
         scorer = build(chosen)
         check: selfcheck.Int8Check | None = None
+        isa = None
         if chosen == "int8" and prof.name == "cpu":
-            raw = scorer
-            check = (selfcheck.run(md.int8_self_check(),
-                                   lambda pairs: raw.predict(pairs, activation="identity"),
-                                   max_length=limit if limit < md.max_length else None)
+            check = (scorer.check_int8(md.int8_self_check(),
+                                       max_length=limit if limit < md.max_length else None)
                      if int8_check else selfcheck.Int8Check(status="skipped"))
             if not check.ok:
                 log.warning(
@@ -162,11 +161,10 @@ class Scorer:
                     md.source)
                 scorer.close()
                 scorer = build("fp32")
-        # The instruction-set warning is for an int8 whose scores nothing checked on this CPU.
+            # The instruction-set warning is for an int8 served with no passed check behind it.
+            isa = md.isa_check(chosen, warn=check.ok and check.status != "passed")
         assert scorer.info is not None
         served_int8 = scorer.info.variant == "int8"
-        isa = md.isa_check(chosen, warn=served_int8 and (check is None or check.status != "passed")) \
-            if chosen == "int8" and prof.name == "cpu" else None
         scorer.info = replace(scorer.info, int8_isa=isa.made_for if isa else None,
                               cpu_isa=isa.this_cpu if isa else None,
                               isa_warning=isa.warning if isa and served_int8 else None,
@@ -204,6 +202,12 @@ class Scorer:
     @property
     def policy(self) -> BatchPolicy:
         return self.engine.policy
+
+    def check_int8(self, record: Any, max_length: int | None = None) -> selfcheck.Int8Check:
+        """The int8 self-check on this scorer: does it reproduce the export's int8 logits on the
+        record's check pairs (selfcheck.run)?"""
+        return selfcheck.run(record, lambda pairs: self.predict(pairs, activation="identity"),
+                             max_length=max_length)
 
     # -- the calls --------------------------------------------------------------------------------
 
