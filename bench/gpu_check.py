@@ -101,9 +101,9 @@ def measure(args: argparse.Namespace) -> int:
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
     from crossrank.export.corpus import TOPICS, passages_for
-    from crossrank.export.verify import spearman
     from crossrank.runtime import batching
     from crossrank.runtime.scorer import Scorer
+    from crossrank.runtime.scores import spearman
 
     report: dict[str, Any] = {}
     if args.probe:  # only the kernel report: ONNX Runtime prints it on every run
@@ -302,7 +302,7 @@ def main() -> int:
     cores = len(os.sched_getaffinity(0))
     fast = PairTokenizer(standin / "tokenizer.json", 512, threads=cores)
     library = PairTokenizer(standin / "tokenizer.json", 512, threads=cores)
-    library._template = None
+    library.template = None
     speed: list[dict[str, Any]] = []
     for n in (int(x) for x in args.sizes.split(",")):
         docs = chunks(n, seed=0)

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         print("qemu-x86_64 is not installed (apt-get install qemu-user)", file=sys.stderr)
         return 2
     from crossrank.export import quantize
-    from crossrank.export.verify import compare_rankings, spearman
+    from crossrank.export.verify import compare_rankings
+    from crossrank.runtime.scores import spearman
 
     fp32_dir = prepare()
     tok = fp32_dir / "tokenizer.json"

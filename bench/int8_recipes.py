@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  int(repeats))))
         return 0
     from crossrank.export import quantize
-    from crossrank.export.verify import spearman
     from crossrank.runtime.cpu import detect_isa
+    from crossrank.runtime.scores import spearman
 
     fp32_dir = prepare()
     ref = evaluate(fp32_dir, fp32_dir / "model.onnx", "fp32")

@@ -36,7 +36,7 @@ from crossrank.runtime.engine import Engine
 from crossrank.runtime.profiles import PROFILES
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.service import ScoreRequest, Service
-from crossrank.runtime.session import SessionInfo, usable_cores
+from crossrank.runtime.session import usable_cores
 from crossrank.runtime.tokenization import PairTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,8 +49,6 @@ class SimulatedDevice:
     def __init__(self, rate: float, launch_s: float = 0.0002) -> None:  # no ONNX model
         self.rate = rate
         self.launch_s = launch_s
-        self.info = SessionInfo(model_file="(simulated)", provider="cuda", threads=1,
-                                input_names=("input_ids", "attention_mask", "token_type_ids"))
 
     def seconds(self, rows: int, width: int) -> float:
         return self.launch_s + rows * width / self.rate
@@ -84,7 +82,7 @@ def server_path(scorer: Scorer, sliced: bool = True) -> Callable[[list[str]], An
     loop = asyncio.new_event_loop()
 
     def call(texts: list[str]) -> Any:
-        return loop.run_until_complete(service.run_async(ScoreRequest(QUERY, texts), 60.0))
+        return loop.run_until_complete(service.score_async(ScoreRequest(QUERY, texts), 60.0))
 
     return call
 

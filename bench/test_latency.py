@@ -7,7 +7,10 @@ from typing import Any
 import pytest
 
 from bench.workload import QUERY, chunks, with_overlong
+from crossrank.runtime.options import ScoreOptions
 from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.service import ScoreRequest
+from crossrank.runtime.windows import Windows
 
 
 @pytest.mark.parametrize("n", [1, 10, 100, 1000])
@@ -38,10 +41,11 @@ def test_small_request_latency(benchmark: Any, scorer: Scorer) -> None:
 def test_overflow_cost(benchmark: Any, scorer: Scorer, overflow: str) -> None:
     # 100 chunks, 20% of them over 512 tokens: what windowed scoring costs over truncation.
     docs = with_overlong(100, 0.2, seed=1)
-    fn = scorer.logits if overflow == "truncate" else scorer.split
-    benchmark.pedantic(fn, args=(QUERY, docs), rounds=3, warmup_rounds=1)
+    options = ScoreOptions(overflow=overflow)
+    benchmark.pedantic(lambda: scorer.score_request(ScoreRequest(QUERY, docs, options)),
+                       rounds=3, warmup_rounds=1)
     enc = (scorer.tokenizer.encode(QUERY, docs) if overflow == "truncate" else
-           scorer.tokenizer.encode_windows(QUERY, docs, 128, 16, 2000))
+           Windows(scorer.tokenizer).encode(QUERY, docs))
     benchmark.extra_info["rows"] = enc.n_rows
     benchmark.extra_info["tokens"] = int(enc.lengths.sum())
     print(f"\n{overflow}: {enc.n_rows} rows, {int(enc.lengths.sum())} tokens, "

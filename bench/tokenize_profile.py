@@ -34,7 +34,7 @@ def main() -> int:
     toks: dict[str, PairTokenizer] = {}
     for threads in sorted({1, cores}):
         slow = PairTokenizer(Path(args.tokenizer), 512, threads=threads, backend="tokenizers")
-        slow._template = None  # the library's pair encoding, for comparison
+        slow.template = None  # the library's pair encoding, for comparison
         toks[f"library pairs, {threads} thread(s)"] = slow
         toks[f"fast path, tokenizers, {threads} thread(s)"] = PairTokenizer(
             Path(args.tokenizer), 512, threads=threads, backend="tokenizers")

@@ -97,10 +97,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_dir(args: argparse.Namespace) -> Path:
-    from crossrank.runtime.settings import DEFAULT_MODEL, Settings
+    from crossrank.runtime.settings import Settings
 
-    s = Settings(model=args.model or DEFAULT_MODEL, models_root=args.models_root,
-                 model_dir=args.model_dir or "")
+    s = Settings(models_root=args.models_root, model_dir=args.model_dir or "",
+                 **({"model": args.model} if args.model else {}))
     return Path(s.resolved_model_dir(args.stand_in))
 
 
@@ -132,21 +132,14 @@ def _serve(args: argparse.Namespace) -> int:
     model_dir = Path(s.resolved_model_dir(args.stand_in))
     if not s.model_dir and not (model_dir / "manifest.json").is_file():
         _export_for_serving(s.model, s.models_root, args.stand_in, model_dir)
-    from crossrank.runtime.options import WindowLimits
-    from crossrank.runtime.scorer import Scorer
+    from crossrank.runtime import serving
 
-    scorer = Scorer.from_dir(model_dir, variant=s.variant, provider=s.provider,
-                             threads=s.threads or None, token_budget=s.token_budget or None,
-                             max_rows=s.max_rows or None, spin=bool(s.spin),
-                             pipeline=s.pipeline_choice, tokenizer=s.tokenizer,
-                             int8_check=bool(s.int8_check),
-                             windows=WindowLimits(s.window_stride, s.max_windows_per_chunk,
-                                                  s.max_windows_per_request))
+    built = serving.build(s, model_dir=model_dir)
     if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_key:
         log.warning("listening on %s without an API key: anyone who can reach it can use it",
                     s.host)
     log.info("listening on http://%s:%d", s.host, s.port)
-    serve(scorer, s, sock)
+    serve(built, s, sock)
     return 0
 
 
@@ -172,8 +165,7 @@ def _export_for_serving(model: str, models_root: str, stand_in: bool, out: Path)
 
 def _export_parser(sub: Any) -> None:
     from crossrank.runtime.cpu import ISAS
-    from crossrank.runtime.modeldir import VARIANT_FILES
-    from crossrank.runtime.settings import DEFAULT_MODEL
+    from crossrank.runtime.modeldir import DEFAULT_MODEL, VARIANT_FILES
 
     p = sub.add_parser("export", help="export a Hugging Face cross-encoder to verified ONNX",
                        description="Export a Hugging Face cross-encoder to verified ONNX "
@@ -300,20 +292,20 @@ def _read_requests(text: str, query: str | None) -> tuple[list[tuple[str, list[A
 
 
 def _request_of(obj: Any, line: int) -> tuple[str, list[Any]]:
+    """(query, chunks) of one input object: the /score, /rerank or Cohere shape, read by the
+    HTTP API's own field readers (the same rules and messages)."""
+    from crossrank.runtime import api
+    from crossrank.runtime.errors import InvalidRequest
+
     where = f"line {line}: " if line > 1 else ""
     if not isinstance(obj, dict):
         raise UsageError(f"{where}expected a JSON object with 'query' and 'chunks' (or pass "
                          "--query and only the chunks)")
-    query = obj.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise UsageError(f"{where}'query' must be a non-empty string")
-    for field in ("chunks", "texts", "documents"):
-        if field in obj:
-            chunks = obj[field]
-            if not isinstance(chunks, list):
-                raise UsageError(f"{where}'{field}' must be a list of strings")
-            return query, [c["text"] if isinstance(c, dict) and "text" in c else c for c in chunks]
-    raise UsageError(f"{where}'chunks' is required")
+    field = next((f for f in ("chunks", "texts", "documents") if f in obj), "chunks")
+    try:
+        return api.get_query(obj), api.get_texts(obj, field, sys.maxsize, objects=True)
+    except InvalidRequest as exc:
+        raise UsageError(f"{where}{exc}") from exc
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -323,7 +315,8 @@ def _score(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.input == "-" else _read_file(args.input)
     requests, lines = _read_requests(text, args.query)
     from crossrank.runtime.options import ScoreOptions
-    from crossrank.runtime.scorer import Scorer, rank
+    from crossrank.runtime.scorer import Scorer
+    from crossrank.runtime.scores import rank
     from crossrank.runtime.service import ScoreRequest
 
     options = ScoreOptions(overflow=args.overflow)
@@ -333,7 +326,7 @@ def _score(args: argparse.Namespace) -> int:
             for i, c in enumerate(chunks):
                 if not isinstance(c, str):
                     raise UsageError(f"chunk {i} is not a string")
-            scored = scorer.run(ScoreRequest(query, chunks, options))
+            scored = scorer.score_request(ScoreRequest(query, chunks, options))
             ranked = rank(scorer.apply_activation(scored.logits, args.activation))
             ranked = ranked[:args.top_k] if args.top_k else ranked
             out: list[Any] = ([{"index": i, "score": s, "text": chunks[i]} for i, s in ranked]

@@ -23,6 +23,7 @@ import numpy as np
 
 from crossrank.runtime.errors import ConfigError
 from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.scores import rank
 
 _DEVICES = {None: "auto", "cpu": "cpu", "cuda": "cuda"}
 
@@ -92,12 +93,11 @@ class CrossEncoder:
             raise ConfigError("top_k must be positive (or None for all)")
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size,
                               show_progress_bar=show_progress_bar, activation_fn=activation_fn)
-        order = np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64)))
         out: list[dict[str, Any]] = []
-        for i in order[:top_k]:
-            item: dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
+        for i, score in rank(scores)[:top_k]:
+            item: dict[str, Any] = {"corpus_id": i, "score": score}
             if return_documents:
-                item["text"] = documents[int(i)]
+                item["text"] = documents[i]
             out.append(item)
         return out
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from crossrank.runtime import settings as settings_mod
 from crossrank.runtime.errors import ConfigError
 from crossrank.runtime.settings import Settings
 
@@ -73,11 +74,11 @@ class RayServeConfig:
             if k in ours:
                 mine[k] = _typed(k, raw, type(ours[k].default))
             elif k in theirs:
-                setting[k] = _typed(k, raw, type(theirs[k].default))
+                setting[k] = settings_mod.convert(k, raw)
             else:
                 raise ConfigError(f"unknown argument {key!r} for crossrank.rayserve:build_app")
         threads = setting.get("threads") or max(1, math.floor(float(mine.get("num_cpus", 2.0))))
-        base = replace(Settings(), **{**setting, "threads": threads})
+        base = settings_mod.checked(replace(Settings(), **{**setting, "threads": threads}))
         return cls(settings=base, **mine)
 
 
@@ -139,20 +140,10 @@ def deployment(cfg: RayServeConfig) -> Any:
 
     def asgi_app() -> Any:
         # Runs in each replica's process: the one engine, the same app as `crossrank serve`.
-        from crossrank.runtime.options import WindowLimits
-        from crossrank.runtime.scorer import Scorer
+        from crossrank.runtime import serving
         from crossrank.runtime.server import create_app
 
-        scorer = Scorer.from_dir(settings.resolved_model_dir(), variant=settings.variant,
-                                 provider=settings.provider, threads=settings.threads or None,
-                                 token_budget=settings.token_budget or None,
-                                 max_rows=settings.max_rows or None, spin=bool(settings.spin),
-                                 pipeline=settings.pipeline_choice, tokenizer=settings.tokenizer,
-                                 int8_check=bool(settings.int8_check),
-                                 windows=WindowLimits(settings.window_stride,
-                                                      settings.max_windows_per_chunk,
-                                                      settings.max_windows_per_request))
-        return _NamedReplica(create_app(scorer, settings), _replica_name())
+        return _NamedReplica(create_app(serving.build(settings), settings), _replica_name())
 
     class Crossrank:
         """One replica: the ASGI app above (serve.ingress) plus what Ray asks of it."""

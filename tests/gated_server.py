@@ -26,7 +26,6 @@ from crossrank.runtime.settings import Settings
 class FileGatedSession:
     def __init__(self, inner: Runner, gate: Path) -> None:
         self.inner = inner
-        self.info = inner.info
         self.gate = gate
 
     def run(self, batch: batching.Batch) -> np.ndarray:

@@ -3,7 +3,12 @@ instead of sleeps."""
 
 from __future__ import annotations
 
+import argparse
 import functools
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -11,12 +16,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from crossrank.runtime import batching
 from crossrank.runtime.engine import Runner
 from crossrank.runtime.profiles import PROFILES
 from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.settings import Settings, add_arguments, from_namespace
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class GatedSession:
@@ -25,7 +34,6 @@ class GatedSession:
 
     def __init__(self, inner: Runner, *, gated: bool = True, fail: Iterable[int] = ()) -> None:
         self.inner = inner
-        self.info = inner.info
         self.gate = threading.Event()
         if not gated:
             self.gate.set()
@@ -107,3 +115,44 @@ def shipped_int8(model_dir: Path) -> dict[str, Any]:
         pytest.skip(f"the exporter refused int8 on this {detect_isa()} CPU (worst top-10 "
                     f"{rk['min_top10_overlap']}/10, Spearman {rk['min_spearman']}): fp32 served")
     return entry
+
+
+def row(rows: batching.Rows, i: int) -> tuple[list[int], list[int]]:
+    """(ids, type_ids) of one row."""
+    a, b = int(rows.offsets[i]), int(rows.offsets[i + 1])
+    return rows.ids[a:b].tolist(), rows.type_ids[a:b].tolist()
+
+
+def settings_from(argv: list[str], env: dict[str, str] | None = None) -> Settings:
+    """Settings as `crossrank serve` reads them: these flags, then this environment."""
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return from_namespace(p.parse_args(argv), env or {})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(model_dir: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crossrank", "serve", "--model-dir", str(model_dir), "--port", str(port),
+         *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "CROSSRANK_LOG_LEVEL": "warning"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not become healthy in 60 s")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from crossrank.runtime.scorer import Scorer
-from tests.test_process import free_port
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY = "Who was the first person to walk on the moon?"
@@ -56,11 +56,12 @@ def test_score_json_lines_and_plain_lines(tiny_dir: Path, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(("stdin", "message"), [
     ("", "no input"),
-    ('{"chunks": ["a"]}', "'query' must be a non-empty string"),
+    ('{"chunks": ["a"]}', "'query' is required"),  # the HTTP API's words, from its readers
+    ('{"query": " ", "chunks": ["a"]}', "'query' must not be empty"),
     ('{"query": "q"}', "'chunks' is required"),
     ('{"query": "q", "chunks": "a"}', "must be a list"),
     ('{"query": "q", "chunks": ["a"]}\n{oops', "line 2 is not valid JSON"),
-    ('{"query": "q", "chunks": ["a", 3]}', "chunk 1 is not a string"),
+    ('{"query": "q", "chunks": ["a", 3]}', "'chunks[1]' must be a string"),
 ])
 def test_score_bad_input_is_one_line(tiny_dir: Path, stdin: str, message: str) -> None:
     r = crossrank("score", "--model-dir", str(tiny_dir), stdin=stdin)

@@ -18,9 +18,9 @@ import pytest
 
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.server import create_app
+from crossrank.runtime.service import parts_of
 from crossrank.runtime.settings import Settings
-from tests.helpers import cuda_like, gated, wait_until
-from tests.test_process import ROOT, free_port, start
+from tests.helpers import ROOT, cuda_like, free_port, gated, start, wait_until
 
 
 async def asgi_post(app: Any, path: str, body: dict[str, Any], leave: asyncio.Event) -> int:
@@ -57,7 +57,7 @@ def test_disconnected_client_frees_its_queued_work(tiny_dir: Path, sliced: bool)
     scorer, session = gated(cuda_like(base) if sliced else base)
     app = create_app(scorer, Settings())
     leaving = [f"b {i} " * (1 + i % 9) for i in range(100 if sliced else 7)]
-    assert len(scorer.engine.slice_request(leaving)) == (4 if sliced else 1)
+    assert len(parts_of(leaving, scorer.policy)) == (4 if sliced else 1)
     stay_tokens = int(scorer.tokenizer.encode("q", ["a"]).lengths.sum())
     leave_tokens = int(scorer.tokenizer.encode("q", leaving).lengths.sum())
 
@@ -81,7 +81,10 @@ def test_disconnected_client_frees_its_queued_work(tiny_dir: Path, sliced: bool)
         return await first, left
 
     first, left = asyncio.run(scenario())
-    assert first == 200 and left == 422
+    assert first == 200 and left == 499  # client_disconnected: never counted as a bad request
+    metrics = app.state.crossrank.metrics.requests
+    assert metrics.labels("score", "499")._value.get() == 1
+    assert metrics.labels("score", "422")._value.get() == 0
     assert wait_until(lambda: scorer.engine.queued_tokens == 0)
     assert session.rows == [1]  # the abandoned request's pairs never reached the model
     scorer.close()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,37 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import wait_until
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(model_dir: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "crossrank", "serve", "--model-dir", str(model_dir), "--port", str(port),
-         *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "CROSSRANK_LOG_LEVEL": "warning"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not become healthy in 60 s")
+from tests.helpers import ROOT, free_port, start, wait_until
 
 
 def test_seed_example_then_sigterm(realistic_dir: Path) -> None:

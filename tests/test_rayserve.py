@@ -18,8 +18,7 @@ import pytest
 
 from crossrank.rayserve import QueuedTokensPolicy, RayServeConfig
 from crossrank.runtime.errors import ConfigError
-from tests.helpers import wait_until
-from tests.test_process import free_port, start
+from tests.helpers import free_port, start, wait_until
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.workload import chunks as bench_chunks
-from crossrank.export.corpus import TOPICS, UNICODE, passages_for
-from crossrank.export.verify import spearman
+from crossrank.export.corpus import TOPICS, UNICODE, mixed_chunks, passages_for
 from crossrank.runtime.errors import ConfigError, ModelLoadError, Unavailable
 from crossrank.runtime.profiles import PROFILES
-from crossrank.runtime.scorer import Scorer, rank, sigmoid
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.scores import rank, sigmoid, spearman
+from crossrank.runtime.service import parts_of
 from tests.helpers import gated, shipped_int8, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ QUERY = "Who was the first person to walk on the moon?"
 
 
 def varied_chunks(n: int) -> list[str]:
-    base = bench_chunks(n, seed=3)
+    base = mixed_chunks(n, seed=3)
     base[0] = ""
     base[1] = "moon " * 700  # far over 512 tokens
     base[2] = " ".join(UNICODE)
@@ -223,7 +223,7 @@ def test_pipelined_path_gives_the_same_scores(realistic_dir: Path) -> None:
     chunks = varied_chunks(70)
     expected = plain.logits(QUERY, chunks)
     piped = plain.derive(policy=replace(plain.policy, pipeline=True, slices=5))
-    assert len(piped.engine.slice_request(chunks)) == 5
+    assert len(parts_of(chunks, piped.policy)) == 5
     for multiple, rows in ((1, 1), (64, 1), (64, 16)):  # CUDA rounds shapes: same scores
         shaped = piped.derive(policy=replace(piped.policy, pad_multiple=multiple,
                                              row_multiple=rows))
@@ -236,8 +236,8 @@ def test_pipeline_is_on_with_cuda_only_unless_asked(tiny_dir: Path) -> None:
     assert not plain.policy.pipeline and plain.describe()["batch_policy"]["pipeline"] is False
     piped = Scorer.from_dir(tiny_dir, variant="fp32", pipeline=True)
     assert piped.policy.pipeline and piped.describe()["batch_policy"]["pipeline"] is True
-    assert len(piped.engine.slice_request(["x"] * 65)) == piped.policy.slices
-    assert len(plain.engine.slice_request(["x"] * 65)) == 1
+    assert len(parts_of(["x"] * 65, piped.policy)) == piped.policy.slices
+    assert len(parts_of(["x"] * 65, plain.policy)) == 1
     assert PROFILES["cuda"].batch.pipeline and not PROFILES["cpu"].batch.pipeline
 
 

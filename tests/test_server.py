@@ -13,9 +13,13 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from crossrank.runtime.scorer import Scorer, sigmoid
+from crossrank.runtime.options import WindowLimits
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.scores import sigmoid
 from crossrank.runtime.server import create_app
+from crossrank.runtime.service import parts_of
 from crossrank.runtime.settings import Settings
+from crossrank.runtime.windows import Windows
 from tests.helpers import cuda_like, gated, library, wait_until
 
 SEED_QUERY = "Who was the first person to walk on the moon?"
@@ -345,16 +349,16 @@ def mixed_texts(n: int) -> list[str]:
 
 def test_sliced_request_gives_the_one_part_answer(piped: Scorer, scorer: Scorer) -> None:
     texts = mixed_texts(150)
-    parts = piped.engine.slice_request(texts)
+    parts = parts_of(texts, piped.policy)
     assert len(parts) == 4 and sorted(np.concatenate(parts).tolist()) == list(range(150))
     queued: list[int] = []
     submit = piped.engine.submit
 
-    def counting(enc: Any, *args: Any, **kwargs: Any) -> Any:
-        queued.append(enc.n_rows)
-        return submit(enc, *args, **kwargs)
+    def counting(rows: Any, *args: Any, **kwargs: Any) -> Any:
+        queued.append(len(rows))
+        return submit(rows, *args, **kwargs)
 
-    piped.engine.submit = counting  # type: ignore[method-assign]  # counts this engine's parts
+    piped.engine.submit = counting  # type: ignore[method-assign]  # counts the parts
     try:
         with make_client(piped) as c, make_client(scorer) as one:
             for overflow in ("truncate", "split"):
@@ -393,7 +397,7 @@ def test_sliced_request_errors_name_the_callers_index(piped: Scorer) -> None:
 def test_accepted_sliced_request_is_not_refused_halfway(piped: Scorer) -> None:
     texts = mixed_texts(150)
     held, session = gated(piped)
-    first_part = tokens(piped, "q", [texts[i] for i in piped.engine.slice_request(texts)[0]])
+    first_part = tokens(piped, "q", [texts[i] for i in parts_of(texts, piped.policy)[0]])
     total = tokens(piped, "q", texts)
     small = tokens(piped, "q", ["a"])
     with make_client(held, max_queued_tokens=first_part + 10) as c, ThreadPoolExecutor(2) as pool:
@@ -421,8 +425,8 @@ def test_failed_part_fails_the_sliced_request_and_nothing_hangs(piped: Scorer) -
 def test_sliced_request_keeps_the_window_caps_per_request(piped: Scorer) -> None:
     texts = mixed_texts(150)  # texts[5] is ~700 tokens: more than one window
     body = {"query": "q", "chunks": texts, "overflow": "split"}
-    need = piped.tokenizer.encode_windows("q", texts, 128, 16, 10_000).n_rows
-    assert need > 150 and len(piped.engine.slice_request(texts)) == 4  # each part is under `need`
+    need = Windows(piped.tokenizer, WindowLimits(128, 16, 10_000)).encode("q", texts).n_rows
+    assert need > 150 and len(parts_of(texts, piped.policy)) == 4  # each part is under `need`
     with make_client(piped, max_windows_per_request=need - 1) as c:
         err = assert_error(c.post("/score", json=body), 422)["error"]
         assert "per request" in err

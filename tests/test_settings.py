@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from crossrank.runtime.errors import ConfigError
-from crossrank.runtime.settings import Settings, build
+from crossrank.runtime.settings import Settings
+from tests.helpers import settings_from as build
 
 
 def test_defaults() -> None:
@@ -21,13 +22,18 @@ def test_env_fallback_and_flag_precedence() -> None:
     assert build(["--port", "9001"], env=env).port == 9001
 
 
-def test_public_hides_the_key() -> None:
-    assert build([], env={"CROSSRANK_API_KEY": "secret"}).public()["api_key"] is True
+def test_switches_and_auto_read_as_bool_and_none() -> None:
+    s = build(["--spin", "0", "--pipeline", "on", "--threads", "auto", "--max-rows", "0"],
+              env={"CROSSRANK_INT8_CHECK": "false", "CROSSRANK_TOKEN_BUDGET": "4096"})
+    assert (s.spin, s.pipeline, s.threads, s.max_rows, s.int8_check, s.token_budget) == (
+        False, True, None, None, False, 4096)
+    assert build(["--pipeline", "auto"]).pipeline is None
 
 
 @pytest.mark.parametrize("argv", [["--port", "0"], ["--provider", "tpu"], ["--variant", "int4"],
                                   ["--max-chunks", "0"], ["--request-timeout-s", "-1"],
-                                  ["--threads", "x"], ["--pipeline", "maybe"]])
+                                  ["--threads", "x"], ["--pipeline", "maybe"],
+                                  ["--spin", "2"], ["--threads", "-1"]])
 def test_invalid(argv: list[str]) -> None:
     with pytest.raises(ConfigError):
         build(argv, env={})

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from crossrank.export.corpus import UNICODE
 from crossrank.runtime.errors import ConfigError, ModelLoadError
 from crossrank.runtime.tokenization import Encoded, PairTokenizer
-from tests.helpers import full_length
+from tests.helpers import full_length, row
 
 LONG = "the moon landing " * 400
 
@@ -27,15 +27,15 @@ def test_matches_hf_tokenizer_longest_first(tiny_dir: Path, tiny_ckpt: Path) -> 
     enc = tok.encode_pairs(pairs)
     ref = hf([p[0] for p in pairs], [p[1] for p in pairs], truncation=True, max_length=512)
     for i in range(len(pairs)):
-        ids, types = enc.rows.row(i)
-        assert ids.tolist() == ref["input_ids"][i]
-        assert types.tolist() == ref["token_type_ids"][i]
+        ids, types = row(enc.rows, i)
+        assert ids == ref["input_ids"][i]
+        assert types == ref["token_type_ids"][i]
         assert enc.lengths[i] == len(ref["input_ids"][i]) <= 512
 
 
 def test_segment_ids_mark_the_chunk(tiny_dir: Path) -> None:
     enc = PairTokenizer(tiny_dir / "tokenizer.json", 512).encode("who", ["moon"])
-    assert enc.rows.row(0)[1].tolist() == [0, 0, 0, 1, 1]
+    assert row(enc.rows, 0)[1] == [0, 0, 0, 1, 1]
 
 
 def test_truncation_is_reported(tiny_dir: Path) -> None:
@@ -73,14 +73,14 @@ def _library(tok: PairTokenizer, pairs: list[tuple[str, str]]) -> list[tuple[lis
 
 
 def _rows(enc: Encoded) -> list[tuple[list[int], list[int]]]:
-    return [(a.tolist(), b.tolist()) for a, b in (enc.rows.row(i) for i in range(enc.n_rows))]
+    return [row(enc.rows, i) for i in range(enc.n_rows)]
 
 
 @pytest.mark.parametrize("max_length", [16, 17, 64, 512])
 def test_fast_path_equals_library_pair_encoding(tiny_dir: Path, max_length: int) -> None:
     """Every split of the budget: query and chunk lengths on a grid around the limit."""
     tok = PairTokenizer(tiny_dir / "tokenizer.json", max_length)
-    assert tok.fast
+    assert tok.template is not None
     sizes = sorted({0, 1, 2, max_length // 2 - 2, max_length // 2 - 1, max_length // 2,
                     max_length // 2 + 1, max_length - 4, max_length - 3, max_length,
                     max_length + 7, 2 * max_length})
@@ -124,7 +124,7 @@ def test_other_pair_templates_are_learned(tiny_dir: Path, tmp_path: Path) -> Non
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps(spec))
     tok = PairTokenizer(path, 64)
-    assert tok.fast
+    assert tok.template is not None
     pairs = [("who walked", "on the moon"), ("q " * 40, "c " * 40), ("", "")]
     got = _rows(tok.encode_pairs(pairs))
     assert got == _library(tok, pairs)
@@ -137,7 +137,7 @@ def test_library_path_when_the_template_is_unknown(tiny_dir: Path,
 
     monkeypatch.setattr(t, "_learn_template", lambda tok: None)
     tok = PairTokenizer(tiny_dir / "tokenizer.json", 64)
-    assert not tok.fast
+    assert tok.template is None
     pairs = [("who", "moon " * 100), ("q", "")]
     enc = tok.encode_pairs(pairs, with_truncation=True)
     assert _rows(enc) == _library(tok, pairs)
@@ -152,7 +152,7 @@ def test_disagreeing_fast_path_is_turned_off(tiny_dir: Path,
     real = t._longest_first
     monkeypatch.setattr(t, "_longest_first", lambda a, b, n: real(a, b, n + 1))
     tok = PairTokenizer(tiny_dir / "tokenizer.json", 64)
-    assert not tok.fast
+    assert tok.template is None
     assert _rows(tok.encode("q", ["moon " * 100])) == _library(tok, [("q", "moon " * 100)])
 
 
@@ -165,7 +165,7 @@ def test_a_template_probe_that_fails_falls_back(tiny_dir: Path,
 
     monkeypatch.setattr(t, "_learn_template", broken)
     tok = PairTokenizer(tiny_dir / "tokenizer.json", 64)
-    assert not tok.fast
+    assert tok.template is None
     assert _rows(tok.encode("q", ["moon"])) == _library(tok, [("q", "moon")])
 
 
@@ -200,7 +200,7 @@ def nano_and_library(tiny_dir: Path) -> tuple[PairTokenizer, PairTokenizer]:
 
 def test_nanotoken_gives_the_library_ids_on_10k_texts(tiny_dir: Path) -> None:
     from crossrank.export.corpus import FILLER, TOPICS, mixed_chunks, sample_pairs
-    from crossrank.runtime.tokenization import probe_texts
+    from crossrank.runtime.backends import probe_texts
 
     nano, lib = nano_and_library(tiny_dir)
     texts = (mixed_chunks(3000, seed=11) + [p for _, p in sample_pairs(2000, seed=12)]

@@ -11,9 +11,13 @@ from starlette.testclient import TestClient
 
 from crossrank.runtime import batching
 from crossrank.runtime.errors import LimitExceeded
+from crossrank.runtime.options import ScoreOptions, WindowLimits
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.server import create_app
+from crossrank.runtime.service import ScoreRequest
 from crossrank.runtime.settings import Settings
+from crossrank.runtime.windows import Windows
+from tests.helpers import row
 
 QUERY = "Who was the first person to walk on the moon?"
 FILLER = "The committee met on Tuesday to review the annual budget. " * 60  # ~720 tokens
@@ -25,9 +29,15 @@ def scorer(realistic_dir: Path) -> Scorer:
     return Scorer.from_dir(realistic_dir, variant="fp32")
 
 
+def split_logits(scorer: Scorer, chunks: list[str]) -> np.ndarray:
+    """Logits with overflow='split': an over-long chunk scores as its best window."""
+    request = ScoreRequest(QUERY, chunks, ScoreOptions(overflow="split"))
+    return scorer.score_request(request).logits
+
+
 def windows_by_hand(scorer: Scorer, query: str, chunk: str, stride: int) -> list[np.ndarray]:
     """[CLS] q [SEP] window [SEP] built from token ids, independent of the splitter."""
-    tok = scorer.tokenizer._full
+    tok = scorer.tokenizer.library
     q = tok.encode(query, add_special_tokens=False).ids
     c = tok.encode(chunk, add_special_tokens=False).ids
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
@@ -47,7 +57,7 @@ def test_answer_past_the_limit(scorer: Scorer) -> None:
     long_chunk = FILLER + ANSWER
     chunks = [long_chunk, "Bread needs flour and water.", ANSWER]
     truncated = scorer.logits(QUERY, chunks)
-    split = scorer.split(QUERY, chunks)
+    split = split_logits(scorer, chunks)
     # truncate: the long chunk scores as its head (the answer is cut off)
     head = scorer.tokenizer.encode(QUERY, [long_chunk])
     assert head.lengths[0] == 512
@@ -73,15 +83,15 @@ def test_answer_past_the_limit(scorer: Scorer) -> None:
 def test_windows_fit_and_cover_every_token(scorer: Scorer) -> None:
     tok = scorer.tokenizer
     chunk = " ".join(f"w{i}" for i in range(1500))
-    enc = tok.encode_windows(QUERY, [chunk, "short"], stride=64, max_per_chunk=16, max_total=100)
+    enc = Windows(tok, WindowLimits(64, 16, 100)).encode(QUERY, [chunk, "short"])
     assert enc.owner is not None and enc.n_chunks == 2
     assert (enc.lengths <= tok.max_length).all()
-    chunk_ids = tok._full.encode(chunk, add_special_tokens=False).ids
+    chunk_ids = tok.library.encode(chunk, add_special_tokens=False).ids
     seen: list[int] = []
     for i, own in enumerate(enc.owner):
-        row, tids = enc.rows.row(i)
-        if own == 0:
-            seen.extend(row[(tids == 1)][:-1].tolist())  # segment 1 minus the final [SEP]
+        ids, tids = row(enc.rows, i)
+        if own == 0:  # segment 1 minus the final [SEP]
+            seen.extend([t for t, ty in zip(ids, tids, strict=True) if ty == 1][:-1])
     # every token of the chunk appears, in order, with overlaps between windows
     assert set(chunk_ids) <= set(seen)
     assert len(seen) > len(chunk_ids)
@@ -91,10 +101,9 @@ def test_windows_fit_and_cover_every_token(scorer: Scorer) -> None:
 def test_window_caps(scorer: Scorer) -> None:
     chunk = "moon " * 3000
     with pytest.raises(LimitExceeded, match="per chunk"):
-        scorer.tokenizer.encode_windows(QUERY, [chunk], 128, max_per_chunk=2, max_total=100)
+        Windows(scorer.tokenizer, WindowLimits(128, 2, 100)).encode(QUERY, [chunk])
     with pytest.raises(LimitExceeded, match="per request"):
-        scorer.tokenizer.encode_windows(QUERY, [chunk, chunk], 128, max_per_chunk=16,
-                                        max_total=10)
+        Windows(scorer.tokenizer, WindowLimits(128, 16, 10)).encode(QUERY, [chunk, chunk])
 
 
 def test_split_and_report_over_http(scorer: Scorer) -> None:
@@ -109,7 +118,7 @@ def test_split_and_report_over_http(scorer: Scorer) -> None:
         assert reported.headers["x-truncated-chunks"].startswith("0:")
         assert reported.json() == plain.json()
         split = c.post("/score", json={"query": QUERY, "chunks": chunks, "overflow": "split"})
-        expected = scorer.split(QUERY, chunks)
+        expected = split_logits(scorer, chunks)
         assert dict((i, s) for i, s in split.json())[0] == pytest.approx(float(expected[0]),
                                                                         abs=1e-5)
         for path, body in [("/rerank", {"query": QUERY, "texts": chunks}),
@@ -127,8 +136,8 @@ def test_split_and_report_over_http(scorer: Scorer) -> None:
 
 def test_query_too_long_for_a_window_falls_back_to_truncation(scorer: Scorer) -> None:
     long_query = "moon " * 600
-    enc = scorer.tokenizer.encode_windows(long_query, [FILLER, "short"], 128, 16, 100,
-                                          with_truncation=True)
+    enc = Windows(scorer.tokenizer, WindowLimits(128, 16, 100)).encode(
+        long_query, [FILLER, "short"], with_truncation=True)
     assert enc.owner is not None and enc.owner.tolist() == [0, 1]
     assert enc.truncated is not None and (enc.truncated > 0).all()  # both pairs were cut
     assert (enc.lengths == 512).all()

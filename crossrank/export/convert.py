@@ -12,7 +12,6 @@ from crossrank.export import ExportError, HubUnreachable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-12-v2"
 _HUB_FILES = [
     "config.json", "*.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
     "vocab.txt", "special_tokens_map.json", "sentencepiece.bpe.model", "spm.model",

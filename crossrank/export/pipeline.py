@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from crossrank.export import ExportError, convert, manifest, optimize, quantize, verify
-from crossrank.runtime.modeldir import FORMAT_VERSION, VARIANT_FILES, sha256
+from crossrank.runtime.modeldir import DEFAULT_MODEL, FORMAT_VERSION, VARIANT_FILES, export_name, sha256
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ STANDIN_ID = "crossrank/stand-in-ms-marco-MiniLM-L-12-v2"
 class Options:
     """What to export and how."""
 
-    model: str = convert.DEFAULT_MODEL
+    model: str = DEFAULT_MODEL
     revision: str | None = None
     out_dir: Path | None = None
     models_root: Path = Path("models")
@@ -54,12 +54,6 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     yield
     timings[name] = round(time.perf_counter() - t0, 2)
     log.info("[%s] done in %.1fs", name, timings[name])
-
-
-def default_name(opts: Options) -> str:
-    if opts.stand_in:
-        return "stand-in-L-12"
-    return Path(opts.model.rstrip("/")).name
 
 
 def _fingerprint(src: Path | None, opts: Options) -> str:
@@ -132,7 +126,7 @@ def run(opts: Options) -> Path:
     """Export, verify and publish one model directory; returns its path."""
     require_export_extra()
     timings: dict[str, float] = {}
-    out = opts.out_dir or (opts.models_root / default_name(opts))
+    out = opts.out_dir or (opts.models_root / export_name(opts.model, opts.stand_in))
     isa = opts.isa or quantize.detect_isa()
     src_tmp: Path | None = None
     try:

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.export import ExportError
+from crossrank.export.convert import IDENTITY
 
 log = logging.getLogger(__name__)
 
-IDENTITY = "torch.nn.modules.linear.Identity"
 STANDIN_MARK = "crossrank_stand_in"
 
 # ms-marco-MiniLM-L-12-v2's architecture.

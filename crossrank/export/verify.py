@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from crossrank.export.corpus import TOPICS, UNICODE, passages_for, sample_pairs
+from crossrank.runtime.scores import spearman
 
 log = logging.getLogger(__name__)
 
@@ -110,24 +111,6 @@ def compare_rankings(ref: np.ndarray, got: np.ndarray, topics: list[str]) -> dic
             "bound": f"per topic: top-10 overlap >= {RANK_MIN_TOP10}, spearman >= "
                      f"{RANK_MIN_SPEARMAN} vs fp32 ({len(per)} queries x {RANK_PASSAGES})",
             "per_topic": per}
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation with average ranks for ties."""
-    def ranks(x: np.ndarray) -> np.ndarray:
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x), dtype=np.float64)
-        r[order] = np.arange(len(x), dtype=np.float64)
-        for v in np.unique(x):
-            idx = np.flatnonzero(x == v)
-            if len(idx) > 1:
-                r[idx] = r[idx].mean()
-        return r
-
-    ra, rb = ranks(np.asarray(a, dtype=np.float64)), ranks(np.asarray(b, dtype=np.float64))
-    if ra.std() == 0 or rb.std() == 0:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def reference_logits(checkpoint: Path, pairs: list[tuple[str, str]]) -> np.ndarray:

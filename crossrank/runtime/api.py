@@ -1,4 +1,4 @@
-"""The request shapes clients speak, parsed once into typed calls and rendered back: the seed's
+"""The request shapes clients speak, parsed once into typed calls and rendered back: the original
 /score, Text Embeddings Inference's /rerank and Cohere's /v1|v2/rerank. No HTTP here.
 
 A field that would change what a request means and is not supported (Cohere's rank_fields and
@@ -9,29 +9,24 @@ original servers ignore them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from crossrank.runtime.errors import InvalidRequest, LimitExceeded
-from crossrank.runtime.options import OVERFLOW_MODES, ScoreOptions
-from crossrank.runtime.scorer import rank, sigmoid
+from crossrank.runtime.options import OVERFLOW_MODES, RequestLimits, ScoreOptions
+from crossrank.runtime.scores import activate, rank, sigmoid
 from crossrank.runtime.service import Scored, ScoreRequest
 
-
-@dataclass(frozen=True)
-class Limits:
-    """What the server allows per request."""
-
-    max_chunks: int = 1000
-    overflow_default: str = "truncate"
+# TEI's truncation_direction values (its enum is capitalised; lower case is accepted too).
+TRUNCATION_DIRECTIONS = ("right", "Right", "left", "Left")
 
 
 @dataclass(frozen=True)
-class SeedCall:
-    """POST /score: raw scores with the model's own activation, [[index, score], ...]."""
+class ScoreCall:
+    """POST /score, the original shape: scores with the model's own activation,
+    [[index, score], ...]."""
 
     request: ScoreRequest
 
@@ -55,10 +50,10 @@ class CohereCall:
     version: str
 
 
-Call = SeedCall | TeiCall | CohereCall
+Call = ScoreCall | TeiCall | CohereCall
 
 # Cohere fields crossrank cannot honour, and what to do instead.
-_UNSUPPORTED_COHERE = {
+UNSUPPORTED_COHERE = {
     "rank_fields": "crossrank scores each document's text (a string, or an object's 'text'); "
                    "send the field to rank on as the text",
     "max_chunks_per_doc": "send overflow='split' to score long documents as windows",
@@ -126,7 +121,7 @@ def get_pos_int(body: dict[str, Any], field: str) -> int | None:
     return v
 
 
-def get_options(body: dict[str, Any], limits: Limits, must_fit: bool = False,
+def get_options(body: dict[str, Any], limits: RequestLimits, must_fit: bool = False,
                 max_tokens: int | None = None) -> ScoreOptions:
     """crossrank's extensions every shape takes: overflow and report_truncation."""
     mode = body.get("overflow")
@@ -141,18 +136,18 @@ def get_options(body: dict[str, Any], limits: Limits, must_fit: bool = False,
 
 # -- parsing: a JSON object in, a typed call out -------------------------------------------------
 
-def parse_seed(body: dict[str, Any], limits: Limits) -> SeedCall:
+def parse_score(body: dict[str, Any], limits: RequestLimits) -> ScoreCall:
     query = get_query(body)
     chunks = get_texts(body, "chunks", limits.max_chunks)
-    return SeedCall(ScoreRequest(query, chunks, get_options(body, limits)))
+    return ScoreCall(ScoreRequest(query, chunks, get_options(body, limits)))
 
 
-def parse_tei(body: dict[str, Any], limits: Limits) -> TeiCall:
+def parse_tei(body: dict[str, Any], limits: RequestLimits) -> TeiCall:
     query = get_query(body)
     texts = get_texts(body, "texts", limits.max_chunks)
     direction = body.get("truncation_direction")
     direction = "right" if direction is None else direction
-    if not isinstance(direction, str) or direction not in ("right", "Right", "left", "Left"):
+    if not isinstance(direction, str) or direction not in TRUNCATION_DIRECTIONS:
         raise InvalidRequest("'truncation_direction' must be 'right' or 'left'")
     if direction in ("left", "Left"):
         raise InvalidRequest("truncation_direction 'left' is not supported; crossrank "
@@ -163,8 +158,8 @@ def parse_tei(body: dict[str, Any], limits: Limits) -> TeiCall:
                    return_text=get_bool(body, "return_text", False))
 
 
-def parse_cohere(body: dict[str, Any], limits: Limits, version: str) -> CohereCall:
-    for name, instead in _UNSUPPORTED_COHERE.items():
+def parse_cohere(body: dict[str, Any], limits: RequestLimits, version: str) -> CohereCall:
+    for name, instead in UNSUPPORTED_COHERE.items():
         if body.get(name) is not None:
             raise InvalidRequest(f"'{name}' is not supported: {instead}")
     query = get_query(body)
@@ -181,11 +176,12 @@ def parse_cohere(body: dict[str, Any], limits: Limits, version: str) -> CohereCa
 
 # -- rendering: scores in, a JSON-able answer out -----------------------------------------------
 
-def render(call: Call, scored: Scored, model_activation: Callable[[np.ndarray], np.ndarray]) -> Any:
-    """The answer in the call's own shape, sorted by score, ties by index."""
+def render(call: Call, scored: Scored, model_activation: str) -> Any:
+    """The answer in the call's own shape, sorted by score, ties by index. model_activation:
+    the model's own (identity or sigmoid), which the original /score applies."""
     texts = call.request.texts
-    if isinstance(call, SeedCall):
-        return [[i, s] for i, s in rank(model_activation(scored.logits))]
+    if isinstance(call, ScoreCall):
+        return [[i, s] for i, s in rank(activate(scored.logits, "model", model_activation))]
     if isinstance(call, TeiCall):
         out = []
         for i, s in rank(scored.logits if call.raw_scores else sigmoid(scored.logits)):

@@ -14,18 +14,6 @@ from typing import Any
 
 import numpy as np
 
-# Chosen by measurement on the 2-core dev machine (stand-in L-12, int8, 100-chunk mixed request);
-# see README "Batch budgets". Small batches keep activations in cache on CPUs.
-CPU_TOKEN_BUDGET = 2048
-CPU_MAX_ROWS = 64
-GPU_TOKEN_BUDGET = 32768
-GPU_MAX_ROWS = 512
-# On CUDA, widths rounded up to 64 tokens and row counts to 16 rows: cuDNN attention plans per
-# shape, and with exact shapes every new request paid for new plans (H200, 2000 fresh chunks per
-# request: 1.08M tokens/s exact, 2.36M rounded; README "GPU").
-GPU_PAD_MULTIPLE = 64
-GPU_ROW_MULTIPLE = 16
-
 
 @dataclass(frozen=True)
 class Batch:
@@ -140,11 +128,6 @@ class Rows:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, type_ids) of one row, as views."""
-        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
-        return self.ids[a:b], self.type_ids[a:b]
-
     @classmethod
     def from_lists(cls, ids: Sequence[Any], type_ids: Sequence[Any] | None) -> Rows:
         """From per-row sequences of ints (lists, arrays, the library's encodings' ids);
@@ -196,21 +179,3 @@ def pad(rows: Rows, positions: np.ndarray, pad_id: int = 0, multiple: int = 1,
     filled = np.concatenate([lens, np.ones(total - n, dtype=np.int64)])
     mask = (np.arange(width, dtype=np.int64) < filled[:, None]).astype(np.int64)
     return Batch(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type, positions=pos)
-
-
-def restore(n: int, batches: Sequence[Batch], results: Sequence[np.ndarray]) -> np.ndarray:
-    """Scatter per-batch scores back into the caller's order."""
-    out = np.zeros(n, dtype=np.float32)
-    seen = np.zeros(n, dtype=bool)
-    for batch, res in zip(batches, results, strict=True):
-        out[batch.positions] = res[: len(batch.positions)]
-        seen[batch.positions] = True
-    if not seen.all():
-        raise ValueError("some positions were not scored")
-    return out
-
-
-def padded_tokens(lengths: Sequence[int] | np.ndarray, groups: Sequence[np.ndarray]) -> int:
-    """Tokens the model will compute for a plan, padding included."""
-    lens = np.asarray(lengths, dtype=np.int64)
-    return int(sum(len(g) * int(lens[g].max()) for g in groups))

@@ -1,11 +1,9 @@
-"""The one engine: a thread owns the session and batches pairs across every caller.
+"""The one engine: a queue, and a thread that owns the session and batches rows across callers.
 
-The library (`Scorer`, synchronous) and the HTTP server (asynchronous) are front ends of the same
-engine: both tokenize a request (a large one on a pipelined profile in runs, each submitted as
-soon as it is tokenized, so the device starts while the rest is still being tokenized) and submit
-the encoded rows here. The engine's thread takes every job waiting (up to a token cap) as one
-round, sorts all their pairs by length into token-budget batches, and hands each job the scores of
-its own rows.
+It knows token rows, not requests: `Service` (service.py) tokenizes a request and submits its rows
+here, part by part; the engine's thread takes every job waiting (up to a token cap) as one round,
+sorts all their rows by length into token-budget batches, and settles each job's future with the
+logits of its own rows.
 
 Queued tokens are bounded for callers that pass a limit (the server: above it, new work is
 refused at once with Overloaded, 429). Work whose caller timed out or went away is dropped before
@@ -15,14 +13,13 @@ waiting job fails - none is left hanging.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,18 +35,12 @@ from crossrank.runtime.errors import (
     Unavailable,
 )
 from crossrank.runtime.profiles import BatchPolicy
-from crossrank.runtime.session import SessionInfo
-from crossrank.runtime.tokenization import Encoded
 
 log = logging.getLogger(__name__)
-
-Parts = list[tuple[Encoded, np.ndarray]]
 
 
 class Runner(Protocol):
     """What the engine runs batches on: an ONNX Runtime Session, or a simulated device."""
-
-    info: SessionInfo
 
     def run(self, batch: batching.Batch) -> np.ndarray:
         """float32 logits, one per row of the batch (filler rows included)."""
@@ -70,9 +61,9 @@ class Hooks:
 
 @dataclass(eq=False)
 class Job:
-    """One part of one request, waiting for inference."""
+    """Rows of one part of one request, waiting for inference."""
 
-    enc: Encoded
+    rows: batching.Rows
     tokens: int
     deadline: float  # time.monotonic(); math.inf for none
     future: concurrent.futures.Future[np.ndarray] = field(
@@ -135,15 +126,6 @@ class Engine:
 
     # -- planning (pure policy, used by the thread and by benchmarks) ---------------------------
 
-    def slice_request(self, chunks: Sequence[str]) -> list[np.ndarray]:
-        """How a request is tokenized: with pipelining, chunk positions in runs of similar length
-        (batching.slices_by_size); otherwise one run holding everything."""
-        p = self.policy
-        if not p.pipeline or len(chunks) <= p.slice_min_chunks or p.slices < 2:
-            return [np.arange(len(chunks))]
-        sizes = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
-        return batching.slices_by_size(sizes, p.slices)
-
     def plan(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Batches for rows of these lengths, with this policy's budget and padding."""
         p = self.policy
@@ -169,62 +151,29 @@ class Engine:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    def check_capacity(self, limit: int) -> None:
-        """Raise Overloaded if `limit` tokens are already queued (cheap: before tokenizing)."""
+    def check_capacity(self, max_queued: int) -> None:
+        """Raise Overloaded if max_queued tokens are already queued (cheap: before tokenizing)."""
         queued = self._queued
-        if queued >= limit:
-            raise self._overloaded(queued, limit)
+        if queued >= max_queued:
+            raise self._overloaded(queued, max_queued)
 
-    def submit(self, enc: Encoded, deadline: float = math.inf, limit: int | None = None) -> Job:
-        """Queue one part; with a limit, refuse it (Overloaded) if it would take the queue over
-        (a part alone larger than the limit is accepted into an empty queue)."""
-        job = Job(enc=enc, tokens=int(enc.lengths.sum()), deadline=deadline)
+    def submit(self, rows: batching.Rows, deadline: float = math.inf,
+               max_queued: int | None = None) -> Job:
+        """Queue rows; their logits arrive in the job's future. With max_queued, refuse them
+        (Overloaded) if they would take the queue over it (a part alone larger than the bound
+        is accepted into an empty queue)."""
+        job = Job(rows=rows, tokens=int(rows.offsets[-1]), deadline=deadline)
         with self._cond:
             if not (self._accepting and self._alive):
                 raise Unavailable("the scorer is not running (shut down or failed)")
-            if limit is not None and self._queued > 0 and self._queued + job.tokens > limit:
-                raise self._overloaded(self._queued, limit)
+            if (max_queued is not None and self._queued > 0
+                    and self._queued + job.tokens > max_queued):
+                raise self._overloaded(self._queued, max_queued)
             self._queue.append(job)
             self._queued += job.tokens
             self._notify_queued()
             self._cond.notify()
         return job
-
-    def score_parts(self, parts: int, encode: Callable[[int], Encoded],
-                    timeout_s: float | None = None, limit: int | None = None) -> Parts:
-        """One request in parts, synchronously: part k + 1 is encoded (on this thread) while the
-        engine already scores part k. Returns each part's encoding and logits. The limit applies
-        to the first part; an accepted request is never refused halfway. If any part fails,
-        every part's work is dropped."""
-        deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
-        jobs: list[Job] = []
-        try:
-            for k in range(parts):
-                enc = encode(k)
-                _raise_first_failure(jobs)
-                jobs.append(self.submit(enc, deadline, limit if not jobs else None))
-            outs = [_result(job, deadline, timeout_s) for job in jobs]
-        except BaseException:
-            _abandon(jobs)
-            raise
-        return [(job.enc, out) for job, out in zip(jobs, outs, strict=True)]
-
-    async def score_parts_async(self, parts: int, encode: Callable[[int], Awaitable[Encoded]],
-                                timeout_s: float, limit: int | None = None) -> Parts:
-        """score_parts for an event loop: `encode` runs off the loop where it is slow; waiting
-        never blocks the loop. Cancelling the caller drops every part's work."""
-        deadline = time.monotonic() + timeout_s
-        jobs: list[Job] = []
-        try:
-            for k in range(parts):
-                enc = await encode(k)
-                _raise_first_failure(jobs)
-                jobs.append(self.submit(enc, deadline, limit if not jobs else None))
-            outs = [await _result_async(job, deadline, timeout_s) for job in jobs]
-        except BaseException:
-            _abandon(jobs)
-            raise
-        return [(job.enc, out) for job, out in zip(jobs, outs, strict=True)]
 
     def _overloaded(self, queued: int, limit: int) -> Overloaded:
         wait = max(1, math.ceil(queued / self._rate))
@@ -275,8 +224,8 @@ class Engine:
             live.append(job)
         if not live:
             return
-        rows = batching.Rows.concat([job.enc.rows for job in live])
-        owners = np.repeat(np.arange(len(live)), [job.enc.n_rows for job in live])
+        rows = batching.Rows.concat([job.rows for job in live])
+        owners = np.repeat(np.arange(len(live)), [len(job.rows) for job in live])
         out = np.zeros(len(rows), dtype=np.float32)
         try:
             for batch in self.iter_batches(rows, self.plan(rows.lengths)):
@@ -302,7 +251,7 @@ class Engine:
             return
         start = 0
         for job in live:
-            n = job.enc.n_rows
+            n = len(job.rows)
             _settle(job, result=out[start:start + n].copy())
             start += n
 
@@ -327,36 +276,3 @@ def _settle(job: Job, result: np.ndarray | None = None, exc: BaseException | Non
             job.future.set_result(result)  # type: ignore[arg-type]  # set only with a result
     except concurrent.futures.InvalidStateError:  # cancelled or settled already
         pass
-
-
-def _raise_first_failure(jobs: list[Job]) -> None:
-    """An earlier part already failed: stop tokenizing the rest and raise its error."""
-    for job in jobs:
-        if job.future.done() and job.future.exception() is not None:
-            job.future.result()
-
-
-def _abandon(jobs: list[Job]) -> None:
-    for job in jobs:
-        job.abandoned = True
-
-
-def _deadline_error(timeout_s: float | None) -> DeadlineExceeded:
-    return DeadlineExceeded(f"the request's deadline ({timeout_s:g}s) passed; its work was "
-                            "dropped")
-
-
-def _result(job: Job, deadline: float, timeout_s: float | None) -> np.ndarray:
-    remaining = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
-    try:
-        return job.future.result(timeout=remaining)
-    except concurrent.futures.TimeoutError as exc:
-        raise _deadline_error(timeout_s) from exc
-
-
-async def _result_async(job: Job, deadline: float, timeout_s: float) -> np.ndarray:
-    try:
-        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)),
-                                      timeout=max(0.0, deadline - time.monotonic()))
-    except asyncio.TimeoutError as exc:
-        raise _deadline_error(timeout_s) from exc

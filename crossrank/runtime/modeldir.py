@@ -19,8 +19,16 @@ from crossrank.runtime.profiles import ProviderProfile
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-12-v2"
+STAND_IN_NAME = "stand-in-L-12"  # the offline stand-in's export directory
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
 VARIANTS = ("auto", *VARIANT_FILES)
+
+
+def export_name(model: str, stand_in: bool = False) -> str:
+    """The directory name `crossrank export` gives a model under the models root (the last part
+    of a hub id or path), or the stand-in's."""
+    return STAND_IN_NAME if stand_in else Path(model.rstrip("/")).name
 
 
 def sha256(path: Path) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from crossrank.runtime import __version__
+from crossrank.runtime.api import TRUNCATION_DIRECTIONS, UNSUPPORTED_COHERE
+from crossrank.runtime.options import OVERFLOW_MODES
 
 _ERROR = {
     "type": "object",
@@ -28,7 +30,7 @@ def _opt(schema: dict[str, Any]) -> dict[str, Any]:
 
 # Every scoring endpoint takes these (crossrank extensions; defaults keep the original shapes).
 _OVERFLOW = {
-    "overflow": _opt({"type": "string", "enum": ["truncate", "split"],
+    "overflow": _opt({"type": "string", "enum": list(OVERFLOW_MODES),
                       "description": "over-long chunks: truncate at the model's limit (default) "
                                      "or split into overlapping windows scored by their max"}),
     "report_truncation": _opt({"type": "boolean", "default": False,
@@ -73,10 +75,8 @@ def document(max_chunks: int) -> dict[str, Any]:
             "model": _opt(_STR),
             "max_tokens_per_doc": _opt({"type": "integer", "minimum": 1}),
             # Cohere fields crossrank cannot honour: null (not given) only; anything else is 422.
-            "rank_fields": {"type": "null", "description": "not supported: crossrank ranks "
-                            "each document's text (a string, or an object's 'text')"},
-            "max_chunks_per_doc": {"type": "null", "description": "not supported: send "
-                                   "overflow='split' to score long documents as windows"},
+            **{name: {"type": "null", "description": f"not supported: {instead}"}
+               for name, instead in UNSUPPORTED_COHERE.items()},
             **_OVERFLOW,
         },
     }
@@ -137,8 +137,9 @@ def document(max_chunks: int) -> dict[str, Any]:
                 "raw_scores": _opt({"type": "boolean", "default": False}),
                 "return_text": _opt({"type": "boolean", "default": False}),
                 "truncate": _opt({"type": "boolean", "default": True}),
-                "truncation_direction": _opt({"type": "string", "enum": ["right", "Right"],
-                                              "default": "right"}),
+                "truncation_direction": _opt({"type": "string", "enum": [
+                    d for d in TRUNCATION_DIRECTIONS if d.lower() == "right"],
+                    "default": "right"}),
                 **_OVERFLOW}},
             "CohereRerankRequest": cohere_req,
         }},

@@ -1,4 +1,5 @@
-"""Per-request scoring options and window limits: plain frozen values, no heavy imports."""
+"""Per-request scoring options, request and window limits, option lists: plain frozen values,
+no heavy imports."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 from crossrank.runtime.errors import InvalidRequest
 
 OVERFLOW_MODES = ("truncate", "split")
+# What tokenizes texts: nanotoken when installed and in agreement with the library, or either.
+TOKENIZER_BACKENDS = ("auto", "nanotoken", "tokenizers")
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,14 @@ class WindowLimits:
 
 
 DEFAULT_WINDOWS = WindowLimits()
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What the server allows per request."""
+
+    max_chunks: int = 1000  # texts / documents / chunks in one request
+    overflow_default: str = "truncate"  # for requests that do not say
 
 
 @dataclass(frozen=True)

@@ -15,33 +15,14 @@ from crossrank.runtime import cpu, modeldir, selfcheck
 from crossrank.runtime.engine import Engine, Runner
 from crossrank.runtime.errors import ConfigError
 from crossrank.runtime.modeldir import VARIANT_FILES
-from crossrank.runtime.options import DEFAULT_WINDOWS, ScoreOptions, WindowLimits
+from crossrank.runtime.options import DEFAULT_WINDOWS, WindowLimits
 from crossrank.runtime.profiles import BatchPolicy, ProviderProfile
-from crossrank.runtime.service import Scored, ScoreRequest, Service, check_texts
+from crossrank.runtime.scores import ACTIVATIONS, activate, rank
+from crossrank.runtime.service import Scored, ScoreRequest, Service
 from crossrank.runtime.session import Session, resolve_provider, usable_cores
 from crossrank.runtime.tokenization import PairTokenizer
 
 log = logging.getLogger(__name__)
-
-ACTIVATIONS = ("model", "identity", "sigmoid")
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function in float64."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
-
-
-def rank(scores: np.ndarray) -> list[tuple[int, float]]:
-    """(index, score) sorted by score descending, ties by index ascending, plain Python floats."""
-    s = np.asarray(scores)
-    order = np.lexsort((np.arange(len(s)), -s.astype(np.float64)))
-    return [(int(i), float(s[i])) for i in order]
 
 
 def _check_note(check: selfcheck.Int8Check | None) -> str:
@@ -111,7 +92,7 @@ class Scorer:
         md = modeldir.load(path)
         if max_length is not None and not 0 < max_length <= md.max_length:
             raise ConfigError(f"max_length must be between 1 and the model's {md.max_length}")
-        limit = max_length or md.max_length
+        length = max_length or md.max_length
         prof = resolve_provider(provider)
         chosen = md.choose_variant(variant, prof)
         overrides: dict[str, Any] = {}
@@ -121,7 +102,7 @@ class Scorer:
             overrides["max_rows"] = max_rows
         if pipeline is not None:
             overrides["pipeline"] = pipeline
-        tok = PairTokenizer(md.tokenizer_file(), limit,
+        tok = PairTokenizer(md.tokenizer_file(), length,
                             threads=prof.tokenizer_threads or usable_cores(), backend=tokenizer)
         act = md.activation if activation == "model" else activation
         if md.stand_in:
@@ -138,9 +119,9 @@ class Scorer:
             sess = Session(md.model_file(var), profile=prof, threads=threads, spin=spin)
             info = ScorerInfo(model_dir=str(md.path), name=md.name, source=md.source,
                               stand_in=md.stand_in, variant=var, provider=prof.name,
-                              threads=sess.info.threads, max_length=limit, activation=act,
+                              threads=sess.info.threads, max_length=length, activation=act,
                               tokenizer=tok.backend)
-            engine = Engine(sess, policy, max_length=limit, pad_token_id=md.pad_token_id)
+            engine = Engine(sess, policy, max_length=length, pad_token_id=md.pad_token_id)
             return cls(tok, engine, activation=act, info=info, profile=prof, windows=windows)
 
         scorer = build(chosen)
@@ -148,7 +129,7 @@ class Scorer:
         isa = None
         if chosen == "int8" and prof.name == "cpu":
             check = (scorer.check_int8(md.int8_self_check(),
-                                       max_length=limit if limit < md.max_length else None)
+                                       max_length=length if length < md.max_length else None)
                      if int8_check else selfcheck.Int8Check(status="skipped"))
             if not check.ok:
                 log.warning(
@@ -205,35 +186,25 @@ class Scorer:
 
     def check_int8(self, record: Any, max_length: int | None = None) -> selfcheck.Int8Check:
         """The int8 self-check on this scorer: does it reproduce the export's int8 logits on the
-        record's check pairs (selfcheck.run)?"""
-        return selfcheck.run(record, lambda pairs: self.predict(pairs, activation="identity"),
-                             max_length=max_length)
+        record's check pairs (selfcheck.check)?"""
+        return selfcheck.check(record, lambda pairs: self.predict(pairs, activation="identity"),
+                               max_length=max_length)
 
-    # -- the calls --------------------------------------------------------------------------------
+    # -- the calls (each one through the service) -------------------------------------------------
 
-    def run(self, request: ScoreRequest) -> Scored:
-        """Score one request through the engine (the server runs the same, asynchronously)."""
-        return self.service.run(request)
+    def score_request(self, request: ScoreRequest) -> Scored:
+        """Score one request (the server runs the same through the same service, asynchronously)."""
+        return self.service.score(request)
 
     def logits(self, query: str, chunks: Sequence[str]) -> np.ndarray:
         """Raw float32 logits, one per chunk, in the caller's order."""
-        return self.run(ScoreRequest(query, chunks)).logits
-
-    def split(self, query: str, chunks: Sequence[str]) -> np.ndarray:
-        """Logits with overflow='split': an over-long chunk scores as its best window (the
-        windows follow this scorer's WindowLimits)."""
-        return self.run(ScoreRequest(query, chunks, ScoreOptions(overflow="split"))).logits
+        return self.score_request(ScoreRequest(query, chunks)).logits
 
     def predict(self, pairs: Sequence[tuple[str, str]],
                 activation: str | None = None) -> np.ndarray:
         """Scores for arbitrary (query, text) pairs in order, like CrossEncoder.predict."""
-        for q, c in pairs:
-            check_texts(q, [c])
-        if len(pairs) == 0:
-            return np.zeros(0, dtype=np.float32)
-        enc = self.tokenizer.encode_pairs([(q, c) for q, c in pairs])
-        ((_, logits),) = self.engine.score_parts(1, lambda _: enc)
-        return self.apply_activation(logits, activation)
+        return self.apply_activation(self.score_request(ScoreRequest.pairs(pairs)).logits,
+                                     activation)
 
     def score(self, query: str, chunks: Sequence[str],
               activation: str | None = None) -> list[tuple[int, float]]:
@@ -244,14 +215,7 @@ class Scorer:
 
     def apply_activation(self, logits: np.ndarray, activation: str | None = None) -> np.ndarray:
         """Scores as the caller asked: the model's activation by default."""
-        act = activation or self.activation
-        if act == "model":
-            act = self.activation
-        if act not in ACTIVATIONS:
-            raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}")
-        if act == "sigmoid":
-            return sigmoid(logits)
-        return np.asarray(logits, dtype=np.float32)
+        return activate(logits, activation or "model", self.activation)
 
     # -- state ------------------------------------------------------------------------------------
 

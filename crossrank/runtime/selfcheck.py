@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from crossrank.runtime.scores import spearman
+
 RELATIVE_TOLERANCE = 0.01  # of the fp32 logits' standard deviation on the check pairs
 ABSOLUTE_FLOOR = 1e-4
 
@@ -52,8 +54,8 @@ class Int8Check:
 MIN_PAIRS = 8  # fewer pairs within a short max_length: too little to judge
 
 
-def run(record: Any, predict: Callable[[list[tuple[str, str]]], np.ndarray],
-        max_length: int | None = None) -> Int8Check:
+def check(record: Any, predict: Callable[[list[tuple[str, str]]], np.ndarray],
+          max_length: int | None = None) -> Int8Check:
     """Score the record's pairs with predict (the int8 scorer's) and compare. With a max_length
     below the model's, only the pairs that fit are used (truncated pairs score otherwise)."""
     if not isinstance(record, dict) or not record.get("pairs"):
@@ -81,11 +83,4 @@ def run(record: Any, predict: Callable[[list[tuple[str, str]]], np.ndarray],
     return Int8Check(status="passed" if worst <= tol else "failed", max_abs_diff=worst,
                      tolerance=tol, pairs=len(pairs), seconds=round(seconds, 3),
                      measured_on=record.get("measured_on"),
-                     spearman_vs_fp32=_spearman(got, fp32))
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    if ra.std() == 0 or rb.std() == 0:
-        return 0.0
-    return round(float(np.corrcoef(ra, rb)[0, 1]), 5)
+                     spearman_vs_fp32=round(spearman(got, fp32), 5))

@@ -1,8 +1,10 @@
-"""HTTP only: the seed's /score, TEI and Cohere rerank shapes, health, info, metrics, OpenAPI.
+"""HTTP only: the original /score, TEI and Cohere rerank shapes, health, info, metrics, OpenAPI.
 
-Every error is a JSON body {"error", "error_type"} with the status chosen in `status_for`, the
-one place where runtime errors meet HTTP. Inference never runs on the event loop: requests are
-tokenized in a thread and scored by the worker thread, which batches across requests.
+A request runs one way: read_json -> api.parse_* (a typed call) -> Service.score_async (tokenize,
+submit to the engine, wait) -> api.render -> JSON. Every error is a JSON body {"error",
+"error_type"} with the status and headers its class carries (errors.py), written in one place,
+`error_response`. Inference never runs on the event loop: the engine's thread batches across
+requests.
 """
 
 from __future__ import annotations
@@ -35,64 +37,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crossrank.runtime import __version__, api
+from crossrank.runtime import __version__, api, serving
 from crossrank.runtime.engine import Hooks
 from crossrank.runtime.errors import (
+    BadJSON,
+    ClientDisconnected,
     ConfigError,
     CrossrankError,
-    DeadlineExceeded,
-    InferenceError,
     InvalidRequest,
-    LimitExceeded,
-    Overloaded,
     PayloadTooLarge,
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
 from crossrank.runtime.openapi import document
-from crossrank.runtime.options import WindowLimits
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.service import Scored, ScoreRequest, Service
+from crossrank.runtime.service import Scored, ScoreRequest
+from crossrank.runtime.serving import Serving
 from crossrank.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def status_for(exc: Exception) -> int:
-    """The HTTP status of a runtime error (the only mapping)."""
-    table: list[tuple[type[Exception], int]] = [
-        (PayloadTooLarge, 413),
-        (UnsupportedMediaType, 415),
-        (LimitExceeded, 422),
-        (InvalidRequest, 422),
-        (Unauthorized, 401),
-        (Overloaded, 429),
-        (DeadlineExceeded, 504),
-        (Unavailable, 503),
-        (InferenceError, 500),
-    ]
-    for cls, code in table:
-        if isinstance(exc, cls):
-            return code
-    return 500
-
-
-class BadJSON(InvalidRequest):
-    """The body is not valid UTF-8 JSON (400 rather than 422)."""
-
-    error_type = "invalid_json"
-
-
 def error_response(exc: CrossrankError) -> JSONResponse:
-    code = 400 if isinstance(exc, BadJSON) else status_for(exc)
-    headers: dict[str, str] = {}
-    if isinstance(exc, Overloaded):
-        headers["Retry-After"] = str(max(1, int(exc.retry_after_s)))
-    if isinstance(exc, Unauthorized):
-        headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse({"error": str(exc), "error_type": exc.error_type}, status_code=code,
-                        headers=headers)
+    """The one place a runtime error becomes HTTP: its class's status, error_type and headers."""
+    return JSONResponse({"error": str(exc), "error_type": exc.error_type}, status_code=exc.status,
+                        headers=exc.headers())
 
 
 class Metrics(Hooks):
@@ -207,19 +177,16 @@ def _loads(body: bytearray) -> Any:
 # -- the app --------------------------------------------------------------------------------------
 
 class App:
-    """Handlers bound to one scorer's engine and the settings: HTTP in, typed calls to the one
-    service, HTTP out."""
+    """Handlers bound to what serves (serving.build) and the settings: HTTP in, typed calls to
+    the one service, HTTP out."""
 
-    def __init__(self, scorer: Scorer, settings: Settings) -> None:
-        self.scorer = scorer
+    def __init__(self, target: Serving | Scorer, settings: Settings) -> None:
+        built = target if isinstance(target, Serving) else serving.build(settings, scorer=target)
+        self.scorer = built.scorer
+        self.service = built.service
+        self.limits = built.limits
         self.settings = settings
         self.metrics = Metrics()
-        s = settings
-        self.limits = api.Limits(max_chunks=s.max_chunks, overflow_default=s.overflow)
-        self.service = Service(scorer.tokenizer, scorer.engine,
-                               WindowLimits(s.window_stride, s.max_windows_per_chunk,
-                                            s.max_windows_per_request),
-                               limit=s.max_queued_tokens)
         # Set when in-flight requests must give up: the graceful-shutdown window is about to end.
         self.shutdown_expired = asyncio.Event()
         self.closing = False  # SIGTERM received: /health answers 503 so balancers move on
@@ -234,6 +201,9 @@ class App:
                 if auth:
                     self.check_key(request)
                 response = await handler(request)
+            except ClientDisconnected as exc:
+                log.info("%s: %s", name, exc)
+                response = error_response(exc)
             except CrossrankError as exc:
                 response = error_response(exc)
             except Exception:
@@ -283,9 +253,10 @@ class App:
         if self.shutdown_expired.is_set():
             raise Unavailable("the server is shutting down")
         timeout = self.timeout_for(request)
-        task = asyncio.ensure_future(self.service.run_async(req, timeout))
+        task = asyncio.ensure_future(self.service.score_async(req, timeout))
         watchers = {asyncio.ensure_future(_wait_disconnect(request)):
-                    InvalidRequest("the client disconnected"),
+                    ClientDisconnected("the client disconnected before its answer; its work "
+                                       "was dropped"),
                     asyncio.ensure_future(self.shutdown_expired.wait()):
                     Unavailable("the server is shutting down and this request did not finish "
                                 "within the graceful-shutdown window; retry on another replica")}
@@ -309,14 +280,14 @@ class App:
 
     def respond(self, call: api.Call, scored: Scored) -> Response:
         """The call's answer rendered as JSON (the json module's bytes, as the seed's)."""
-        return JSONResponse(api.render(call, scored, self.scorer.apply_activation),
+        return JSONResponse(api.render(call, scored, self.scorer.activation),
                             headers=api.truncation_headers(scored))
 
     # -- endpoints ------------------------------------------------------------------------------
 
     async def score(self, request: Request) -> Response:
         body = await read_json(request, self.settings.max_body_bytes)
-        return await self.answer(request, api.parse_seed(body, self.limits))
+        return await self.answer(request, api.parse_score(body, self.limits))
 
     async def rerank_tei(self, request: Request) -> Response:
         body = await read_json(request, self.settings.max_body_bytes)
@@ -393,9 +364,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": detail, "error_type": kind}, status_code=code, headers=headers)
 
 
-def create_app(scorer: Scorer, settings: Settings) -> Starlette:
-    """The ASGI app; the worker starts and stops with the app's lifespan."""
-    app_state = App(scorer, settings)
+def create_app(target: Serving | Scorer, settings: Settings) -> Starlette:
+    """The ASGI app on what serves (a Scorer alone gets the settings' service and limits)."""
+    app_state = App(target, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -441,11 +412,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(scorer: Scorer, settings: Settings, sock: socket.socket) -> None:
+def serve(target: Serving | Scorer, settings: Settings, sock: socket.socket) -> None:
     """Run the app with uvicorn on an already bound socket until SIGTERM or SIGINT."""
     import uvicorn
 
-    app = create_app(scorer, settings)
+    app = create_app(target, settings)
     state: App = app.state.crossrank
     grace = settings.graceful_shutdown_s
     config = uvicorn.Config(

@@ -1,36 +1,46 @@
 """One scoring service for every front end: a typed request in, one logit per text out.
 
-Every request shape (the library's calls, /score, TEI's /rerank, Cohere's /v1|v2/rerank) becomes a
-`ScoreRequest`; `Prepared` cuts it into the parts the engine scores, tokenizes each part for the
-request's options, and puts the parts' logits back in the caller's order. The library runs it
-synchronously, the server on its event loop; both through the same engine.
+Every request shape (the library's calls and CrossEncoder.predict, /score, TEI's /rerank,
+Cohere's /v1|v2/rerank, Ray Serve, the exporter's verification) becomes a `ScoreRequest` and goes
+through `Service.score` (blocking) or `Service.score_async` (an event loop). Its data flows one
+way: checks -> parts -> tokenize each part -> submit its rows to the engine -> wait for the logits
+-> one logit per text in the caller's order. A large request on a pipelined profile is cut into
+parts of similar length; part k + 1 is tokenized while the engine already scores part k.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from crossrank.runtime.engine import Engine, Parts
-from crossrank.runtime.errors import InferenceError, InvalidRequest
-from crossrank.runtime.options import (
-    DEFAULT_WINDOWS,
-    ScoreOptions,
-    WindowLimits,
-)
+from crossrank.runtime import batching
+from crossrank.runtime.engine import Engine, Job
+from crossrank.runtime.errors import DeadlineExceeded, InferenceError, InvalidRequest
+from crossrank.runtime.options import DEFAULT_WINDOWS, ScoreOptions, WindowLimits
+from crossrank.runtime.profiles import BatchPolicy
 from crossrank.runtime.tokenization import Encoded, PairTokenizer
+from crossrank.runtime.windows import Windows, per_text
 
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """One query against many texts."""
+    """One query against many texts, or (`query` a sequence) one query per text: pairs."""
 
-    query: str
+    query: str | Sequence[str]
     texts: Sequence[str]
     options: ScoreOptions = ScoreOptions()
+
+    @classmethod
+    def pairs(cls, pairs: Sequence[tuple[str, str]],
+              options: ScoreOptions | None = None) -> ScoreRequest:
+        """(query, text) pairs scored in order."""
+        return cls([q for q, _ in pairs], [t for _, t in pairs], options or ScoreOptions())
 
 
 @dataclass(frozen=True)
@@ -39,34 +49,65 @@ class Scored:
 
     logits: np.ndarray  # float32
     truncated: np.ndarray | None  # int64, or None unless report_truncation
+    tokens: int = 0  # tokens scored, windows included
 
 
-class Prepared:
-    """A request cut into the engine's parts: `encode(k)` for k = 0, 1, ... in order, then
-    `finish` with what the engine returned."""
+def parts_of(texts: Sequence[str], policy: BatchPolicy) -> list[np.ndarray]:
+    """How a request is tokenized: with pipelining, text positions in runs of similar length
+    (batching.slices_by_size); otherwise one run holding everything."""
+    p = policy
+    if not p.pipeline or len(texts) <= p.slice_min_chunks or p.slices < 2:
+        return [np.arange(len(texts))]
+    sizes = np.fromiter((len(c) for c in texts), dtype=np.int64, count=len(texts))
+    return batching.slices_by_size(sizes, p.slices)
 
-    def __init__(self, request: ScoreRequest, tokenizer: PairTokenizer, engine: Engine,
-                 windows: WindowLimits) -> None:
+
+class _Call:
+    """One request in flight: its parts, how each is tokenized, the engine jobs of those already
+    submitted, and how their logits become the answer."""
+
+    def __init__(self, service: Service, request: ScoreRequest, timeout_s: float | None) -> None:
+        self.service = service
         self.request = request
-        self.tokenizer = tokenizer
-        self.windows = windows
-        self.parts = engine.slice_request(request.texts)
-        self._counted = 0  # rows the parts encoded so far made (the window cap is per request)
+        self.timeout_s = timeout_s
+        self.deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
+        self.parts = parts_of(request.texts, service.engine.policy)
+        self.encoded: list[Encoded] = []
+        self.jobs: list[Job] = []
+        self._rows = 0  # rows the parts encoded so far made (the window cap is per request)
 
     def chars(self, k: int) -> int:
-        """Characters of part k, query included: how long tokenizing it will take, roughly."""
-        texts = self.request.texts
-        return len(self.request.query) + sum(len(texts[i]) for i in self.parts[k])
+        """Characters of part k, queries included: how long tokenizing it will take, roughly."""
+        q, texts = self.request.query, self.request.texts
+        n = sum(len(texts[i]) for i in self.parts[k])
+        if isinstance(q, str):
+            return n + len(q)
+        return n + sum(len(q[i]) for i in self.parts[k])
 
     def encode(self, k: int) -> Encoded:
         """Tokenize part k for the request's options."""
-        r, o, tok = self.request, self.request.options, self.tokenizer
+        r, o = self.request, self.request.options
+        tok = self.service.tokenizer
         idx = self.parts[k]
-        texts = list(r.texts) if len(self.parts) == 1 else [r.texts[i] for i in idx]
+        whole = len(self.parts) == 1
+        texts = list(r.texts) if whole else [r.texts[i] for i in idx]
+        queries = None if isinstance(r.query, str) else (
+            list(r.query) if whole else [r.query[i] for i in idx])
         if o.max_tokens_per_text is not None:
             texts = tok.cut_to_tokens(texts, o.max_tokens_per_text)
+        truncation = o.report_truncation or o.must_fit
+        if o.overflow == "split" and not o.must_fit:
+            if queries is not None:
+                raise InvalidRequest("overflow='split' takes one query per request")
+            assert isinstance(r.query, str)
+            enc = self.service.windows.encode(r.query, texts, o.report_truncation, idx,
+                                              self._rows)
+        elif queries is not None:
+            enc = tok.encode_pairs(list(zip(queries, texts, strict=True)), truncation)
+        else:
+            assert isinstance(r.query, str)
+            enc = tok.encode(r.query, texts, truncation)
         if o.must_fit:
-            enc = tok.encode(r.query, texts, with_truncation=True)
             assert enc.truncated is not None
             over = np.flatnonzero(enc.truncated > 0)
             if len(over):
@@ -75,28 +116,45 @@ class Prepared:
                     f"texts[{int(idx[i])}] is {int(enc.lengths[i] + enc.truncated[i])} tokens "
                     f"with the query; the model takes {tok.max_length}. Send truncate=true or "
                     "shorten it.")
-            # nothing is over the limit, so split would change nothing
-        elif o.overflow == "split":
-            w = self.windows
-            enc = tok.encode_windows(r.query, texts, w.stride, w.max_per_chunk, w.max_per_request,
-                                     o.report_truncation, idx, self._counted)
-        else:
-            enc = tok.encode(r.query, texts, with_truncation=o.report_truncation)
-        self._counted += enc.n_rows
+        self._rows += enc.n_rows
         return enc
 
-    def finish(self, results: Parts) -> Scored:
+    def submit(self, enc: Encoded) -> None:
+        """Queue one encoded part; the queue bound applies to the first part only, so an
+        accepted request is never refused halfway."""
+        for job in self.jobs:  # an earlier part already failed: stop here with its error
+            if job.future.done() and job.future.exception() is not None:
+                job.future.result()
+        bound = self.service.max_queued_tokens if not self.jobs else None
+        self.jobs.append(self.service.engine.submit(enc.rows, self.deadline, bound))
+        self.encoded.append(enc)
+
+    def abandon(self) -> None:
+        """The caller failed, timed out or left: the engine skips these jobs' rows."""
+        for job in self.jobs:
+            job.abandoned = True
+
+    def remaining(self) -> float | None:
+        return None if self.deadline == math.inf else max(0.0, self.deadline - time.monotonic())
+
+    def expired(self) -> DeadlineExceeded:
+        return DeadlineExceeded(f"the request's deadline ({self.timeout_s:g}s) passed; its work "
+                                "was dropped")
+
+    def finish(self, outs: list[np.ndarray]) -> Scored:
         """One logit per text in the caller's order (a split text scores as its best window)."""
         n = len(self.request.texts)
         out = np.zeros(n, dtype=np.float32)
         cut = np.zeros(n, dtype=np.int64) if self.request.options.report_truncation else None
-        for idx, (enc, logits) in zip(self.parts, results, strict=True):
+        tokens = 0
+        for idx, enc, logits in zip(self.parts, self.encoded, outs, strict=True):
             out[idx] = per_text(logits, enc)
+            tokens += int(enc.rows.offsets[-1])
             if cut is not None and enc.truncated is not None:
                 cut[idx] = enc.truncated
         if not np.isfinite(out).all():
             raise InferenceError("the model returned a non-finite score")
-        return Scored(logits=out, truncated=cut)
+        return Scored(logits=out, truncated=cut, tokens=tokens)
 
 
 # Parts with less text than this are tokenized on the event loop: a thread hop costs more.
@@ -104,64 +162,79 @@ INLINE_CHARS = 20_000
 
 
 class Service:
-    """Scores requests on one engine, for the library (run) or an event loop (run_async)."""
+    """Scores requests on one engine: `score` blocks its thread, `score_async` its coroutine
+    only. max_queued_tokens: queued tokens above which new requests are refused (None: never)."""
 
     def __init__(self, tokenizer: PairTokenizer, engine: Engine,
-                 windows: WindowLimits = DEFAULT_WINDOWS, limit: int | None = None) -> None:
+                 windows: WindowLimits = DEFAULT_WINDOWS,
+                 max_queued_tokens: int | None = None) -> None:
         self.tokenizer = tokenizer
         self.engine = engine
-        self.windows = windows
-        self.limit = limit  # queued tokens above which new requests are refused (None: never)
+        self.windows = Windows(tokenizer, windows)
+        self.max_queued_tokens = max_queued_tokens
 
-    def _empty(self, request: ScoreRequest) -> Scored:
-        return Scored(logits=np.zeros(0, dtype=np.float32),
-                      truncated=np.zeros(0, dtype=np.int64)
-                      if request.options.report_truncation else None)
-
-    def run(self, request: ScoreRequest, timeout_s: float | None = None) -> Scored:
-        """Score one request, blocking this thread; it tokenizes part k + 1 while the engine
-        scores part k."""
+    def _start(self, request: ScoreRequest, timeout_s: float | None) -> _Call | Scored:
+        """The request checked and cut into parts, or its answer when it has no texts."""
         check_texts(request.query, request.texts)
         if len(request.texts) == 0:
-            return self._empty(request)
-        if self.limit is not None:
-            self.engine.check_capacity(self.limit)
-        prepared = Prepared(request, self.tokenizer, self.engine, self.windows)
-        return prepared.finish(self.engine.score_parts(len(prepared.parts), prepared.encode,
-                                                       timeout_s, self.limit))
+            return Scored(logits=np.zeros(0, dtype=np.float32),
+                          truncated=np.zeros(0, dtype=np.int64)
+                          if request.options.report_truncation else None)
+        if self.max_queued_tokens is not None:
+            self.engine.check_capacity(self.max_queued_tokens)  # at once, before tokenizing
+        return _Call(self, request, timeout_s)
 
-    async def run_async(self, request: ScoreRequest, timeout_s: float) -> Scored:
+    def score(self, request: ScoreRequest, timeout_s: float | None = None) -> Scored:
+        """Score one request, blocking this thread."""
+        call = self._start(request, timeout_s)
+        if isinstance(call, Scored):
+            return call
+        try:
+            for k in range(len(call.parts)):
+                call.submit(call.encode(k))
+            outs = []
+            for job in call.jobs:
+                try:
+                    outs.append(job.future.result(timeout=call.remaining()))
+                except concurrent.futures.TimeoutError as exc:
+                    raise call.expired() from exc
+        except BaseException:
+            call.abandon()
+            raise
+        return call.finish(outs)
+
+    async def score_async(self, request: ScoreRequest, timeout_s: float) -> Scored:
         """Score one request without blocking the event loop: large parts are tokenized in a
         thread; cancelling the caller drops its queued work."""
-        check_texts(request.query, request.texts)
-        if len(request.texts) == 0:
-            return self._empty(request)
-        if self.limit is not None:
-            self.engine.check_capacity(self.limit)  # refuse at once, before tokenizing
-        prepared = Prepared(request, self.tokenizer, self.engine, self.windows)
-
-        async def encode(k: int) -> Encoded:
-            if prepared.chars(k) < INLINE_CHARS:
-                return prepared.encode(k)
-            return await asyncio.to_thread(prepared.encode, k)
-
-        results = await self.engine.score_parts_async(len(prepared.parts), encode, timeout_s,
-                                                      self.limit)
-        return prepared.finish(results)
-
-
-def per_text(logits: np.ndarray, enc: Encoded) -> np.ndarray:
-    """One logit per text: a text split into windows scores as the best of them."""
-    if enc.owner is None or enc.n_chunks is None or enc.n_chunks == len(logits):
-        return logits
-    out = np.full(enc.n_chunks, -np.inf, dtype=np.float32)
-    np.maximum.at(out, enc.owner, logits)
-    return out
+        call = self._start(request, timeout_s)
+        if isinstance(call, Scored):
+            return call
+        try:
+            for k in range(len(call.parts)):
+                call.submit(call.encode(k) if call.chars(k) < INLINE_CHARS
+                            else await asyncio.to_thread(call.encode, k))
+            outs = []
+            for job in call.jobs:
+                try:
+                    outs.append(await asyncio.wait_for(
+                        asyncio.shield(asyncio.wrap_future(job.future)), call.remaining()))
+                except asyncio.TimeoutError as exc:
+                    raise call.expired() from exc
+        except BaseException:
+            call.abandon()
+            raise
+        return call.finish(outs)
 
 
 def check_texts(query: object, texts: Sequence[object]) -> None:
-    """Raise InvalidRequest unless the query and every text are strings."""
-    if not isinstance(query, str):
+    """Raise InvalidRequest unless the query (or each query) and every text are strings."""
+    if isinstance(query, (list, tuple)):
+        if len(query) != len(texts):
+            raise InvalidRequest(f"{len(query)} queries for {len(texts)} texts: give one each")
+        for i, q in enumerate(query):
+            if not isinstance(q, str):
+                raise InvalidRequest(f"queries[{i}] must be a string")
+    elif not isinstance(query, str):
         raise InvalidRequest("query must be a string")
     for i, c in enumerate(texts):
         if not isinstance(c, str):

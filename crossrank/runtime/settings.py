@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from crossrank.runtime.errors import ConfigError
-from crossrank.runtime.modeldir import VARIANTS
-from crossrank.runtime.options import OVERFLOW_MODES
+from crossrank.runtime.modeldir import DEFAULT_MODEL, VARIANTS, export_name
+from crossrank.runtime.options import OVERFLOW_MODES, TOKENIZER_BACKENDS
 from crossrank.runtime.profiles import PROVIDER_CHOICES
 
-DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-12-v2"
-PIPELINE_CHOICES = ("auto", "on", "off")
-TOKENIZER_BACKENDS = ("auto", "nanotoken", "tokenizers")  # tokenization.BACKENDS, without numpy
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the server needs to know; defaults are the documented ones."""
+    """Everything the server needs to know; defaults are the documented ones. None means the
+    provider profile's (or the machine's) choice."""
 
     model: str = DEFAULT_MODEL  # hub id or checkpoint: exported into models_root when missing
     models_root: str = "models"
@@ -30,11 +30,11 @@ class Settings:
     variant: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
-    threads: int = 0  # 0: usable cores
-    spin: int = 1  # 1: ONNX Runtime threads spin-wait between runs (faster, busier)
-    token_budget: int = 0  # 0: the provider's measured default
-    max_rows: int = 0  # 0: the variant's default
-    pipeline: str = "auto"  # auto (on with CUDA) | on | off
+    threads: int | None = None  # None: usable cores
+    spin: bool = True  # ONNX Runtime threads spin-wait between runs (faster, busier)
+    token_budget: int | None = None  # None: the provider's measured default
+    max_rows: int | None = None  # None: the variant's default
+    pipeline: bool | None = None  # None: the profile's (on with CUDA, off on CPUs)
     tokenizer: str = "auto"  # auto | nanotoken | tokenizers
     max_chunks: int = 1000  # per request
     max_body_bytes: int = 16 * 1024 * 1024
@@ -49,26 +49,14 @@ class Settings:
     keepalive_timeout_s: float = 5.0
     graceful_shutdown_s: float = 30.0
     log_level: str = "info"
-    int8_check: int = 1  # 1: serve int8 only if this CPU reproduces its verified scores
+    int8_check: bool = True  # serve int8 only if this CPU reproduces its verified scores
 
     def resolved_model_dir(self, stand_in: bool = False) -> str:
         """The directory to serve: model_dir when set, else where `crossrank export` writes the
         model (or the stand-in)."""
         if self.model_dir:
             return self.model_dir
-        name = "stand-in-L-12" if stand_in else self.model.rstrip("/").split("/")[-1]
-        return os.path.join(self.models_root, name)
-
-    @property
-    def pipeline_choice(self) -> bool | None:
-        """pipeline as the scorer takes it: None leaves the provider profile's choice."""
-        return {"on": True, "off": False}.get(self.pipeline)
-
-    def public(self) -> dict[str, Any]:
-        """Settings safe to show in /info: never the API key."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["api_key"] = bool(self.api_key)
-        return d
+        return os.path.join(self.models_root, export_name(self.model, stand_in))
 
 
 _HELP = {
@@ -80,10 +68,10 @@ _HELP = {
     "variant": " | ".join(VARIANTS),
     "host": "bind address (default 127.0.0.1: loopback only)",
     "port": "TCP port",
-    "threads": "intra-op threads (0: usable cores)",
+    "threads": "intra-op threads (auto or 0: usable cores)",
     "spin": "1: inference threads spin-wait between runs (throughput); 0: they sleep",
-    "token_budget": "tokens per batch, padding counted (0: measured default)",
-    "max_rows": "rows per batch (0: variant default; int8 runs one pair per batch)",
+    "token_budget": "tokens per batch, padding counted (auto or 0: measured default)",
+    "max_rows": "rows per batch (auto or 0: variant default; int8 runs one pair per batch)",
     "pipeline": "tokenize requests of more than 64 chunks in runs and pad the next batch while "
                 "the model runs: auto (on with CUDA, off on CPUs, where ONNX Runtime already "
                 "has every core) | on | off",
@@ -111,21 +99,38 @@ _HELP = {
 }
 
 
+_TRUE = ("1", "true", "on", "yes")
+_FALSE = ("0", "false", "off", "no")
+_AUTO = ("auto", "")
+
+
+def _kinds() -> dict[str, tuple[type, bool]]:
+    """Each setting's value type and whether None (auto) is allowed."""
+    out = {}
+    for name, hint in typing.get_type_hints(Settings).items():
+        args = typing.get_args(hint)
+        if isinstance(hint, types.UnionType) and type(None) in args:
+            out[name] = (next(a for a in args if a is not type(None)), True)
+        else:
+            out[name] = (hint, False)
+    return out
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return repr(value)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """One flag per setting, each naming its environment variable and default."""
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         p.add_argument(flag, dest=f.name, default=None,
                        help=f"{_HELP.get(f.name, '')} [env CROSSRANK_{f.name.upper()}; "
-                            f"default {f.default!r}]")
-
-
-def build(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Parse flags; a flag not given falls back to CROSSRANK_<NAME>, then the default."""
-    p = argparse.ArgumentParser(prog="crossrank serve",
-                                description="Serve an exported cross-encoder over HTTP.")
-    add_arguments(p)
-    return from_namespace(p.parse_args(argv), env)
+                            f"default {_shown(f.default)}]")
 
 
 def from_namespace(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
@@ -133,31 +138,55 @@ def from_namespace(ns: argparse.Namespace, env: Mapping[str, str] | None = None)
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     for f in fields(Settings):
-        raw = getattr(ns, f.name)
+        raw = getattr(ns, f.name, None)
         source = f"--{f.name.replace('_', '-')}"
         if raw is None:
             raw = env.get(f"CROSSRANK_{f.name.upper()}")
             source = f"CROSSRANK_{f.name.upper()}"
         if raw is None:
             continue
-        values[f.name] = _convert(f.name, type(f.default), raw, source)
-    s = Settings(**values)
-    _check(s)
-    return s
+        values[f.name] = convert(f.name, raw, source)
+    return checked(Settings(**values))
 
 
-def _convert(name: str, kind: type, raw: str, source: str) -> Any:
+def convert(name: str, raw: Any, source: str | None = None) -> Any:
+    """A setting's value from text (a flag, an environment variable, a config file's value):
+    numbers as numbers, 1/0/true/false/on/off for switches, auto (or 0 for counts) for None."""
+    kinds = _kinds()
+    if name not in kinds:
+        raise ConfigError(f"unknown setting {name!r}")
+    kind, optional = kinds[name]
+    where = source or name
+    if not isinstance(raw, str):  # from a config file: already typed
+        if raw is None and optional:
+            return None
+        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+            return float(raw)
+        if isinstance(raw, kind) and (kind is bool or not isinstance(raw, bool)):
+            return None if optional and kind is int and raw == 0 else raw
+        raw = str(raw)
+    text = raw.strip().lower()
+    if optional and (text in _AUTO or (kind is int and text == "0")):
+        return None
+    if kind is bool:
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        choices = "auto, on, off" if optional else "1 or 0 (true/false, on/off)"
+        raise ConfigError(f"{where}={raw!r}: choose {choices}")
     try:
         if kind is int:
             return int(raw)
         if kind is float:
             return float(raw)
     except ValueError as exc:
-        raise ConfigError(f"{source}={raw!r} is not a valid {kind.__name__}") from exc
+        raise ConfigError(f"{where}={raw!r} is not a valid {kind.__name__}") from exc
     return raw
 
 
-def _check(s: Settings) -> None:
+def checked(s: Settings) -> Settings:
+    """The settings, if every value is in range; else ConfigError naming the first that is not."""
     _one_of("provider", s.provider, PROVIDER_CHOICES)
     _one_of("variant", s.variant, VARIANTS)
     if not 0 < s.port < 65536:
@@ -170,19 +199,17 @@ def _check(s: Settings) -> None:
         raise ConfigError("window_stride must be between 0 and 256 tokens")
     if s.max_windows_per_chunk < 1 or s.max_windows_per_request < 1:
         raise ConfigError("window limits must be positive")
-    _one_of("pipeline", s.pipeline, PIPELINE_CHOICES)
     _one_of("tokenizer", s.tokenizer, TOKENIZER_BACKENDS)
-    for name in ("spin", "int8_check"):
-        if getattr(s, name) not in (0, 1):
-            raise ConfigError(f"{name} must be 0 or 1")
     for name in ("threads", "token_budget", "max_rows"):
-        if getattr(s, name) < 0:
-            raise ConfigError(f"{name} must be 0 (default) or positive")
+        value = getattr(s, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be positive (or auto)")
     if s.request_timeout_s <= 0:
         raise ConfigError("request_timeout_s must be positive")
     _one_of("log_level", s.log_level, LOG_LEVELS)
     if not s.model and not s.model_dir:
         raise ConfigError("model must not be empty (or give model_dir)")
+    return s
 
 
 def _one_of(name: str, value: str, choices: Sequence[str]) -> None:

@@ -1,0 +1,113 @@
+"""overflow="split": a chunk too long for the model becomes overlapping windows of its tokens,
+each scored with the whole query; the per-chunk and per-request caps are enforced here, worded
+for the request that broke them."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from crossrank.runtime.batching import Rows
+from crossrank.runtime.errors import LimitExceeded
+from crossrank.runtime.options import DEFAULT_WINDOWS, WindowLimits
+from crossrank.runtime.tokenization import Encoded, PairTokenizer
+
+
+class Windows:
+    """Encodes chunks as windows under these limits with this tokenizer. Thread-safe."""
+
+    def __init__(self, tokenizer: PairTokenizer, limits: WindowLimits = DEFAULT_WINDOWS) -> None:
+        self.tokenizer = tokenizer
+        self.limits = limits
+        self._splitter: Tokenizer | None = None
+        self._lock = threading.Lock()
+
+    def encode(self, query: str, chunks: list[str], with_truncation: bool = False,
+               positions: np.ndarray | None = None, counted: int = 0) -> Encoded:
+        """Pairs that fit stay one row; a chunk whose pair is too long becomes overlapping
+        windows of its tokens, each with the whole query ([CLS] q [SEP] window [SEP]), the
+        windows overlapping by `stride` tokens so every token is seen. Caps raise LimitExceeded.
+
+        A query too long to leave room for a window falls back to longest-first truncation.
+        When these chunks are one part of a larger request: `positions` are their indices in it
+        (for messages) and `counted` the rows its earlier parts made (the cap is per request).
+        """
+        tok, lim = self.tokenizer, self.limits
+        base = tok.encode(query, chunks)
+        n = len(chunks)
+        # Only a pair at the limit may be too long; the splitter tells which (>1 window).
+        at_limit = np.flatnonzero(base.lengths >= tok.max_length).tolist()
+        splitter = self.splitter() if at_limit else None
+        windows: dict[int, list[Any]] = {}
+        kept_cut: list[int] = []  # over-long, but the query leaves no room for a window
+        total = counted + n
+        for c in at_limit:
+            assert splitter is not None
+            try:
+                enc = splitter.encode(query, chunks[c])
+            except Exception:  # the query leaves no room for a window: keep the truncated row
+                kept_cut.append(c)
+                continue
+            wins = [enc, *enc.overflowing]
+            if len(wins) == 1:
+                continue  # exactly at the limit: nothing was cut
+            if len(wins) > lim.max_per_chunk:
+                at = c if positions is None else int(positions[c])
+                raise LimitExceeded(
+                    f"chunk {at} needs {len(wins)} windows; the limit is {lim.max_per_chunk} per "
+                    "chunk. Shorten it, or send overflow='truncate'.")
+            windows[c] = wins
+            total += len(wins) - 1
+        if total > lim.max_per_request:
+            raise LimitExceeded(f"the request needs at least {total} windows; the limit is "
+                                f"{lim.max_per_request} per request. Send fewer or shorter "
+                                "chunks, or overflow='truncate'.")
+        truncated: np.ndarray | None = None
+        if with_truncation:
+            truncated = np.zeros(n, dtype=np.int64)
+            if kept_cut:
+                full = tok.library.encode_batch([(query, chunks[c]) for c in kept_cut])
+                for c, e in zip(kept_cut, full, strict=True):
+                    truncated[c] = len(e.ids) - base.lengths[c]
+        if not windows:
+            return Encoded(rows=base.rows, truncated=truncated,
+                           owner=np.arange(n, dtype=np.int64), n_chunks=n)
+        # Window rows go after the base rows, then one gather puts every row in chunk order.
+        wins = [w for i in sorted(windows) for w in windows[i]]
+        extra = Rows.from_lists([w.ids for w in wins], [w.type_ids for w in wins])
+        order: list[int] = []
+        owner: list[int] = []
+        k = n
+        for i in range(n):
+            if i in windows:
+                order.extend(range(k, k + len(windows[i])))
+                owner.extend([i] * len(windows[i]))
+                k += len(windows[i])
+            else:
+                order.append(i)
+                owner.append(i)
+        rows = Rows.concat([base.rows, extra]).select(np.asarray(order, dtype=np.int64))
+        return Encoded(rows=rows, truncated=truncated, owner=np.asarray(owner, dtype=np.int64),
+                       n_chunks=n)
+
+    def splitter(self) -> Tokenizer:
+        """The library tokenizer that cuts the second text into windows of this stride."""
+        with self._lock:
+            if self._splitter is None:
+                split = Tokenizer.from_str(self.tokenizer.library.to_str())
+                split.enable_truncation(max_length=self.tokenizer.max_length,
+                                        stride=self.limits.stride, strategy="only_second")
+                self._splitter = split
+            return self._splitter
+
+
+def per_text(logits: np.ndarray, enc: Encoded) -> np.ndarray:
+    """One logit per text: a text split into windows scores as the best of them."""
+    if enc.owner is None or enc.n_chunks is None or enc.n_chunks == len(logits):
+        return logits
+    out = np.full(enc.n_chunks, -np.inf, dtype=np.float32)
+    np.maximum.at(out, enc.owner, logits)
+    return out

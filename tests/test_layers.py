@@ -1,0 +1,90 @@
+"""Imports point one way: a module imports only from the layers below its own (README,
+Architecture). Lazy imports inside functions count too; a new module must be placed here."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "crossrank"
+
+# Lowest first. A module may import modules of lower layers only, never its own layer or above.
+# `crossrank` itself is the facade (CrossEncoder and Scorer on first use) and holds __version__,
+# which every layer may read.
+VERSION = "crossrank"
+LAYERS: list[list[str]] = [
+    ["crossrank.runtime", "crossrank.runtime.errors"],
+    ["crossrank.runtime.options", "crossrank.runtime.profiles", "crossrank.runtime.cpu",
+     "crossrank.runtime.scores", "crossrank.runtime.batching"],
+    ["crossrank.runtime.modeldir", "crossrank.runtime.selfcheck", "crossrank.runtime.backends"],
+    ["crossrank.runtime.settings", "crossrank.runtime.session", "crossrank.runtime.engine",
+     "crossrank.runtime.tokenization"],
+    ["crossrank.runtime.windows"],
+    ["crossrank.runtime.service"],
+    ["crossrank.runtime.scorer", "crossrank.runtime.api"],
+    ["crossrank.runtime.serving", "crossrank.runtime.openapi"],
+    ["crossrank.runtime.server", "crossrank.crossencoder"],
+    # The exporter verifies with the runtime's scorer; the runtime never imports the exporter.
+    ["crossrank.export"],
+    ["crossrank.export.manifest", "crossrank.export.corpus", "crossrank.export.convert",
+     "crossrank.export.optimize", "crossrank.export.smooth"],
+    ["crossrank.export.standin", "crossrank.export.quantize", "crossrank.export.verify"],
+    ["crossrank.export.pipeline"],
+    ["crossrank.rayserve", "crossrank.quickbench"],
+    ["crossrank.cli"],
+    ["crossrank", "crossrank.__main__", "crossrank.runtime.__main__", "crossrank.export.__main__"],
+]
+LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """The crossrank modules a file imports, anywhere in it."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("crossrank"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
+                "crossrank"):
+            for a in node.names:  # `from crossrank.runtime import api` imports a module
+                sub = f"{node.module}.{a.name}"
+                out.add(sub if sub in LAYER else node.module)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_every_module_has_a_layer() -> None:
+    missing = sorted(set(graph()) - set(LAYER))
+    assert not missing, f"place these modules in LAYERS: {missing}"
+
+
+def test_imports_point_down() -> None:
+    wrong = [f"{mod} (layer {LAYER[mod]}) imports {dep} (layer {LAYER[dep]})"
+             for mod, deps in graph().items() for dep in sorted(deps)
+             if dep in LAYER and dep not in (mod, VERSION) and LAYER[dep] >= LAYER[mod]]
+    assert not wrong, "imports that point up or sideways:\n" + "\n".join(wrong)
+
+
+def test_every_import_is_a_known_module() -> None:
+    unknown = sorted({dep for deps in graph().values() for dep in deps if dep not in LAYER})
+    assert not unknown, f"imports of unknown crossrank modules: {unknown}"
+
+
+def depth(mod: str, g: dict[str, set[str]]) -> int:
+    """Floors below a module: the longest chain of crossrank imports from it."""
+    deps = [d for d in g.get(mod, ()) if d not in (mod, VERSION) and d in g]
+    return 1 + max((depth(d, g) for d in deps), default=0)
+
+
+def test_the_server_is_at_most_nine_floors_deep() -> None:
+    # server -> serving -> scorer -> service -> windows -> tokenization -> backends -> options
+    # -> errors (before the one-way request path: ten, through accidental arrows).
+    assert depth("crossrank.runtime.server", graph()) <= 9
