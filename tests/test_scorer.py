@@ -246,11 +246,12 @@ def test_pipelined_path_raises_a_tokenizer_failure(tiny_dir: Path) -> None:
     encode = piped.tokenizer.encode
     calls = {"n": 0}
 
-    def flaky(query: str, chunks: list[str], with_truncation: bool = False) -> Any:
+    def flaky(query: str, chunks: list[str], with_truncation: bool = False,
+              side: str = "right") -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("tokenizer failed")
-        return encode(query, chunks, with_truncation)
+        return encode(query, chunks, with_truncation, side)
 
     piped.tokenizer.encode = flaky  # type: ignore[method-assign]  # this instance only
     with pytest.raises(RuntimeError, match="tokenizer failed"):

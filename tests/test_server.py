@@ -92,8 +92,10 @@ def test_tei_truncate_false_rejects_long_text(client: TestClient) -> None:
     assert client.post("/rerank", json={"query": "q", "texts": [long]}).status_code == 200
     assert client.post("/rerank", json={"query": "q", "texts": ["x"],
                                         "truncation_direction": "Right"}).status_code == 200
+    assert client.post("/rerank", json={"query": "q", "texts": ["x"],
+                                        "truncation_direction": "Left"}).status_code == 200
     assert_error(client.post("/rerank", json={"query": "q", "texts": ["x"],
-                                              "truncation_direction": "Left"}), 422)
+                                              "truncation_direction": "up"}), 422)
 
 
 @pytest.mark.parametrize("version", ["1", "2"])
@@ -104,7 +106,8 @@ def test_cohere_rerank(client: TestClient, scorer: Scorer, version: str) -> None
         "return_documents": True})
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"id", "results", "meta"}
+    assert set(body) == {"id", "results", "meta", "usage"}
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] > 0
     assert body["meta"]["api_version"]["version"] == version
     expected = scorer.score(SEED_QUERY, SEED_CHUNKS)[:2]
     assert [x["index"] for x in body["results"]] == [i for i, _ in expected]

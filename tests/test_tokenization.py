@@ -92,6 +92,40 @@ def test_fast_path_equals_library_pair_encoding(tiny_dir: Path, max_length: int)
     assert enc.truncated.tolist() == [f - int(n) for f, n in zip(full, enc.lengths, strict=True)]
 
 
+def _library_left(tiny_dir: Path, max_length: int,
+                  pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+    from tokenizers import Tokenizer
+
+    lib = Tokenizer.from_file(str(tiny_dir / "tokenizer.json"))
+    lib.no_padding()
+    lib.enable_truncation(max_length=max_length, strategy="longest_first", direction="left")
+    return [(list(e.ids), list(e.type_ids)) for e in lib.encode_batch(pairs)]
+
+
+@pytest.mark.parametrize("max_length", [16, 64, 512])
+@pytest.mark.parametrize("backend", ["tokenizers", "nanotoken", "library-pairs"])
+def test_left_truncation_equals_the_library_cutting_from_the_left(
+        tiny_dir: Path, max_length: int, backend: str) -> None:
+    """truncation_side='left' (TEI's truncation_direction Left): the same longest-first counts,
+    each text keeping its last tokens, on every path that encodes pairs."""
+    if backend == "nanotoken":
+        pytest.importorskip("nanotoken")
+    tok = PairTokenizer(tiny_dir / "tokenizer.json", max_length,
+                        backend="tokenizers" if backend == "library-pairs" else backend)
+    if backend == "library-pairs":
+        tok.template = None  # the library's own pair encoding
+    sizes = sorted({0, 1, max_length // 2 - 1, max_length // 2, max_length - 3, max_length,
+                    2 * max_length})
+    pairs = [(" ".join(f"t{i}" for i in range(a)), " ".join(f"m{i}" for i in range(b)))
+             for a in sizes for b in sizes] + [("Café naïve 東京 " * 40, " ".join(UNICODE))]
+    enc = tok.encode_pairs(pairs, with_truncation=True, side="left")
+    assert _rows(enc) == _library_left(tiny_dir, max_length, pairs)
+    right = tok.encode_pairs(pairs, with_truncation=True)
+    assert enc.lengths.tolist() == right.lengths.tolist()
+    assert enc.truncated is not None and right.truncated is not None
+    assert enc.truncated.tolist() == right.truncated.tolist()
+
+
 def test_fast_path_many_queries_and_unicode(tiny_dir: Path) -> None:
     tok = PairTokenizer(tiny_dir / "tokenizer.json", 512, threads=3)
     pairs = [(q, c) for q in ("", "who?", "Café naïve 東京 " * 40, LONG)

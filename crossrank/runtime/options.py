@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from crossrank.runtime.errors import InvalidRequest
 
 OVERFLOW_MODES = ("truncate", "split")
+# Which end of an over-long pair is cut: right keeps the start (sentence-transformers), left the end.
+TRUNCATION_SIDES = ("right", "left")
 # What tokenizes texts: nanotoken when installed and in agreement with the library, or either.
 TOKENIZER_BACKENDS = ("auto", "nanotoken", "tokenizers")
 
@@ -40,7 +42,10 @@ class ScoreOptions:
     report_truncation: bool = False  # count the tokens each text lost
     must_fit: bool = False  # refuse a text that would be cut (TEI truncate=false)
     max_tokens_per_text: int | None = None  # cut each text to this many of its own tokens first
+    truncation_side: str = "right"  # one of TRUNCATION_SIDES
 
     def __post_init__(self) -> None:
         if self.overflow not in OVERFLOW_MODES:
             raise InvalidRequest(f"'overflow' must be one of {', '.join(OVERFLOW_MODES)}")
+        if self.truncation_side not in TRUNCATION_SIDES:
+            raise InvalidRequest(f"truncation side must be one of {', '.join(TRUNCATION_SIDES)}")

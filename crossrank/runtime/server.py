@@ -1,4 +1,5 @@
-"""HTTP only: the original /score, TEI and Cohere rerank shapes, health, info, metrics, OpenAPI.
+"""HTTP only: every request shape of api.py (/score, /v1/score, /rerank, /v1|v2/rerank,
+/v1/reranking), health, info, metrics, OpenAPI.
 
 A request runs one way: read_json -> api.parse_* (a typed call) -> Service.score_async (tokenize,
 submit to the engine, wait) -> api.render -> JSON. Every error is a JSON body {"error",
@@ -280,7 +281,8 @@ class App:
 
     def respond(self, call: api.Call, scored: Scored) -> Response:
         """The call's answer rendered as JSON (the json module's bytes, as the seed's)."""
-        return JSONResponse(api.render(call, scored, self.scorer.activation),
+        name = self.scorer.info.name if self.scorer.info else "crossrank"
+        return JSONResponse(api.render(call, scored, self.scorer.activation, name),
                             headers=api.truncation_headers(scored))
 
     # -- endpoints ------------------------------------------------------------------------------
@@ -289,9 +291,13 @@ class App:
         body = await read_json(request, self.settings.max_body_bytes)
         return await self.answer(request, api.parse_score(body, self.limits))
 
-    async def rerank_tei(self, request: Request) -> Response:
+    async def rerank(self, request: Request) -> Response:
         body = await read_json(request, self.settings.max_body_bytes)
-        return await self.answer(request, api.parse_tei(body, self.limits))
+        return await self.answer(request, api.parse_rerank(body, self.limits))
+
+    async def reranking(self, request: Request) -> Response:
+        body = await read_json(request, self.settings.max_body_bytes)
+        return await self.answer(request, api.parse_mixedbread(body, self.limits))
 
     async def rerank_cohere(self, request: Request, version: str) -> Response:
         body = await read_json(request, self.settings.max_body_bytes)
@@ -381,7 +387,9 @@ def create_app(target: Serving | Scorer, settings: Settings) -> Starlette:
     a = app_state
     routes = [
         Route("/score", a.endpoint("score", a.score), methods=["POST"]),
-        Route("/rerank", a.endpoint("rerank", a.rerank_tei), methods=["POST"]),
+        Route("/v1/score", a.endpoint("v1_score", a.score), methods=["POST"]),
+        Route("/rerank", a.endpoint("rerank", a.rerank), methods=["POST"]),
+        Route("/v1/reranking", a.endpoint("v1_reranking", a.reranking), methods=["POST"]),
         Route("/v1/rerank", a.endpoint("v1_rerank", lambda r: a.rerank_cohere(r, "1")),
               methods=["POST"]),
         Route("/v2/rerank", a.endpoint("v2_rerank", lambda r: a.rerank_cohere(r, "2")),

@@ -96,17 +96,14 @@ class _Call:
         if o.max_tokens_per_text is not None:
             texts = tok.cut_to_tokens(texts, o.max_tokens_per_text)
         truncation = o.report_truncation or o.must_fit
+        side = o.truncation_side
         if o.overflow == "split" and not o.must_fit:
-            if queries is not None:
-                raise InvalidRequest("overflow='split' takes one query per request")
-            assert isinstance(r.query, str)
-            enc = self.service.windows.encode(r.query, texts, o.report_truncation, idx,
-                                              self._rows)
+            enc = self._windows(queries or [str(r.query)] * len(texts), texts, idx)
         elif queries is not None:
-            enc = tok.encode_pairs(list(zip(queries, texts, strict=True)), truncation)
+            enc = tok.encode_pairs(list(zip(queries, texts, strict=True)), truncation, side)
         else:
             assert isinstance(r.query, str)
-            enc = tok.encode(r.query, texts, truncation)
+            enc = tok.encode(r.query, texts, truncation, side)
         if o.must_fit:
             assert enc.truncated is not None
             over = np.flatnonzero(enc.truncated > 0)
@@ -118,6 +115,34 @@ class _Call:
                     "shorten it.")
         self._rows += enc.n_rows
         return enc
+
+    def _windows(self, queries: list[str], texts: list[str], idx: np.ndarray) -> Encoded:
+        """overflow="split" for a part: the texts of each distinct query as windows, rows put
+        back in text order (a text's windows together)."""
+        o, windows = self.request.options, self.service.windows
+        groups: dict[str, list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault(q, []).append(i)
+        if len(groups) == 1:
+            return windows.encode(queries[0], texts, o.report_truncation, idx, self._rows,
+                                  o.truncation_side)
+        encs, owners = [], []
+        truncated = np.zeros(len(texts), dtype=np.int64) if o.report_truncation else None
+        counted = self._rows
+        for q, members in groups.items():
+            pos = np.asarray(members, dtype=np.int64)
+            enc = windows.encode(q, [texts[i] for i in members], o.report_truncation, idx[pos],
+                                 counted, o.truncation_side)
+            counted += enc.n_rows
+            assert enc.owner is not None
+            encs.append(enc.rows)
+            owners.append(pos[enc.owner])
+            if truncated is not None and enc.truncated is not None:
+                truncated[pos] = enc.truncated
+        owner = np.concatenate(owners)
+        order = np.argsort(owner, kind="stable")
+        return Encoded(rows=batching.Rows.concat(encs).select(order), truncated=truncated,
+                       owner=owner[order], n_chunks=len(texts))
 
     def submit(self, enc: Encoded) -> None:
         """Queue one encoded part; the queue bound applies to the first part only, so an

@@ -128,6 +128,10 @@ class PairTokenizer:
         self.library.no_truncation()
         tok.enable_truncation(max_length=max_length, strategy="longest_first", stride=0)
         self._tok = tok
+        # truncation_side="left": the same longest-first counts, cut from each text's start.
+        self._tok_left = Tokenizer.from_str(self.library.to_str())
+        self._tok_left.enable_truncation(max_length=max_length, strategy="longest_first", stride=0,
+                                         direction="left")
         self.max_length = max_length
         self.texts = TextEncoder(self.library, tokenizer_file, backend, threads)
         self.template: _Template | None
@@ -138,7 +142,8 @@ class PairTokenizer:
             self.template = None
         if self.template is not None and self.template.added >= max_length:
             self.template = None  # no room for text: leave such limits to the library
-        if self.template is not None and not self._fast_path_agrees():
+        if self.template is not None and not (self._fast_path_agrees("right")
+                                              and self._fast_path_agrees("left")):
             log.warning("the pair fast path disagrees with the tokenizer's own pair encoding for "
                         "%s; using the slower library path", tokenizer_file)
             self.template = None
@@ -148,27 +153,33 @@ class PairTokenizer:
         """What tokenizes texts alone: 'nanotoken' or 'tokenizers'."""
         return self.texts.name
 
-    def _fast_path_agrees(self) -> bool:
+    def _fast_path_agrees(self, side: str) -> bool:
         m = self.max_length
         long_a, long_b = "moon tide " * m, "the sea rises " * m
         probes = [("who?", "the moon"), ("", "x"), ("x", ""), ("", ""), (long_a, "short chunk"),
                   ("short query", long_b), (long_a, long_b), ("tides " * (m // 2), long_b),
                   ("Café naïve 東京", "Ünïcödé ß " * 3)]
         ours = self._encode_fast([p[0] for p in probes], np.arange(len(probes)),
-                                 [p[1] for p in probes], with_truncation=False)
-        ref = self._rows_from(self._tok.encode_batch(probes))
+                                 [p[1] for p in probes], False, side)
+        ref = self._rows_from(self._library_for(side).encode_batch(probes))
         return bool(np.array_equal(ours.rows.offsets, ref.offsets)
                     and np.array_equal(ours.rows.ids, ref.ids)
                     and np.array_equal(ours.rows.type_ids, ref.type_ids))
 
-    def encode(self, query: str, chunks: list[str], with_truncation: bool = False) -> Encoded:
-        """Encode one query against many chunks."""
+    def _library_for(self, side: str) -> Tokenizer:
+        return self._tok_left if side == "left" else self._tok
+
+    def encode(self, query: str, chunks: list[str], with_truncation: bool = False,
+               side: str = "right") -> Encoded:
+        """Encode one query against many chunks; side: which end of an over-long text is cut
+        (right keeps its start, as sentence-transformers does; left keeps its end)."""
         if self.template is not None:
             return self._encode_fast([query], np.zeros(len(chunks), dtype=np.int64), chunks,
-                                     with_truncation)
-        return self._encode_library([(query, c) for c in chunks], with_truncation)
+                                     with_truncation, side)
+        return self._encode_library([(query, c) for c in chunks], with_truncation, side)
 
-    def encode_pairs(self, pairs: list[tuple[str, str]], with_truncation: bool = False) -> Encoded:
+    def encode_pairs(self, pairs: list[tuple[str, str]], with_truncation: bool = False,
+                     side: str = "right") -> Encoded:
         """Encode arbitrary pairs, one row each, in order.
 
         with_truncation also counts the tokens each pair lost.
@@ -177,11 +188,12 @@ class PairTokenizer:
             index: dict[str, int] = {}
             q_of = np.fromiter((index.setdefault(q, len(index)) for q, _ in pairs),
                                dtype=np.int64, count=len(pairs))
-            return self._encode_fast(list(index), q_of, [c for _, c in pairs], with_truncation)
-        return self._encode_library(pairs, with_truncation)
+            return self._encode_fast(list(index), q_of, [c for _, c in pairs], with_truncation,
+                                     side)
+        return self._encode_library(pairs, with_truncation, side)
 
     def _encode_fast(self, queries: list[str], q_of: np.ndarray, chunks: list[str],
-                     with_truncation: bool) -> Encoded:
+                     with_truncation: bool, side: str = "right") -> Encoded:
         t = self.template
         assert t is not None
         q = self.encode_alone(queries)
@@ -202,9 +214,10 @@ class PairTokenizer:
         starts = np.empty((n, 5), dtype=np.int64)
         lens = np.empty((n, 5), dtype=np.int64)
         starts[:, 0], lens[:, 0] = 0, lp
-        starts[:, 1], lens[:, 1] = q_base + q.offsets[q_of], n1
+        left = side == "left"  # keep each text's last tokens instead of its first
+        starts[:, 1], lens[:, 1] = q_base + q.offsets[q_of] + (lq - n1 if left else 0), n1
         starts[:, 2], lens[:, 2] = lp, lm
-        starts[:, 3], lens[:, 3] = c_base + c.offsets[:-1], n2
+        starts[:, 3], lens[:, 3] = c_base + c.offsets[:-1] + (lc - n2 if left else 0), n2
         starts[:, 4], lens[:, 4] = lp + lm, ls
         src = batching.ragged_range(starts.reshape(-1), lens.reshape(-1))
         lengths = lens.sum(axis=1)
@@ -213,8 +226,9 @@ class PairTokenizer:
         truncated = (lq + lc + t.added - lengths) if with_truncation else None
         return Encoded(rows=rows, truncated=truncated)
 
-    def _encode_library(self, pairs: list[tuple[str, str]], with_truncation: bool) -> Encoded:
-        rows = self._rows_from(self.texts.map(self._tok.encode_batch, pairs))
+    def _encode_library(self, pairs: list[tuple[str, str]], with_truncation: bool,
+                        side: str = "right") -> Encoded:
+        rows = self._rows_from(self.texts.map(self._library_for(side).encode_batch, pairs))
         truncated: np.ndarray | None = None
         if with_truncation:
             lengths = rows.lengths

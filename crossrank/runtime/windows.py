@@ -26,17 +26,19 @@ class Windows:
         self._lock = threading.Lock()
 
     def encode(self, query: str, chunks: list[str], with_truncation: bool = False,
-               positions: np.ndarray | None = None, counted: int = 0) -> Encoded:
+               positions: np.ndarray | None = None, counted: int = 0,
+               side: str = "right") -> Encoded:
         """Pairs that fit stay one row; a chunk whose pair is too long becomes overlapping
         windows of its tokens, each with the whole query ([CLS] q [SEP] window [SEP]), the
         windows overlapping by `stride` tokens so every token is seen. Caps raise LimitExceeded.
 
-        A query too long to leave room for a window falls back to longest-first truncation.
+        A query too long to leave room for a window falls back to longest-first truncation
+        (cutting from `side`).
         When these chunks are one part of a larger request: `positions` are their indices in it
         (for messages) and `counted` the rows its earlier parts made (the cap is per request).
         """
         tok, lim = self.tokenizer, self.limits
-        base = tok.encode(query, chunks)
+        base = tok.encode(query, chunks, side=side)
         n = len(chunks)
         # Only a pair at the limit may be too long; the splitter tells which (>1 window).
         at_limit = np.flatnonzero(base.lengths >= tok.max_length).tolist()
