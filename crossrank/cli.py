@@ -109,7 +109,8 @@ def _model_dir(args: argparse.Namespace) -> Path:
 def _serve_parser(sub: Any) -> None:
     from crossrank.runtime.settings import add_arguments
 
-    p = sub.add_parser("serve", help="serve a model over HTTP (/score, /rerank, /v1|v2/rerank)",
+    p = sub.add_parser("serve", help="serve a model over HTTP (/score, /rerank, /v1|v2/rerank, "
+                       "/v1/score, /v1/reranking)",
                        description="Serve an exported cross-encoder over HTTP. Each flag falls "
                        "back to its CROSSRANK_* environment variable. Without --model-dir the "
                        "model is exported into --models-root first when it is not there yet.")

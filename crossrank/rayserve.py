@@ -5,9 +5,10 @@
     crossrank serve-ray --model-dir DIR --replicas 2
 
 Each replica loads the exported model once and serves the routes of `crossrank serve` (/score,
-/rerank, /v1|v2/rerank, /health, /info, /metrics, /openapi.json) through `create_app`, with the
-same answers and errors; Ray routes requests to replicas, restarts a replica that dies and scales
-their number. A response names the replica that answered in `X-Crossrank-Replica`.
+/v1/score, /rerank, /v1|v2/rerank, /v1/reranking, /health, /info, /metrics, /openapi.json)
+through `create_app`, with the same answers and errors; Ray routes requests to replicas,
+restarts a replica that dies and scales their number. A response names the replica that
+answered in `X-Crossrank-Replica`.
 
 Autoscaling follows the signal that matters here, the tokens waiting for inference: each replica
 reports its queued tokens, and the policy asks for as many replicas as the total over
