@@ -137,6 +137,21 @@ def test_rerank_documents_shape(client: TestClient, scorer: Scorer) -> None:
     assert unnamed["model"] == scorer.info.name  # type: ignore[union-attr]
 
 
+def test_infinity_client_with_only_base_url_changed(client: TestClient, scorer: Scorer) -> None:
+    pytest.importorskip("infinity_client")
+    from infinity_client import Client
+    from infinity_client.api.default import rerank
+    from infinity_client.models import RerankInput
+
+    inf = Client(base_url="http://testserver")
+    inf.set_httpx_client(client)
+    res = rerank.sync(client=inf, body=RerankInput(query=QUERY, documents=DOCS, top_n=2))
+    assert res is not None and not hasattr(res, "detail"), res
+    order = [i for i, _ in scorer.score(QUERY, DOCS)]
+    assert [r.index for r in res.results] == order[:2]
+    assert res.usage.total_tokens == tokens(scorer, QUERY, DOCS)
+
+
 def test_rerank_body_with_both_shapes_or_neither_is_a_clear_422(client: TestClient) -> None:
     both = error(client.post("/rerank", json={"query": "q", "texts": ["a"], "documents": ["a"]}))
     assert "'texts'" in both and "'documents'" in both
