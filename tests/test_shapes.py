@@ -100,6 +100,10 @@ def test_vllm_score_refusals_name_the_fields(client: TestClient) -> None:
     assert "truncate_prompt_tokens" in error(client.post("/v1/score", json={
         "text_1": "q", "text_2": ["a"], "truncate_prompt_tokens": 10}))
     assert "'text_2' is required" in error(client.post("/score", json={"text_1": "q"}))
+    assert error(client.post("/score", json={"text_1": {"q": 1}, "text_2": "a"})) == (
+        "'text_1' must be a string or a list of strings")
+    assert "'text_2[1]' must be a string" in error(client.post("/score", json={
+        "text_1": "q", "text_2": ["a", 2]}))
     assert "'query' is required" in error(client.post("/score", json={"chunks": ["a"]}))
 
 

@@ -248,17 +248,17 @@ def parse_score(body: dict[str, Any], limits: RequestLimits) -> ScoreCall | Pair
 
 
 def _text_list(body: dict[str, Any], field: str, max_items: int) -> list[str]:
+    """vLLM's text_1 / text_2: one string, or a non-empty list of strings."""
     v = body.get(field)
+    if v is None:
+        raise InvalidRequest(f"'{field}' is required")
     if isinstance(v, str):
         return [_clean(v)]
-    if isinstance(v, list) and not v:
+    if not isinstance(v, list):
+        raise InvalidRequest(f"'{field}' must be a string or a list of strings")
+    if not v:
         raise InvalidRequest(f"'{field}' must not be empty")
-    try:
-        return get_texts(body, field, max_items)
-    except InvalidRequest as exc:
-        if isinstance(exc, LimitExceeded) or v is None:
-            raise
-        raise InvalidRequest(f"'{field}' must be a string or a list of strings ({exc})") from exc
+    return get_texts(body, field, max_items)
 
 
 def parse_pairs(body: dict[str, Any], limits: RequestLimits) -> PairsCall:
