@@ -270,6 +270,9 @@ def _read_requests(text: str, query: str | None) -> tuple[list[tuple[str, list[A
             if not isinstance(chunks, list):
                 raise UsageError("with --query, the input must be a JSON array of strings or "
                                  "one chunk per line")
+            bad = next((i for i, c in enumerate(chunks) if not isinstance(c, str)), None)
+            if bad is not None:  # (JSON objects are checked by the API's readers)
+                raise UsageError(f"chunk {bad} is not a string")
             return [(query, chunks)], False
         return [(query, [line for line in text.splitlines() if line.strip()])], False
     if not stripped:
@@ -324,9 +327,6 @@ def _score(args: argparse.Namespace) -> int:
     with Scorer.from_dir(_model_dir(args), variant=args.variant,
                          provider=args.provider) as scorer:
         for query, chunks in requests:
-            for i, c in enumerate(chunks):
-                if not isinstance(c, str):
-                    raise UsageError(f"chunk {i} is not a string")
             scored = scorer.score_request(ScoreRequest(query, chunks, options))
             ranked = rank(scorer.apply_activation(scored.logits, args.activation))
             ranked = ranked[:args.top_k] if args.top_k else ranked

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from crossrank.runtime.errors import InvalidRequest, LimitExceeded
-from crossrank.runtime.options import OVERFLOW_MODES, RequestLimits, ScoreOptions
+from crossrank.runtime.options import OVERFLOW_MODES, TRUNCATION_SIDES, RequestLimits, ScoreOptions
 from crossrank.runtime.scores import activate, rank, sigmoid
 from crossrank.runtime.service import Scored, ScoreRequest
 
@@ -270,7 +270,7 @@ def parse_pairs(body: dict[str, Any], limits: RequestLimits) -> PairsCall:
     for i, q in enumerate(t1):
         if not q.strip():
             raise InvalidRequest(f"'text_1[{i}]' must not be empty or only whitespace")
-    options = get_options(body, limits, side=get_side(body, "truncation_side", ("right", "left")))
+    options = get_options(body, limits, side=get_side(body, "truncation_side", TRUNCATION_SIDES))
     if len(t1) == 1:
         request = ScoreRequest(t1[0], t2, options)
     elif len(t1) == len(t2):
@@ -306,7 +306,7 @@ def parse_documents(body: dict[str, Any], limits: RequestLimits) -> DocumentsCal
     refuse(body, UNSUPPORTED_VLLM)
     query = get_query(body)
     docs = get_texts(body, "documents", limits.max_chunks, objects=True)
-    side = get_side(body, "truncation_side", ("right", "left"))
+    side = get_side(body, "truncation_side", TRUNCATION_SIDES)
     return DocumentsCall(ScoreRequest(query, docs, get_options(body, limits, side=side)),
                          top_n=get_pos_int(body, "top_n", zero_is_all=True),
                          return_documents=get_bool(body, "return_documents", False),

@@ -186,6 +186,8 @@ class App:
         self.scorer = built.scorer
         self.service = built.service
         self.limits = built.limits
+        # What answers that carry a model name say when the client named none.
+        self.model_name = self.scorer.info.name if self.scorer.info else "crossrank"
         self.settings = settings
         self.metrics = Metrics()
         # Set when in-flight requests must give up: the graceful-shutdown window is about to end.
@@ -281,8 +283,7 @@ class App:
 
     def respond(self, call: api.Call, scored: Scored) -> Response:
         """The call's answer rendered as JSON (the json module's bytes, as the seed's)."""
-        name = self.scorer.info.name if self.scorer.info else "crossrank"
-        return JSONResponse(api.render(call, scored, self.scorer.activation, name),
+        return JSONResponse(api.render(call, scored, self.scorer.activation, self.model_name),
                             headers=api.truncation_headers(scored))
 
     # -- endpoints ------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class _Call:
         truncation = o.report_truncation or o.must_fit
         side = o.truncation_side
         if o.overflow == "split" and not o.must_fit:
-            enc = self._windows(queries or [str(r.query)] * len(texts), texts, idx)
+            enc = self._windows(queries, texts, idx)
         elif queries is not None:
             enc = tok.encode_pairs(list(zip(queries, texts, strict=True)), truncation, side)
         else:
@@ -116,15 +116,18 @@ class _Call:
         self._rows += enc.n_rows
         return enc
 
-    def _windows(self, queries: list[str], texts: list[str], idx: np.ndarray) -> Encoded:
-        """overflow="split" for a part: the texts of each distinct query as windows, rows put
-        back in text order (a text's windows together)."""
+    def _windows(self, queries: list[str] | None, texts: list[str], idx: np.ndarray) -> Encoded:
+        """overflow="split" for a part (queries: one per text, or None for the request's one):
+        the texts of each distinct query as windows, rows put back in text order (a text's
+        windows together)."""
         o, windows = self.request.options, self.service.windows
         groups: dict[str, list[int]] = {}
-        for i, q in enumerate(queries):
+        for i, q in enumerate(queries or ()):
             groups.setdefault(q, []).append(i)
-        if len(groups) == 1:
-            return windows.encode(queries[0], texts, o.report_truncation, idx, self._rows,
+        if len(groups) <= 1:
+            query = queries[0] if queries else self.request.query
+            assert isinstance(query, str)
+            return windows.encode(query, texts, o.report_truncation, idx, self._rows,
                                   o.truncation_side)
         encs, owners = [], []
         truncated = np.zeros(len(texts), dtype=np.int64) if o.report_truncation else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import types
 import typing
@@ -104,6 +105,7 @@ _FALSE = ("0", "false", "off", "no")
 _AUTO = ("auto", "")
 
 
+@functools.cache
 def _kinds() -> dict[str, tuple[type, bool]]:
     """Each setting's value type and whether None (auto) is allowed."""
     out = {}

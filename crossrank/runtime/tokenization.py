@@ -246,10 +246,9 @@ class PairTokenizer:
         return self.texts.encode(texts)
 
     @staticmethod
-    def _rows_from(encs: list[Any], types: bool = True) -> Rows:
-        """Flat rows from library encodings (segment ids left 0 when not asked for)."""
-        return Rows.from_lists([e.ids for e in encs],
-                               [e.type_ids for e in encs] if types else None)
+    def _rows_from(encs: list[Any]) -> Rows:
+        """Flat rows from library pair encodings."""
+        return Rows.from_lists([e.ids for e in encs], [e.type_ids for e in encs])
 
     def cut_to_tokens(self, texts: list[str], max_tokens: int) -> list[str]:
         """Each text up to the end of its max_tokens-th token of its own (no special tokens)."""
