@@ -1,7 +1,7 @@
 """int8 logits under AVX2 numerics, emulated, checked against a real AVX2 CPU's.
 
     python -m bench.int8_emulation [--recipes u8u8 u8s8-reduced u8u8-smooth] [--cpu EPYC-Rome]
-                                   [--topics 2000:coffee ...]
+                                   [--topics 2000:coffee ...] [--check-set 5000] [--out FILE]
 
 ONNX Runtime picks its int8 kernels by the CPU's features, and the same int8 file scores
 differently on an AVX-512 VNNI CPU and on an AVX2-only one (u8u8 on the realistic fixture: up to
@@ -13,7 +13,8 @@ seed=4242)`, one pair per run) that way for each recipe, and compares them with 
 written on a real Zen 3 (../shared/data/int8-logits-avx2-zen3.json) where that file has the
 recipe: agreement to float rounding means the emulation computes what the real CPU computes,
 and the other recipes' emulated figures (their error against fp32, and per-topic rankings for
-the --topics given as SEED:TOPIC) stand for that CPU. Emulation is slow (~2-4 s a pair): times
+the --topics given as SEED:TOPIC, or every topic of the exporter's ranking sets with
+--check-set 5000 and --check-set 5001) stand for that CPU. Emulation is slow (~2-4 s a pair): times
 mean nothing. Results go to bench/results/int8-emulation-<cpu>.json.
 """
 
@@ -71,12 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipes", nargs="+", default=["u8u8", "u8s8-reduced", "u8u8-smooth"])
     p.add_argument("--cpu", default="EPYC-Rome", help="qemu CPU model (EPYC-Rome: AVX2, no VNNI)")
     p.add_argument("--topics", nargs="*", default=[], help="SEED:TOPIC rankings to add")
+    p.add_argument("--check-set", type=int, action="append", default=[], metavar="SEED",
+                   help="add every topic of this seed's ranking set (the exporter's: 5000 check "
+                        "set, 5001 held-out)")
+    p.add_argument("--out", type=Path, help="results file (default bench/results/"
+                                            "int8-emulation-<cpu>.json)")
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # model, tokenizer, out
     args = p.parse_args(argv)
     if args.child:
         model, tok, out = args.child
         Path(out).write_text(json.dumps(score(Path(model), Path(tok), args.topics)))
         return 0
+    if args.check_set:
+        from crossrank.export.corpus import TOPICS
+
+        args.topics += [f"{seed}:{t}" for seed in args.check_set for t in TOPICS]
     if shutil.which("qemu-x86_64") is None:
         print("qemu-x86_64 is not installed (apt-get install qemu-user)", file=sys.stderr)
         return 2
@@ -91,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     real = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else {"logits": {}}
     rows = []
     for name in args.recipes:
-        qfile = WORK / f"{name}.onnx"
+        tag = args.out.stem if args.out else args.cpu
+        qfile = WORK / f"{name}-{tag}.onnx" if args.out else WORK / f"{name}.onnx"
         quantize.quantize(fp32_dir / "model.onnx", qfile, recipe_isa(name), quantize.RECIPES[name])
-        out = WORK / f"{name}-emulated-{args.cpu}.json"
+        out = WORK / f"{name}-emulated-{tag}.json"
         t0 = time.perf_counter()
         print(f"{name}: scoring under qemu -cpu {args.cpu} ...", flush=True)
         subprocess.run(["qemu-x86_64", "-cpu", args.cpu, sys.executable, "-m",
@@ -116,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             ref_r = np.concatenate([ref[t] for t in args.topics])
             labels = [t for t in args.topics for _ in got[t]]
             row["rankings"] = compare_rankings(ref_r, got_r, labels)
+            row["mean_abs_diff_rankings"] = round(float(np.abs(got_r - ref_r).mean()), 4)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    dst = ROOT / "bench" / "results" / f"int8-emulation-{args.cpu}.json"
+    dst = args.out or ROOT / "bench" / "results" / f"int8-emulation-{args.cpu}.json"
     dst.write_text(json.dumps({"fixture": "realistic (build_realistic seed 0)", "rows": rows},
                               indent=2))
     print(f"saved {dst}")

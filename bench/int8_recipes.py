@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
 STATIC = ("s8s8-qdq-static",)
 
 
-def quantize_static_qdq(fp32_dir: Path, dst: Path) -> None:
-    """s8s8 QDQ with min/max calibration on held-out passages (seed 7000, 8 topics x 16)."""
+def quantize_static_qdq(fp32_dir: Path, dst: Path, src: Path | None = None) -> None:
+    """s8s8 QDQ with min/max calibration on held-out passages (seed 7000, 8 topics x 16), of
+    src (default: the fp32 export's model.onnx)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -183,7 +184,7 @@ def quantize_static_qdq(fp32_dir: Path, dst: Path) -> None:
             return next(self.it, None)
 
     quantize_static(
-        str(fp32_dir / "model.onnx"), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+        str(src or fp32_dir / "model.onnx"), str(dst), Reader(), quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
         op_types_to_quantize=["MatMul"], calibrate_method=CalibrationMethod.MinMax,
         extra_options={"ActivationSymmetric": True, "MatMulConstBOnly": True},
