@@ -135,17 +135,18 @@ def executed_ops(model_file: Path) -> dict[str, int]:
 
 def length_sorted_batches(tokenizer_file: Path, pairs: list[tuple[str, str]],
                           rows: int) -> list[dict[str, np.ndarray]]:
-    """Pairs sorted by length (as the runtime sorts them), `rows` per batch, right-padded."""
-    from crossrank.export.quantize import pair_feeds
+    """Pairs sorted by length, `rows` per batch, padded by the runtime's own tokenizer and
+    `pad` (as bench.compare's padded contender runs them)."""
+    from crossrank.runtime.batching import pad
+    from crossrank.runtime.tokenization import PairTokenizer
 
-    feeds = pair_feeds(tokenizer_file, pairs)
-    order = np.argsort([f["input_ids"].shape[1] for f in feeds], kind="stable")
+    enc = PairTokenizer(tokenizer_file, 512).encode_pairs(pairs)
+    order = np.argsort(enc.lengths, kind="stable")
     out = []
     for i in range(0, len(order), rows):
-        group = [feeds[j] for j in order[i:i + rows]]
-        width = max(f["input_ids"].shape[1] for f in group)
-        out.append({name: np.concatenate([np.pad(f[name], ((0, 0), (0, width - f[name].shape[1])))
-                                          for f in group]) for name in group[0]})
+        b = pad(enc.rows, order[i:i + rows])
+        out.append({"input_ids": b.input_ids, "attention_mask": b.attention_mask,
+                    "token_type_ids": b.token_type_ids})
     return out
 
 
