@@ -12,10 +12,12 @@ mixed request, sorted by length as the runtime sorts, time as the median of `--r
 in one run, ratio against fp32 paired round by round:
 
 - fp32 (8 rows per batch, what the token budget gives on this request) and the shipped dynamic
-  int8 (`u8s8-smooth`, one row per batch);
+  int8 (`u8s8-smooth`, one row per batch, and for comparison 4 and 8 rows per batch, where one
+  activation scale covers the whole batch, so a pair's score depends on its batch-mates);
 - `qdq-fused`: static s8s8 QDQ of the MatMuls outside the fused Attention, min/max calibration
-  (bench.int8_recipes' `s8s8-qdq-static`);
-- `qdq-unfused`: the same after unfusing, so the QKV projection is in it too;
+  (bench.int8_recipes' `s8s8-qdq-static`; ONNX Runtime runs each as `MatMulIntegerToFloat`);
+- `qdq-unfused`: the same after unfusing, so the QKV projection is in it too; `qdq-unfused u8`
+  with uint8 asymmetric activations (VNNI's own u8 x s8 operands);
 - `nbits8-unfused`: 8-bit block-wise weights (`MatMulNBits`, block 32, accuracy level 4: int8
   compute) after unfusing.
 
@@ -171,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     files = {"fp32": model_dir / "model.onnx", "fp32-unfused": unfused,
              "dynamic u8s8-smooth": model_dir / "model_int8.onnx",
              "qdq-fused": WORK / "qdq-fused.onnx", "qdq-unfused": WORK / "qdq-unfused.onnx",
+             "qdq-unfused u8": WORK / "qdq-unfused-u8.onnx",
              "nbits8-unfused": WORK / "nbits8-unfused.onnx"}
     quantize_static_qdq(model_dir, files["qdq-fused"])
     quantize_static_qdq(model_dir, files["qdq-unfused"], src=unfused)
+    quantize_static_qdq(model_dir, files["qdq-unfused u8"], src=unfused, activations="u8")
     weight_nbits(unfused, files["nbits8-unfused"])
     cases = {"fp32, 8 rows": ("fp32", 8), "fp32 unfused, 8 rows": ("fp32-unfused", 8),
              "dynamic u8s8-smooth, 1 row": ("dynamic u8s8-smooth", 1),
@@ -181,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     for rows in (1, 4, 8, 16):
         cases[f"qdq-unfused, {rows} rows"] = ("qdq-unfused", rows)
     for rows in (1, 8):
+        cases[f"qdq-unfused u8, {rows} rows"] = ("qdq-unfused u8", rows)
+    for rows in (1, 8):
         cases[f"nbits8-unfused, {rows} rows"] = ("nbits8-unfused", rows)
+    for rows in (4, 8):  # one activation scale per batch: a pair's score depends on its mates
+        cases[f"dynamic u8s8-smooth, {rows} rows"] = ("dynamic u8s8-smooth", rows)
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
