@@ -164,17 +164,19 @@ def static_recipe(fp32_dir: Path, name: str, dst: Path) -> None:
     src = fp32_dir / "model.onnx"
     work = dst.with_name(dst.stem + ".work")
     work.mkdir(parents=True, exist_ok=True)
-    if name.endswith("-smooth"):
-        roles = quantize.matmul_roles(src)
-        smooth.smooth(src, work / "smoothed.onnx", roles,
-                      {role: quantize.SMOOTH_ALPHA for role in roles},
-                      quantize.calibration_feeds(fp32_dir / "tokenizer.json"))
-        src = work / "smoothed.onnx"
-    if "-unfused" in name:
-        unfuse_attention(src, work / "unfused.onnx")
-        src = work / "unfused.onnx"
-    quantize_static_qdq(fp32_dir, dst, src=src, activations=name[:2])
-    shutil.rmtree(work)
+    try:
+        if name.endswith("-smooth"):
+            roles = quantize.matmul_roles(src)
+            smooth.smooth(src, work / "smoothed.onnx", roles,
+                          {role: quantize.SMOOTH_ALPHA for role in roles},
+                          quantize.calibration_feeds(fp32_dir / "tokenizer.json"))
+            src = work / "smoothed.onnx"
+        if "-unfused" in name:
+            unfuse_attention(src, work / "unfused.onnx")
+            src = work / "unfused.onnx"
+        quantize_static_qdq(fp32_dir, dst, src=src, activations=name[:2])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def quantize_static_qdq(fp32_dir: Path, dst: Path, src: Path | None = None,
