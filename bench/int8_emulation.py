@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     ref = score(fp32_dir / "model.onnx", tok, args.topics)
     real = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else {"logits": {}}
     rows = []
+    tag = args.out.stem if args.out else args.cpu  # runs with different --out can run at once
     for name in args.recipes:
-        tag = args.out.stem if args.out else args.cpu
-        qfile = WORK / f"{name}-{tag}.onnx" if args.out else WORK / f"{name}.onnx"
+        qfile = WORK / f"{name}-{tag}.onnx"
         quantize.quantize(fp32_dir / "model.onnx", qfile, recipe_isa(name), quantize.RECIPES[name])
         out = WORK / f"{name}-emulated-{tag}.json"
         t0 = time.perf_counter()

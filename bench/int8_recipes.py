@@ -159,17 +159,15 @@ def static_recipe(fp32_dir: Path, name: str, dst: Path) -> None:
     the attention's QKV projection too (bench.int8_static.unfuse_attention), `-smooth` for the
     exporter's outlier smoothing of the fp32 model first."""
     from bench.int8_static import unfuse_attention
-    from crossrank.export import quantize, smooth
+    from crossrank.export import quantize
 
     src = fp32_dir / "model.onnx"
     work = dst.with_name(dst.stem + ".work")
     work.mkdir(parents=True, exist_ok=True)
     try:
         if name.endswith("-smooth"):
-            roles = quantize.matmul_roles(src)
-            smooth.smooth(src, work / "smoothed.onnx", roles,
-                          {role: quantize.SMOOTH_ALPHA for role in roles},
-                          quantize.calibration_feeds(fp32_dir / "tokenizer.json"))
+            quantize.smooth_all_roles(src, work / "smoothed.onnx", quantize.SMOOTH_ALPHA,
+                                      fp32_dir / "tokenizer.json")
             src = work / "smoothed.onnx"
         if "-unfused" in name:
             unfuse_attention(src, work / "unfused.onnx")

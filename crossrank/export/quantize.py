@@ -116,6 +116,19 @@ def calibration_feeds(tokenizer_file: Path) -> list[dict[str, Any]]:
     return pair_feeds(tokenizer_file, sample_pairs(CALIBRATION_PAIRS, seed=CALIBRATION_SEED))
 
 
+def smooth_all_roles(src: Path, dst: Path, alpha: float, tokenizer_file: Path) -> dict[str, Any]:
+    """Write src with every MatMul role smoothed at alpha, calibrated on pairs tokenized with
+    tokenizer_file; returns smooth.smooth's record for the manifest."""
+    from crossrank.export import smooth
+
+    if not tokenizer_file.is_file():
+        raise ExportError(f"Smoothing needs the model's tokenizer for calibration; "
+                          f"{tokenizer_file} is missing.")
+    roles = matmul_roles(src)
+    return smooth.smooth(src, dst, roles, {role: alpha for role in roles},
+                         calibration_feeds(tokenizer_file))
+
+
 def quantize(src: Path, dst: Path, isa: str, recipe: Recipe | None = None,
              fp32_nodes: tuple[str, ...] = (), tokenizer_file: Path | None = None) -> dict[str, Any]:
     """Write the int8 model; returns the recipe record for the manifest. fp32_nodes stay in fp32
@@ -125,16 +138,8 @@ def quantize(src: Path, dst: Path, isa: str, recipe: Recipe | None = None,
     smoothing: dict[str, Any] | None = None
     smoothed = dst.with_name(dst.stem + ".smoothed.onnx")
     if chosen.smooth_alpha is not None:
-        from crossrank.export import smooth
-
-        tok = tokenizer_file or src.parent / "tokenizer.json"
-        if not tok.is_file():
-            raise ExportError(f"Smoothing needs the model's tokenizer for calibration; {tok} "
-                              "is missing.")
-        roles = matmul_roles(src)
-        smoothing = smooth.smooth(src, smoothed, roles,
-                                  {role: chosen.smooth_alpha for role in roles},
-                                  calibration_feeds(tok))
+        smoothing = smooth_all_roles(src, smoothed, chosen.smooth_alpha,
+                                     tokenizer_file or src.parent / "tokenizer.json")
         src = smoothed
     try:
         _quantize_dynamic(src, dst, chosen, fp32_nodes)
