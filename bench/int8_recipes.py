@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     from crossrank.runtime.cpu import detect_isa
     from crossrank.runtime.scores import spearman
 
+    unknown = [n for n in args.recipes
+               if n not in STATIC and n.removesuffix(SEARCH) not in quantize.RECIPES]
+    if unknown:
+        p.error(f"unknown recipe {', '.join(unknown)}; known: {', '.join(quantize.RECIPES)}, "
+                f"{', '.join(STATIC)} (a dynamic recipe may end in {SEARCH})")
     fp32_dir = prepare()
     ref = evaluate(fp32_dir, fp32_dir / "model.onnx", "fp32")
     where = f"emulated {args.emulate}" if args.emulate else f"this CPU ({detect_isa()})"
