@@ -61,7 +61,7 @@ bench-server: $(STAMP)
 	$(BIN)/python -m bench.server_bench $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check crossrank bench tests
+	$(BIN)/ruff check crossrank bench tests fixtures tools
 	$(BIN)/mypy
 
 clean:

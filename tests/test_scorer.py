@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crossrank.export.corpus import TOPICS, UNICODE, mixed_chunks, passages_for
+from crossrank.export.corpus import UNICODE, mixed_chunks, passages_for
 from crossrank.runtime.errors import ConfigError, ModelLoadError, Unavailable
 from crossrank.runtime.profiles import PROFILES
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.scores import rank, sigmoid, spearman
+from crossrank.runtime.scores import rank, sigmoid
 from crossrank.runtime.service import parts_of
 from tests.helpers import gated, shipped_int8, wait_until
 
@@ -96,31 +96,27 @@ def test_bucketing_never_changes_fp32_scores(realistic_dir: Path) -> None:
     assert np.abs(together - tight.logits(QUERY, chunks)).max() <= 1e-4
 
 
-# The gate's honesty: an int8 the exporter shipped (its check: seed 5000, every topic top-10 >= 9
-# and Spearman >= 0.99) must rank topics it never saw like fp32. One topic's top-10 overlap moves
-# by one with the sample (a near-tie at rank 10), so each topic must keep >= 8 and the topics on
-# average >= 9. Measured for the smoothed recipes: u8s8-smooth on a Zen 4, 48 held-out topics
-# (seeds 2000-2005): worst top-10 9, worst Spearman 0.9977; u8u8-smooth under AVX2 numerics: README
-# "int8 recipes". Before smoothing, u8u8 on a real Zen 3 passed the gate and then failed a single
-# held-out topic at 8 against a per-topic bound of 9 (issue 19).
-HELD_OUT_SEEDS = (2000, 2001)
+# The gate's honesty on data it never saw: an int8 the exporter shipped (judged on the Python
+# language reference) must keep the trained fixture's quality on its own held-out test requests
+# (test-split packages: summary and sentence queries, 100 candidates from a lexical first stage)
+# by the same measures and bounds (runtime/fidelity.py).
+def test_int8_the_exporter_shipped_keeps_quality_on_requests_it_never_saw(
+        realistic_dir: Path) -> None:
+    from crossrank.runtime import fidelity
+    from fixtures import prose
 
-
-def test_int8_the_exporter_shipped_ranks_held_out_topics_like_fp32(realistic_dir: Path) -> None:
     shipped_int8(realistic_dir)
     f32 = Scorer.from_dir(realistic_dir, variant="fp32")
     i8 = Scorer.from_dir(realistic_dir, variant="int8")
-    overlaps = []
-    for seed in HELD_OUT_SEEDS:
-        for topic in TOPICS:
-            q, chunks = passages_for(topic, 100, seed=seed)
-            a, b = f32.logits(q, chunks), i8.logits(q, chunks)
-            top_a = set(np.argsort(-a, kind="stable")[:10].tolist())
-            top_b = set(np.argsort(-b, kind="stable")[:10].tolist())
-            overlaps.append(len(top_a & top_b))
-            assert overlaps[-1] >= 8, (seed, topic)
-            assert spearman(a, b) >= 0.99, (seed, topic)
-    assert np.mean(overlaps) >= 9.0, overlaps
+    ref, got, groups, labels = [], [], [], []
+    for g, r in enumerate(prose.requests("test")):
+        ref.append(f32.logits(r.query, list(r.passages)))
+        got.append(i8.logits(r.query, list(r.passages)))
+        groups += [g] * len(r.passages)
+        labels += list(r.labels)
+    j = fidelity.judge(np.concatenate(ref), np.concatenate(got), groups, labels)
+    assert j.requests >= 20 and j.labels_enforced, j
+    assert j.passed, j
 
 
 def test_int8_score_does_not_depend_on_batch_mates(realistic_dir: Path) -> None:

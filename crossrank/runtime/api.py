@@ -216,8 +216,11 @@ def get_side(body: dict[str, Any], field: str, values: tuple[str, ...]) -> str:
 
 
 def get_options(body: dict[str, Any], limits: RequestLimits, must_fit: bool = False,
-                max_tokens: int | None = None, side: str = "right") -> ScoreOptions:
-    """crossrank's extensions every shape takes: overflow and report_truncation."""
+                max_tokens: int | None = None, side: str = "right",
+                top: int | None = None) -> ScoreOptions:
+    """crossrank's extensions every shape takes: overflow, report_truncation and exact_top_k
+    (where a precision cascade serves: the k whose scores and order must be fp32's; a shape's
+    own top_n/top_k when it names none)."""
     mode = body.get("overflow")
     if mode is None:
         mode = limits.overflow_default
@@ -225,7 +228,8 @@ def get_options(body: dict[str, Any], limits: RequestLimits, must_fit: bool = Fa
         raise InvalidRequest(f"'overflow' must be one of {', '.join(map(repr, OVERFLOW_MODES))}")
     return ScoreOptions(overflow=str(mode), report_truncation=get_bool(body, "report_truncation",
                                                                         False),
-                        must_fit=must_fit, max_tokens_per_text=max_tokens, truncation_side=side)
+                        must_fit=must_fit, max_tokens_per_text=max_tokens, truncation_side=side,
+                        exact_top_k=get_pos_int(body, "exact_top_k") or top)
 
 
 def _vllm_raw(body: dict[str, Any]) -> bool:
@@ -307,8 +311,10 @@ def parse_documents(body: dict[str, Any], limits: RequestLimits) -> DocumentsCal
     query = get_query(body)
     docs = get_texts(body, "documents", limits.max_chunks, objects=True)
     side = get_side(body, "truncation_side", TRUNCATION_SIDES)
-    return DocumentsCall(ScoreRequest(query, docs, get_options(body, limits, side=side)),
-                         top_n=get_pos_int(body, "top_n", zero_is_all=True),
+    top_n = get_pos_int(body, "top_n", zero_is_all=True)
+    return DocumentsCall(ScoreRequest(query, docs, get_options(body, limits, side=side,
+                                                               top=top_n)),
+                         top_n=top_n,
                          return_documents=get_bool(body, "return_documents", False),
                          raw_scores=_vllm_raw(body), model=get_model(body))
 
@@ -319,8 +325,10 @@ def parse_cohere(body: dict[str, Any], limits: RequestLimits, version: str) -> C
     docs = get_texts(body, "documents", limits.max_chunks, objects=True)
     get_model(body)
     max_tokens = get_pos_int(body, "max_tokens_per_doc")
-    return CohereCall(ScoreRequest(query, docs, get_options(body, limits, max_tokens=max_tokens)),
-                      top_n=get_pos_int(body, "top_n"),
+    top_n = get_pos_int(body, "top_n")
+    return CohereCall(ScoreRequest(query, docs, get_options(body, limits, max_tokens=max_tokens,
+                                                            top=top_n)),
+                      top_n=top_n,
                       return_documents=get_bool(body, "return_documents", False),
                       version=version)
 
@@ -331,8 +339,9 @@ def parse_mixedbread(body: dict[str, Any], limits: RequestLimits) -> MixedbreadC
         raise InvalidRequest("'rewrite_query' is not supported: crossrank scores the query as sent")
     query = get_query(body)
     texts = get_texts(body, "input", limits.max_chunks, objects=True)
-    return MixedbreadCall(ScoreRequest(query, texts, get_options(body, limits)),
-                          inputs=list(body["input"]), top_k=get_pos_int(body, "top_k"),
+    top_k = get_pos_int(body, "top_k")
+    return MixedbreadCall(ScoreRequest(query, texts, get_options(body, limits, top=top_k)),
+                          inputs=list(body["input"]), top_k=top_k,
                           return_input=get_bool(body, "return_input", False),
                           model=get_model(body))
 

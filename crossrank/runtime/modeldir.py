@@ -107,6 +107,17 @@ class ModelDir:
                     self.manifest.get("variants", {}).get(preferred, {}).get("reason", "not exported"))
         return "fp32"
 
+    def cascade_only(self) -> bool:
+        """True when the export kept an int8 that failed its gate, for the precision cascade."""
+        return bool(self.manifest.get("variants", {}).get("int8", {}).get("cascade_only"))
+
+    def int8_error_bound(self) -> float | None:
+        """The cascade's bound on |int8 - fp32| (logits) the export measured, or None."""
+        err = self.manifest.get("variants", {}).get("int8", {}).get("verification", {}).get(
+            "error", {})
+        bound = err.get("bound") if isinstance(err, dict) else None
+        return float(bound) if isinstance(bound, (int, float)) and bound > 0 else None
+
     def int8_self_check(self) -> Any:
         """The exporter's self-check record for int8 (verify.self_check_record), or None."""
         return self.manifest.get("variants", {}).get("int8", {}).get("self_check")

@@ -58,6 +58,11 @@ _OVERFLOW = {
     "report_truncation": _opt({"type": "boolean", "default": False,
                                "description": "report cut chunks in X-Truncated-Count and "
                                               "X-Truncated-Chunks (index:tokens lost)"}),
+    "exact_top_k": _opt({"type": "integer", "minimum": 1,
+                         "description": "where the server runs an int8 -> fp32 precision "
+                                        "cascade (--cascade): the top k whose scores and order "
+                                        "must be fp32's (default: the request's top_n/top_k, "
+                                        "else the server's k); no effect otherwise"}),
 }
 _SIDE = {"truncation_side": _opt({"type": "string", "enum": list(TRUNCATION_SIDES),
                                   "default": "right",

@@ -43,9 +43,14 @@ class ScoreOptions:
     must_fit: bool = False  # refuse a text that would be cut (TEI truncate=false)
     max_tokens_per_text: int | None = None  # cut each text to this many of its own tokens first
     truncation_side: str = "right"  # one of TRUNCATION_SIDES
+    # the answer's top k must be fp32's (scores and order) where int8 serves with a precision
+    # cascade (runtime/cascade.py); ignored where the served variant is exact already
+    exact_top_k: int | None = None
 
     def __post_init__(self) -> None:
         if self.overflow not in OVERFLOW_MODES:
             raise InvalidRequest(f"'overflow' must be one of {', '.join(OVERFLOW_MODES)}")
         if self.truncation_side not in TRUNCATION_SIDES:
             raise InvalidRequest(f"truncation side must be one of {', '.join(TRUNCATION_SIDES)}")
+        if self.exact_top_k is not None and self.exact_top_k < 1:
+            raise InvalidRequest("'exact_top_k' must be a positive integer")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 
 from crossrank.runtime import cpu, modeldir, selfcheck
+from crossrank.runtime.cascade import CascadeStats
 from crossrank.runtime.engine import Engine, Runner
 from crossrank.runtime.errors import ConfigError
 from crossrank.runtime.modeldir import VARIANT_FILES
 from crossrank.runtime.options import DEFAULT_WINDOWS, WindowLimits
 from crossrank.runtime.profiles import BatchPolicy, ProviderProfile
 from crossrank.runtime.scores import ACTIVATIONS, activate, rank
-from crossrank.runtime.service import Scored, ScoreRequest, Service
+from crossrank.runtime.service import Refiner, Scored, ScoreRequest, Service
 from crossrank.runtime.session import Session, resolve_provider, usable_cores
 from crossrank.runtime.tokenization import PairTokenizer
 
@@ -54,6 +55,10 @@ class ScorerInfo:
     cpu_isa: str | None = None  # this CPU's
     isa_warning: str | None = None  # set when the two differ and no self-check passed
     int8_check: dict[str, Any] | None = None  # the start-up self-check (selfcheck.Int8Check)
+    # the precision cascade: k of the exact top-k a request gets when it names none, and the
+    # int8 error bound it re-scores within (None: no cascade)
+    cascade_k: int | None = None
+    cascade_bound: float | None = None
 
 
 class Scorer:
@@ -72,6 +77,7 @@ class Scorer:
         self.profile = profile
         self.windows = windows
         self.service = Service(tokenizer, engine, windows)
+        self.refine_scorer: Scorer | None = None  # the cascade's fp32 stage
 
     @classmethod
     def from_dir(cls, path: Path | str, *, variant: str = "auto", provider: str = "auto",
@@ -79,14 +85,17 @@ class Scorer:
                  max_rows: int | None = None, activation: str = "model", spin: bool = True,
                  pipeline: bool | None = None, windows: WindowLimits = DEFAULT_WINDOWS,
                  max_length: int | None = None, tokenizer: str = "auto",
-                 int8_check: bool = True) -> Scorer:
+                 int8_check: bool = True, cascade: int = 0) -> Scorer:
         """Load an exported model directory, checking its manifest and files first. The batch
         policy is the provider profile's for the variant; token_budget, max_rows and pipeline
         (None: the profile's choice) override it. max_length truncates pairs shorter than the
         model's own limit. tokenizer: auto (nanotoken when installed and in agreement with the
         tokenizers library), nanotoken, or tokenizers. int8_check: before serving int8 on the
         CPU, score the export's check pairs and serve fp32 unless this CPU reproduces the int8
-        scores the exporter verified (runtime/selfcheck.py)."""
+        scores the exporter verified (runtime/selfcheck.py). cascade: where int8 serves on the
+        CPU, also load fp32 and give every request an exact top `cascade` (its own top_n/top_k
+        when it names one): the pairs int8 could misplace there are re-scored in fp32
+        (runtime/cascade.py); 0: off."""
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}")
         md = modeldir.load(path)
@@ -146,6 +155,11 @@ class Scorer:
             isa = md.isa_check(chosen, warn=check.ok and check.status != "passed")
         assert scorer.info is not None
         served_int8 = scorer.info.variant == "int8"
+        if cascade < 0:
+            raise ConfigError("cascade must be 0 (off) or the k of the exact top-k")
+        if cascade and prof.name == "cpu" and variant in ("auto", "int8"):
+            scorer = cls._with_cascade(scorer, md, cascade, build)
+        assert scorer.info is not None
         scorer.info = replace(scorer.info, int8_isa=isa.made_for if isa else None,
                               cpu_isa=isa.this_cpu if isa else None,
                               isa_warning=isa.warning if isa and served_int8 else None,
@@ -153,6 +167,32 @@ class Scorer:
         log.info("serving %s (%s, %s, %d threads, %s)%s", md.name, scorer.info.variant,
                  prof.name, scorer.info.threads, tok.backend, _check_note(check))
         return scorer
+
+    @staticmethod
+    def _with_cascade(scorer: Scorer, md: modeldir.ModelDir, k: int,
+                      build: Callable[[str], Scorer]) -> Scorer:
+        """int8 in front of fp32 (runtime/cascade.py): the served int8, or one the gate refused
+        and the export kept for this; unchanged where there is no int8 error bound."""
+        assert scorer.info is not None
+        bound = md.int8_error_bound()
+        if scorer.info.variant != "int8" and not md.cascade_only():
+            return scorer
+        if bound is None:
+            log.warning("no int8 error bound in %s (exported before the cascade existed): no "
+                        "cascade; export again with --force for exact top-k", md.path)
+            return scorer
+        if scorer.info.variant == "int8":
+            first, exact = scorer, build("fp32")
+        else:  # the gate refused int8: it serves only behind the cascade
+            first, exact = build("int8"), scorer
+        assert first.info is not None
+        first.service.refiner = Refiner(exact.service, bound, k, CascadeStats())
+        first.refine_scorer = exact
+        first.info = replace(scorer.info, variant="int8", cascade_k=k, cascade_bound=bound)
+        log.info("precision cascade: int8, then fp32 for every pair within %.3g logits x 2 of "
+                 "the k-th best (each request's top %d, or its own top_n/top_k, is fp32's)",
+                 bound, k)
+        return first
 
     @classmethod
     def from_files(cls, model_file: Path, tokenizer_file: Path, max_length: int, *,
@@ -225,11 +265,15 @@ class Scorer:
         d["batch_policy"] = asdict(self.policy)
         d["profile"] = self.profile.describe() if self.profile else None
         d["windows"] = asdict(self.windows)
+        if self.service.refiner is not None:
+            d["cascade"] = self.service.refiner.stats.as_dict()
         return d
 
     def close(self) -> None:
-        """Stop the engine's thread; later calls raise Unavailable."""
+        """Stop the engine's thread (and the cascade's); later calls raise Unavailable."""
         self.engine.stop(timeout=5.0)
+        if self.refine_scorer is not None:
+            self.refine_scorer.close()
 
     def __enter__(self) -> Scorer:
         return self

@@ -18,7 +18,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -32,6 +32,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from crossrank.runtime import __version__, api, serving
+from crossrank.runtime.cascade import CascadeStats
 from crossrank.runtime.engine import Hooks
 from crossrank.runtime.errors import (
     BadJSON,
@@ -89,6 +91,20 @@ class Metrics(Hooks):
                                registry=r)
         self.queued = Gauge("crossrank_queued_tokens", "tokens waiting for inference", registry=r)
         self.pairs = Counter("crossrank_pairs", "pairs scored", registry=r)
+
+    def cascade(self, stats: CascadeStats) -> None:
+        """Export the precision cascade's counts (read at each scrape)."""
+
+        class _Collector:
+            def collect(self) -> Iterator[CounterMetricFamily]:
+                d = stats.as_dict()
+                yield CounterMetricFamily("crossrank_cascade_pairs",
+                                          "pairs of requests served through the int8 -> fp32 "
+                                          "cascade", value=d["pairs"])
+                yield CounterMetricFamily("crossrank_cascade_rescored_pairs",
+                                          "of those, pairs re-scored in fp32", value=d["rescored"])
+
+        self.registry.register(_Collector())
 
     def batch(self, rows: int, tokens: int, padded: int) -> None:
         self.rows.observe(rows)
@@ -190,6 +206,8 @@ class App:
         self.model_name = self.scorer.info.name if self.scorer.info else "crossrank"
         self.settings = settings
         self.metrics = Metrics()
+        if built.service.refiner is not None:
+            self.metrics.cascade(built.service.refiner.stats)
         # Set when in-flight requests must give up: the graceful-shutdown window is about to end.
         self.shutdown_expired = asyncio.Event()
         self.closing = False  # SIGTERM received: /health answers 503 so balancers move on
@@ -329,6 +347,9 @@ class App:
             "cpu_isa": d.get("cpu_isa"),
             "isa_warning": d.get("isa_warning"),
             "int8_check": d.get("int8_check"),
+            # the precision cascade: its k and error bound, and how many pairs went to fp32
+            "cascade": None if d.get("cascade_k") is None else {
+                "k": d.get("cascade_k"), "bound": d.get("cascade_bound"), **d["cascade"]},
             "profile": d.get("profile"),
             "batch_policy": policy,
             "version": __version__,

@@ -15,11 +15,11 @@ import concurrent.futures
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from crossrank.runtime import batching
+from crossrank.runtime import batching, cascade
 from crossrank.runtime.engine import Engine, Job
 from crossrank.runtime.errors import DeadlineExceeded, InferenceError, InvalidRequest
 from crossrank.runtime.options import DEFAULT_WINDOWS, ScoreOptions, WindowLimits
@@ -189,17 +189,50 @@ class _Call:
 INLINE_CHARS = 20_000
 
 
+@dataclass(frozen=True)
+class Refiner:
+    """The precision cascade's second stage: an fp32 service on the same model, the export's
+    int8 error bound (logits), the k a request gets when it names none, and the counts."""
+
+    service: Service
+    bound: float
+    default_k: int
+    stats: cascade.CascadeStats
+
+
 class Service:
     """Scores requests on one engine: `score` blocks its thread, `score_async` its coroutine
-    only. max_queued_tokens: queued tokens above which new requests are refused (None: never)."""
+    only. max_queued_tokens: queued tokens above which new requests are refused (None: never).
+    refiner: where a request asks for exact_top_k, the pairs that could be in fp32's top k are
+    re-scored there (runtime/cascade.py)."""
 
     def __init__(self, tokenizer: PairTokenizer, engine: Engine,
                  windows: WindowLimits = DEFAULT_WINDOWS,
-                 max_queued_tokens: int | None = None) -> None:
+                 max_queued_tokens: int | None = None, refiner: Refiner | None = None) -> None:
         self.tokenizer = tokenizer
         self.engine = engine
         self.windows = Windows(tokenizer, windows)
         self.max_queued_tokens = max_queued_tokens
+        self.refiner = refiner
+
+    def _refine_window(self, request: ScoreRequest,
+                       scored: Scored) -> tuple[np.ndarray, ScoreRequest] | None:
+        """The positions to re-score in fp32 and their request, or None when there is nothing to
+        refine (no cascade, or pairs of many queries: CrossEncoder.predict wants every score)."""
+        r = self.refiner
+        if r is None or not isinstance(request.query, str):
+            return None
+        pos = cascade.window(scored.logits, request.options.exact_top_k or r.default_k, r.bound)
+        r.stats.add(len(scored.logits), len(pos))
+        sub = ScoreRequest(request.query, [request.texts[i] for i in pos],
+                           replace(request.options, exact_top_k=None, report_truncation=False))
+        return pos, sub
+
+    @staticmethod
+    def _merge(scored: Scored, pos: np.ndarray, exact: Scored) -> Scored:
+        logits = scored.logits.copy()
+        logits[pos] = exact.logits
+        return replace(scored, logits=logits, tokens=scored.tokens + exact.tokens)
 
     def _start(self, request: ScoreRequest, timeout_s: float | None) -> _Call | Scored:
         """The request checked and cut into parts, or its answer when it has no texts."""
@@ -229,7 +262,13 @@ class Service:
         except BaseException:
             call.abandon()
             raise
-        return call.finish(outs)
+        scored = call.finish(outs)
+        refine = self._refine_window(request, scored)
+        if refine is None:
+            return scored
+        assert self.refiner is not None
+        return self._merge(scored, refine[0],
+                           self.refiner.service.score(refine[1], call.remaining()))
 
     async def score_async(self, request: ScoreRequest, timeout_s: float) -> Scored:
         """Score one request without blocking the event loop: large parts are tokenized in a
@@ -251,7 +290,15 @@ class Service:
         except BaseException:
             call.abandon()
             raise
-        return call.finish(outs)
+        scored = call.finish(outs)
+        refine = self._refine_window(request, scored)
+        if refine is None:
+            return scored
+        assert self.refiner is not None
+        remaining = call.remaining()
+        exact = await self.refiner.service.score_async(
+            refine[1], timeout_s if remaining is None else remaining)
+        return self._merge(scored, refine[0], exact)
 
 
 def check_texts(query: object, texts: Sequence[object]) -> None:

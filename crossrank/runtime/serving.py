@@ -34,7 +34,7 @@ def load_scorer(settings: Settings, model_dir: Path | str | None = None) -> Scor
                            provider=s.provider, threads=s.threads, token_budget=s.token_budget,
                            max_rows=s.max_rows, spin=s.spin, pipeline=s.pipeline,
                            tokenizer=s.tokenizer, int8_check=s.int8_check,
-                           windows=windows_of(s))
+                           cascade=s.cascade, windows=windows_of(s))
 
 
 def build(settings: Settings, *, model_dir: Path | str | None = None,
@@ -43,7 +43,7 @@ def build(settings: Settings, *, model_dir: Path | str | None = None,
     simulated device) or the settings' model loaded, with the server's service and limits."""
     sc = scorer or load_scorer(settings, model_dir)
     service = Service(sc.tokenizer, sc.engine, windows_of(settings),
-                      max_queued_tokens=settings.max_queued_tokens)
+                      max_queued_tokens=settings.max_queued_tokens, refiner=sc.service.refiner)
     return Serving(scorer=sc, service=service,
                    limits=RequestLimits(max_chunks=settings.max_chunks,
                                         overflow_default=settings.overflow))

@@ -51,6 +51,7 @@ class Settings:
     graceful_shutdown_s: float = 30.0
     log_level: str = "info"
     int8_check: bool = True  # serve int8 only if this CPU reproduces its verified scores
+    cascade: int = 0  # int8 on CPU: fp32's exact top k per request (0: off)
 
     def resolved_model_dir(self, stand_in: bool = False) -> str:
         """The directory to serve: model_dir when set, else where `crossrank export` writes the
@@ -97,6 +98,9 @@ _HELP = {
     "int8_check": "1: at start-up, score the export's check pairs with int8 and serve fp32 "
                   "unless this CPU reproduces the int8 scores the exporter verified (~0.5 s); "
                   "0: skip the check",
+    "cascade": "int8 on the CPU: K > 0 also loads fp32 and makes each request's top K "
+               "(its own top_n/top_k when it names one) exactly fp32's scores and order, by "
+               "re-scoring in fp32 the pairs int8 could misplace there; 0: off",
 }
 
 

@@ -1,0 +1,171 @@
+"""How much a lossy variant (int8) loses against fp32: the measures and the gate, defined once.
+
+The exporter's check, the tests and the docs all use these definitions. Each measure is judged per
+re-rank request (one query against its candidates) and is free of the score scale (an affine
+change of the scores changes nothing) and of ties (swapping two passages fp32 itself can barely
+tell apart costs almost nothing):
+
+- quality kept: NDCG@10 of the lossy ranking against relevance labels, over fp32's. What users
+  lose, where labels exist.
+- graded NDCG@10: the lossy ranking judged with fp32's own scores as graded gains (min-max scaled
+  within the request). Needs no labels. 1.0 when the top 10 are fp32's in fp32's order; swapping
+  near-ties costs their (tiny) gain difference.
+- clear misses: top-10 membership changes that are not near-ties: a passage fp32 puts in its top
+  10 by more than CLEAR_MARGIN x (the request's fp32 score spread) above the 11th, missing from the
+  lossy top 10, or one that far below the 10th, present in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+K = 10
+# A near-tie is a gap under 10% of the request's fp32 score spread (std): an int8 error of that
+# size (int8's mean |error| is 3-13% of the spread on real encoders) may swap such passages, and a
+# user cannot tell them apart either; anything wider that changes the top 10 is a real miss.
+CLEAR_MARGIN = 0.10
+# Bounds of the gate, per set of requests:
+# - no clear miss in any request: int8 may reorder near-ties only;
+# - worst request's graded NDCG@10 >= 0.98: each top 10 keeps 98% of fp32's gain (measured: the
+#   smoothed int8 of the trained fixture and of the realistic fixture stay above 0.99);
+# - quality kept >= 0.99 (mean int8 NDCG@10 over mean fp32 NDCG@10), judged only where fp32 itself
+#   ranks the labels (mean NDCG@10 >= 0.2): a model that does not understand the text has no
+#   quality to keep, and its ratio is noise.
+MIN_GRADED_NDCG = 0.98
+MAX_CLEAR_MISSES = 0
+MIN_QUALITY_KEPT = 0.99
+MIN_FP32_NDCG_FOR_LABELS = 0.2
+
+
+def order(scores: np.ndarray) -> np.ndarray:
+    """Indices by score descending, ties by index ascending (the served order)."""
+    return np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64)))
+
+
+def ndcg_at(scores: np.ndarray, gains: np.ndarray, k: int = K) -> float:
+    """NDCG@k of the ranking by scores, with linear gains (0/1 labels or graded)."""
+    gains = np.asarray(gains, dtype=np.float64)
+    disc = 1.0 / np.log2(np.arange(2, min(k, len(gains)) + 2))
+    ideal = float(np.sort(gains)[::-1][: len(disc)] @ disc)
+    if ideal <= 0:
+        return 1.0
+    return float(gains[order(scores)[: len(disc)]] @ disc) / ideal
+
+
+def mrr(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Reciprocal rank of the first relevant passage (0 when none is relevant)."""
+    hits = np.flatnonzero(np.asarray(labels)[order(scores)] > 0)
+    return 1.0 / (hits[0] + 1) if len(hits) else 0.0
+
+
+def graded_gains(ref: np.ndarray) -> np.ndarray:
+    """fp32 scores min-max scaled to [0, 1] within the request."""
+    ref = np.asarray(ref, dtype=np.float64)
+    span = float(ref.max() - ref.min())
+    return (ref - ref.min()) / span if span > 0 else np.ones_like(ref)
+
+
+def clear_misses(ref: np.ndarray, got: np.ndarray, k: int = K,
+                 margin: float = CLEAR_MARGIN) -> int:
+    """Top-k membership changes of got against ref whose fp32 gap is wider than margin x std."""
+    ref = np.asarray(ref, dtype=np.float64)
+    if len(ref) <= k:
+        return 0
+    s = np.sort(ref)[::-1]
+    m = margin * float(ref.std())
+    top_got = set(order(got)[:k].tolist())
+    clearly_in = np.flatnonzero(ref > s[k] + m)  # beats fp32's (k+1)-th by more than m
+    clearly_out = np.flatnonzero(ref < s[k - 1] - m)  # trails fp32's k-th by more than m
+    return (sum(1 for i in clearly_in if i not in top_got)
+            + sum(1 for i in clearly_out if i in top_got))
+
+
+def nearest_tie_gap(ref: np.ndarray, k: int = K) -> float:
+    """fp32's gap between its k-th and (k+1)-th passage, in units of the request's std."""
+    ref = np.asarray(ref, dtype=np.float64)
+    if len(ref) <= k or ref.std() == 0:
+        return float("inf")
+    s = np.sort(ref)[::-1]
+    return float((s[k - 1] - s[k]) / ref.std())
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A lossy variant's measures on one set of requests, and whether they meet the bounds."""
+
+    requests: int
+    worst_graded_ndcg: float
+    mean_graded_ndcg: float
+    clear_misses: int
+    worst_top10_overlap: int
+    fp32_ndcg: float | None  # against labels, where the set has them
+    lossy_ndcg: float | None
+    quality_kept: float | None
+    labels_enforced: bool
+    mean_abs_error_over_spread: float  # mean |lossy - fp32| / request std: the error's size
+    passed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        d["bound"] = bounds()
+        return d
+
+
+# The precision cascade (runtime/cascade.py) re-scores in fp32 every pair whose int8 score lies
+# within 2 x ERROR_BOUND of the k-th best, ERROR_BOUND being the largest |int8 - fp32| the export
+# measured over its check pairs (1,664 pairs of real and synthetic text) times this margin: a pair
+# elsewhere erring by more than 1.5x the worst seen would have to be an outlier of a kind the
+# check sets never produced.
+ERROR_MARGIN = 1.5
+
+
+def error_record(abs_errors: np.ndarray) -> dict[str, float]:
+    """The int8 error the export measured, and the cascade's bound from it (logits)."""
+    e = np.asarray(abs_errors, dtype=np.float64)
+    return {"pairs": int(len(e)), "mean_abs": round(float(e.mean()), 5),
+            "p99_abs": round(float(np.quantile(e, 0.99)), 5),
+            "max_abs": round(float(e.max()), 5),
+            "bound": round(float(e.max()) * ERROR_MARGIN, 5), "margin": ERROR_MARGIN}
+
+
+def bounds() -> str:
+    """The gate's bounds in words (manifest, logs, docs)."""
+    return (f"per request: clear top-{K} misses (fp32 gap > {CLEAR_MARGIN} x std) <= "
+            f"{MAX_CLEAR_MISSES}, graded NDCG@{K} >= {MIN_GRADED_NDCG}; labelled sets: quality "
+            f"kept >= {MIN_QUALITY_KEPT} where fp32 NDCG@{K} >= {MIN_FP32_NDCG_FOR_LABELS}")
+
+
+def judge(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
+          labels: Sequence[int] | None = None) -> Judgement:
+    """Judge got (lossy) against ref (fp32) over requests: groups[i] is pair i's request."""
+    ref = np.asarray(ref, dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64)
+    g = np.asarray(groups)
+    lab = None if labels is None else np.asarray(labels, dtype=np.float64)
+    graded, misses, overlap, err, nd_ref, nd_got = [], 0, [], [], [], []
+    for req in dict.fromkeys(g.tolist()):
+        idx = np.flatnonzero(g == req)
+        r, x = ref[idx], got[idx]
+        graded.append(ndcg_at(x, graded_gains(r)))
+        misses += clear_misses(r, x)
+        k = min(K, len(idx))
+        overlap.append(len(set(order(r)[:k].tolist()) & set(order(x)[:k].tolist())))
+        err.append(float(np.mean(np.abs(x - r))) / (float(r.std()) or 1.0))
+        if lab is not None and lab[idx].max() > 0:  # a request with nothing relevant: no quality
+            nd_ref.append(ndcg_at(r, lab[idx]))
+            nd_got.append(ndcg_at(x, lab[idx]))
+    fp32_ndcg = float(np.mean(nd_ref)) if nd_ref else None
+    lossy_ndcg = float(np.mean(nd_got)) if nd_got else None
+    kept = (lossy_ndcg / fp32_ndcg) if fp32_ndcg and lossy_ndcg is not None else None
+    enforce_labels = fp32_ndcg is not None and fp32_ndcg >= MIN_FP32_NDCG_FOR_LABELS
+    passed = (misses <= MAX_CLEAR_MISSES and min(graded) >= MIN_GRADED_NDCG
+              and (not enforce_labels or (kept is not None and kept >= MIN_QUALITY_KEPT)))
+    return Judgement(requests=len(graded), worst_graded_ndcg=min(graded),
+                     mean_graded_ndcg=float(np.mean(graded)), clear_misses=misses,
+                     worst_top10_overlap=min(overlap), fp32_ndcg=fp32_ndcg, lossy_ndcg=lossy_ndcg,
+                     quality_kept=kept, labels_enforced=enforce_labels,
+                     mean_abs_error_over_spread=float(np.mean(err)), passed=passed)

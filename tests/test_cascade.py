@@ -1,0 +1,145 @@
+"""The precision cascade (runtime/cascade.py): exact fp32 top-k from int8 plus a re-scored window."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crossrank.runtime import cascade, fidelity
+from crossrank.runtime.options import ScoreOptions
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.service import ScoreRequest
+from tests.helpers import shipped_int8
+
+
+def merged(fp32: np.ndarray, int8: np.ndarray, k: int, bound: float) -> tuple[np.ndarray, int]:
+    """What the service answers: int8 scores with the window replaced by fp32's."""
+    pos = cascade.window(int8, k, bound)
+    out = int8.copy()
+    out[pos] = fp32[pos]
+    return out, len(pos)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_top_k_is_fp32s_whenever_the_error_is_within_the_bound(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, k, bound = int(rng.integers(5, 300)), int(rng.integers(1, 20)), 0.3
+    fp32 = rng.normal(0, 3, n)
+    if seed % 2:  # near-ties around the k-th place, where int8 misorders most
+        fp32[: n // 2] = fp32[0] + rng.normal(0, 0.05, n // 2)
+    int8 = fp32 + rng.uniform(-bound, bound, n)  # every error within the bound
+    out, rescored = merged(fp32, int8, k, bound)
+    top = fidelity.order(fp32)[:k]
+    assert fidelity.order(out)[:k].tolist() == top.tolist()
+    assert np.array_equal(out[top], fp32[top])
+    assert k <= rescored <= n or n < k
+
+
+def test_the_window_is_everything_for_small_requests_and_narrow_for_clear_ones() -> None:
+    x = np.array([3.0, 1.0, 2.0])
+    assert cascade.window(x, 5, 0.1).tolist() == [0, 1, 2]
+    clear = np.arange(100, dtype=np.float64)  # gaps of 1, bound 0.1: only the top 10 are close
+    assert len(cascade.window(clear, 10, 0.1)) == 10
+    assert len(cascade.window(clear, 10, 2.0)) == 14  # within 4 of the 10th best (90)
+
+
+def test_stats_count_what_was_rescored() -> None:
+    s = cascade.CascadeStats()
+    s.add(100, 12)
+    s.add(50, 8)
+    assert s.as_dict() == {"requests": 2, "pairs": 150, "rescored": 20, "rescored_share": 0.1333}
+
+
+def test_exact_top_k_must_be_positive() -> None:
+    from crossrank.runtime.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="exact_top_k"):
+        ScoreOptions(exact_top_k=0)
+
+
+def test_cascade_serves_fp32s_top_k_on_the_trained_fixture(realistic_dir: Path) -> None:
+    from fixtures import prose
+
+    shipped_int8(realistic_dir)
+    bound = json.loads((realistic_dir / "manifest.json").read_text())[
+        "variants"]["int8"]["verification"]["error"]["bound"]
+    f32 = Scorer.from_dir(realistic_dir, variant="fp32")
+    with Scorer.from_dir(realistic_dir, variant="int8", cascade=10) as cas:
+        assert cas.info is not None and cas.info.cascade_k == 10
+        assert cas.info.cascade_bound == bound
+        for r in prose.requests("test")[:4]:
+            chunks = list(r.passages)
+            want = f32.score(r.query, chunks)[:10]
+            got = cas.score(r.query, chunks)[:10]
+            assert [i for i, _ in got] == [i for i, _ in want]
+            assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+            # a request naming its own k gets that many exact
+            three = cas.score_request(ScoreRequest(r.query, chunks, ScoreOptions(exact_top_k=3)))
+            ref = f32.logits(r.query, chunks)
+            top3 = fidelity.order(ref)[:3]
+            assert fidelity.order(three.logits)[:3].tolist() == top3.tolist()
+        stats = cas.describe()["cascade"]
+        assert stats["requests"] == 8 and 0 < stats["rescored"] <= stats["pairs"] == 800
+        # pairs of many queries (CrossEncoder.predict) want every score: no cascade there
+        pairs = [(r.query, r.passages[0]) for r in prose.requests("test")[:3]]
+        assert np.allclose(cas.predict(pairs), Scorer.from_dir(realistic_dir, variant="int8",
+                                                               int8_check=False).predict(pairs))
+    f32.close()
+
+
+def test_each_shape_asks_for_its_own_top_k() -> None:
+    from crossrank.runtime import api
+    from crossrank.runtime.options import RequestLimits
+
+    lim = RequestLimits()
+    docs = ["a", "b", "c", "d"]
+    assert api.parse_score({"query": "q", "chunks": docs}, lim).request.options.exact_top_k is None
+    assert api.parse_score({"query": "q", "chunks": docs, "exact_top_k": 2},
+                           lim).request.options.exact_top_k == 2
+    assert api.parse_documents({"query": "q", "documents": docs, "top_n": 3},
+                               lim).request.options.exact_top_k == 3
+    assert api.parse_documents({"query": "q", "documents": docs, "top_n": 0},
+                               lim).request.options.exact_top_k is None  # 0: all, no k
+    assert api.parse_cohere({"query": "q", "documents": docs, "top_n": 1}, lim,
+                            "v2").request.options.exact_top_k == 1
+    assert api.parse_mixedbread({"query": "q", "input": docs, "top_k": 2, "exact_top_k": 4},
+                                lim).request.options.exact_top_k == 4  # the explicit one wins
+    from crossrank.runtime.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="exact_top_k"):
+        api.parse_score({"query": "q", "chunks": docs, "exact_top_k": 0}, lim)
+
+
+def test_the_server_serves_the_cascade_and_counts_it(realistic_dir: Path) -> None:
+    from dataclasses import replace
+
+    from starlette.testclient import TestClient
+
+    from crossrank.runtime.server import create_app
+    from crossrank.runtime.settings import Settings
+    from fixtures import prose
+
+    shipped_int8(realistic_dir)
+    r = prose.requests("test")[0]
+    chunks = list(r.passages)
+    with Scorer.from_dir(realistic_dir, variant="fp32") as f32:
+        want = f32.score(r.query, chunks)[:5]
+    cas = Scorer.from_dir(realistic_dir, cascade=10)
+    with TestClient(create_app(cas, replace(Settings(), cascade=10))) as client:
+        got = client.post("/rerank", json={"query": r.query, "documents": chunks, "top_n": 5,
+                                           "return_documents": False, "raw_scores": True})
+        assert got.status_code == 200
+        results = got.json()["results"]
+        assert [x["index"] for x in results] == [i for i, _ in want]
+        assert np.allclose([x["relevance_score"] for x in results], [s for _, s in want],
+                           atol=1e-5)
+        info = client.get("/info").json()
+        assert info["cascade"]["k"] == 10 and info["cascade"]["requests"] == 1
+        assert 5 <= info["cascade"]["rescored"] <= 100
+        metrics = client.get("/metrics").text
+        assert "crossrank_cascade_pairs_total 100.0" in metrics
+        assert "crossrank_cascade_rescored_pairs_total" in metrics
+    cas.close()
