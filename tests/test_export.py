@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from crossrank.export import ExportError
@@ -350,3 +351,39 @@ def test_missing_export_extra_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path
     with pytest.raises(ExportError, match=r"needs torch.*crossrank\[export\]"):
         run(Options(stand_in=True, out_dir=tmp_path / "m"))
     assert not (tmp_path / "m").exists()
+
+
+def test_a_refused_int8_is_kept_for_the_cascade_only(tiny_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # A gate that nothing passes: int8 is not shipped, but its file (the plain recipe, not the
+    # search's last attempt) stays, marked cascade_only, with the error the cascade needs.
+    from crossrank.export import pipeline, quantize
+    from crossrank.runtime import modeldir
+    from crossrank.runtime.profiles import PROFILES
+
+    staging = tmp_path / "s"
+    staging.mkdir()
+    for f in ("model.onnx", "tokenizer.json"):
+        shutil.copy(tiny_dir / f, staging / f)
+    recipe = quantize.quantize(staging / "model.onnx", staging / "model_int8.onnx", "avx512_vnni")
+    plain = (staging / "model_int8.onnx").read_bytes()
+    j = {"clear_misses": 2, "worst_graded_ndcg": 0.9, "quality_kept": 0.9, "passed": False}
+    refused = {"spearman": 0.9, "ranking": j, "held_out": j, "passed": False,
+               "error": {"mean_abs": 0.1, "max_abs": 0.4, "bound": 0.6}}
+
+    class Check:
+        def __init__(self, *args: Any) -> None:
+            pass
+
+        def __call__(self) -> dict[str, Any]:
+            return dict(refused)
+
+    monkeypatch.setattr(pipeline, "_Int8Check", Check)
+    entry: dict[str, Any] = {"file": "model_int8.onnx", "shipped": True, "recipe": recipe}
+    pipeline._verify_int8(staging, 512, entry, True, np.zeros(1), [("q", "p")])
+    assert entry["shipped"] is False and entry["cascade_only"] is True
+    assert entry["reason"] == "failed int8 verification" and entry["search"]
+    assert (staging / "model_int8.onnx").read_bytes() == plain
+    md = modeldir.ModelDir(staging, {"variants": {"int8": entry}, "max_length": 512})
+    assert md.cascade_only() and md.int8_error_bound() == 0.6
+    assert md.choose_variant("auto", PROFILES["cpu"]) == "fp32"  # never served alone
