@@ -90,7 +90,8 @@ def measure(name: str, rounds: int, k: int = 10) -> dict[str, Any]:
     return {
         "fixture": name, "export_s": round(export_s, 1),
         "int8_shipped": entry["shipped"], "recipe": entry["recipe"]["name"],
-        "gate": {n: {key: v[n][key] for key in ("worst_graded_ndcg", "clear_misses",
+        "gate": {n: {key: v[n].get(key) for key in ("worst_graded_ndcg", "clear_misses",
+                                                    "widest_swap",
                                                 "quality_kept", "fp32_ndcg",
                                                 "mean_abs_error_over_spread", "passed")}
                  for n in ("ranking", "held_out")},
@@ -112,8 +113,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="timed passes over the requests")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("crossrank.runtime").setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("crossrank.export", "fixtures"):  # progress; the quantizer's notes stay out
+        logging.getLogger(name).setLevel(logging.INFO)
     from crossrank.runtime.cpu import detect_isa
 
     result: dict[str, Any] = {"cpu": platform.processor() or platform.machine(),

@@ -44,6 +44,8 @@ def test_swapping_a_near_tie_is_no_clear_miss_but_a_real_swap_is() -> None:
     tie = ref.copy()
     tie[9], tie[10] = ref[10], ref[9]
     assert fidelity.clear_misses(ref, tie) == 0
+    assert fidelity.widest_swap(ref, tie) == pytest.approx(1e-3 / ref.std())
+    assert fidelity.widest_swap(ref, ref) == 0.0
     assert fidelity.ndcg_at(tie, fidelity.graded_gains(ref)) > 0.9999
     far = ref.copy()
     far[0] = -100.0  # fp32's best falls out of the top 10

@@ -84,13 +84,17 @@ def clear_misses(ref: np.ndarray, got: np.ndarray, k: int = K,
             + sum(1 for i in clearly_out if i in top_got))
 
 
-def nearest_tie_gap(ref: np.ndarray, k: int = K) -> float:
-    """fp32's gap between its k-th and (k+1)-th passage, in units of the request's std."""
+def widest_swap(ref: np.ndarray, got: np.ndarray, k: int = K) -> float:
+    """How near fp32's ties are where got changes the top k: the largest fp32 gap, in units of the
+    request's std, of a passage got moved across the top-k boundary (0 when none moved)."""
     ref = np.asarray(ref, dtype=np.float64)
     if len(ref) <= k or ref.std() == 0:
-        return float("inf")
+        return 0.0
     s = np.sort(ref)[::-1]
-    return float((s[k - 1] - s[k]) / ref.std())
+    top_ref, top_got = set(order(ref)[:k].tolist()), set(order(got)[:k].tolist())
+    gaps = [(ref[i] - s[k]) for i in top_ref - top_got] + [(s[k - 1] - ref[j])
+                                                          for j in top_got - top_ref]
+    return float(max(gaps, default=0.0) / ref.std())
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class Judgement:
     worst_graded_ndcg: float
     mean_graded_ndcg: float
     clear_misses: int
+    widest_swap: float  # the largest fp32 gap (x std) of a top-10 change: how near the ties are
     worst_top10_overlap: int
     fp32_ndcg: float | None  # against labels, where the set has them
     lossy_ndcg: float | None
@@ -146,12 +151,13 @@ def judge(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
     got = np.asarray(got, dtype=np.float64)
     g = np.asarray(groups)
     lab = None if labels is None else np.asarray(labels, dtype=np.float64)
-    graded, misses, overlap, err, nd_ref, nd_got = [], 0, [], [], [], []
+    graded, misses, overlap, err, nd_ref, nd_got, swaps = [], 0, [], [], [], [], []
     for req in dict.fromkeys(g.tolist()):
         idx = np.flatnonzero(g == req)
         r, x = ref[idx], got[idx]
         graded.append(ndcg_at(x, graded_gains(r)))
         misses += clear_misses(r, x)
+        swaps.append(widest_swap(r, x))
         k = min(K, len(idx))
         overlap.append(len(set(order(r)[:k].tolist()) & set(order(x)[:k].tolist())))
         err.append(float(np.mean(np.abs(x - r))) / (float(r.std()) or 1.0))
@@ -166,6 +172,7 @@ def judge(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
               and (not enforce_labels or (kept is not None and kept >= MIN_QUALITY_KEPT)))
     return Judgement(requests=len(graded), worst_graded_ndcg=min(graded),
                      mean_graded_ndcg=float(np.mean(graded)), clear_misses=misses,
+                     widest_swap=max(swaps),
                      worst_top10_overlap=min(overlap), fp32_ndcg=fp32_ndcg, lossy_ndcg=lossy_ndcg,
                      quality_kept=kept, labels_enforced=enforce_labels,
                      mean_abs_error_over_spread=float(np.mean(err)), passed=passed)
