@@ -85,12 +85,14 @@ def build_tiny(out: Path, seed: int = 0) -> Path:
     return build_random(out, TINY, seed=seed, stand_in=True)
 
 
-def build_realistic(out: Path, seed: int = 0, n_fit: int = 256) -> Path:
+def build_realistic(out: Path, seed: int = 0, n_fit: int = 256,
+                    pairs: list[tuple[str, str]] | None = None) -> Path:
     """all-MiniLM-L6-v2's real encoder with a head along the pooled outputs' first principal axis.
 
     A random head's scores barely vary on real text (std ~0.01) and int8 noise would swamp them;
     projecting on the dominant direction and scaling to std ~4 gives scores that vary like the
-    real model's. The fit pairs use a seed disjoint from the evaluation seeds (>= 1000).
+    real model's. The fit pairs (default: the synthetic corpus, a seed disjoint from the
+    evaluation seeds >= 1000) decide what the head varies along.
     """
     import numpy as np
     import torch
@@ -102,7 +104,7 @@ def build_realistic(out: Path, seed: int = 0, n_fit: int = 256) -> Path:
     torch.manual_seed(seed)
     model = BertForSequenceClassification.from_pretrained(str(src), num_labels=1).eval()
     tok = AutoTokenizer.from_pretrained(str(src))
-    pairs = sample_pairs(n_fit, seed=7)
+    pairs = pairs if pairs is not None else sample_pairs(n_fit, seed=7)
     pooled = []
     with torch.no_grad():
         for i in range(0, len(pairs), 32):
