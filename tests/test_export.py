@@ -136,7 +136,7 @@ def test_force_and_changed_files_rebuild(tiny_ckpt: Path, tmp_path: Path,
 
 def test_int8_failing_on_real_weights_is_not_shipped(tiny_ckpt: Path, tmp_path: Path) -> None:
     # The tiny fixture's random scores have near-random int8 ranks; unmarked as a stand-in, the
-    # check is enforced, fails, and the variant is dropped rather than shipped degraded.
+    # check is enforced, fails, and the variant is not shipped: it stays only for the cascade.
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_ckpt, ckpt)
     cfg = json.loads((ckpt / "config.json").read_text())
@@ -145,8 +145,14 @@ def test_int8_failing_on_real_weights_is_not_shipped(tiny_ckpt: Path, tmp_path: 
     out = run(Options(model=str(ckpt), out_dir=tmp_path / "m", variants=("fp32", "int8")))
     m = json.loads((out / "manifest.json").read_text())
     assert m["variants"]["int8"]["shipped"] is False
-    assert not (out / "model_int8.onnx").exists()
+    assert m["variants"]["int8"]["cascade_only"] is True and (out / "model_int8.onnx").exists()
     assert m["variants"]["int8"]["verification"]["passed"] is False
+    from crossrank.runtime.scorer import Scorer
+
+    with Scorer.from_dir(out) as plain:  # never served alone
+        assert plain.info is not None and plain.info.variant == "fp32"
+    with Scorer.from_dir(out, cascade=5) as cas:  # only behind the cascade
+        assert cas.info is not None and cas.info.variant == "int8" and cas.info.cascade_k == 5
     # the mixed-precision search ran first: every role alone, then growing fp32 sets
     search = m["variants"]["int8"]["search"]
     assert {s["int8_only"] for s in search if "int8_only" in s} == {
