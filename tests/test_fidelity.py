@@ -86,6 +86,6 @@ def test_the_check_set_is_real_prose_with_labels() -> None:
             assert len(idx) == 100 and 1 <= sum(cs.labels[i] for i in idx) <= 20
         assert all(len(p.split()) >= 20 for _, p in cs.pairs)  # passages, not fragments
         assert len({p for _, p in cs.pairs}) > 300  # lists differ per query
-    assert "pydoc_data" in checkset.source()
+    assert "pydoc_data" in checkset.describe()["source"]
     with pytest.raises(ValueError, match="ranking"):
         checkset.load("nope")

@@ -27,7 +27,6 @@ class CheckSet:
     pairs: tuple[tuple[str, str], ...]
     groups: tuple[int, ...]
     labels: tuple[int, ...]
-    sha256: str
 
 
 @lru_cache(maxsize=1)
@@ -50,9 +49,9 @@ def load(name: str) -> CheckSet:
         pairs += [(req["query"], texts[j]) for j in req["candidates"]]
         groups += [i] * len(req["candidates"])
         labels += req["labels"]
-    return CheckSet(name, tuple(pairs), tuple(groups), tuple(labels), data["sha256"])
+    return CheckSet(name, tuple(pairs), tuple(groups), tuple(labels))
 
 
-def source() -> str:
-    """Where the check set's text comes from, for the manifest."""
-    return str(_data()["source"])
+def describe() -> dict[str, str]:
+    """Where the check set's text comes from and its digest, for the manifest."""
+    return {"source": str(_data()["source"]), "sha256": str(_data()["sha256"])}

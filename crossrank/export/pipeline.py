@@ -279,8 +279,7 @@ class _Int8Check:
         got = verify.onnx_logits(self.staging, "int8", self.max_length, "cpu", self.pairs)
         r = verify.compare(self.fp32_fixed, got)
         r["bound"] = fidelity.bounds() + " (on each set: ranking, held_out)"
-        r["check_set"] = {"source": checkset.source(), "sha256": next(
-            iter(self.sets.values()))[0].sha256}
+        r["check_set"] = checkset.describe()
         passed = True
         errors = [np.abs(got - self.fp32_fixed)]
         for name, (cs, fp32) in self.sets.items():

@@ -69,32 +69,30 @@ def graded_gains(ref: np.ndarray) -> np.ndarray:
     return (ref - ref.min()) / span if span > 0 else np.ones_like(ref)
 
 
+def swap_gaps(ref: np.ndarray, got: np.ndarray, k: int = K) -> list[float]:
+    """For each passage got moves across fp32's top-k boundary, how far fp32 put it from that
+    boundary, in units of the request's std: above fp32's (k+1)-th for one fp32 keeps and got
+    drops, below fp32's k-th for one got lets in."""
+    ref = np.asarray(ref, dtype=np.float64)
+    std = float(ref.std())
+    if len(ref) <= k or std == 0:
+        return []
+    s = np.sort(ref)[::-1]
+    top_ref, top_got = set(order(ref)[:k].tolist()), set(order(got)[:k].tolist())
+    return ([float(ref[i] - s[k]) / std for i in top_ref - top_got]
+            + [float(s[k - 1] - ref[j]) / std for j in top_got - top_ref])
+
+
 def clear_misses(ref: np.ndarray, got: np.ndarray, k: int = K,
                  margin: float = CLEAR_MARGIN) -> int:
     """Top-k membership changes of got against ref whose fp32 gap is wider than margin x std."""
-    ref = np.asarray(ref, dtype=np.float64)
-    if len(ref) <= k:
-        return 0
-    s = np.sort(ref)[::-1]
-    m = margin * float(ref.std())
-    top_got = set(order(got)[:k].tolist())
-    clearly_in = np.flatnonzero(ref > s[k] + m)  # beats fp32's (k+1)-th by more than m
-    clearly_out = np.flatnonzero(ref < s[k - 1] - m)  # trails fp32's k-th by more than m
-    return (sum(1 for i in clearly_in if i not in top_got)
-            + sum(1 for i in clearly_out if i in top_got))
+    return sum(1 for gap in swap_gaps(ref, got, k) if gap > margin)
 
 
 def widest_swap(ref: np.ndarray, got: np.ndarray, k: int = K) -> float:
-    """How near fp32's ties are where got changes the top k: the largest fp32 gap, in units of the
-    request's std, of a passage got moved across the top-k boundary (0 when none moved)."""
-    ref = np.asarray(ref, dtype=np.float64)
-    if len(ref) <= k or ref.std() == 0:
-        return 0.0
-    s = np.sort(ref)[::-1]
-    top_ref, top_got = set(order(ref)[:k].tolist()), set(order(got)[:k].tolist())
-    gaps = [(ref[i] - s[k]) for i in top_ref - top_got] + [(s[k - 1] - ref[j])
-                                                          for j in top_got - top_ref]
-    return float(max(gaps, default=0.0) / ref.std())
+    """How near fp32's ties are where got changes the top k: the widest swap gap (x std), 0 when
+    nothing crossed the boundary."""
+    return max(swap_gaps(ref, got, k), default=0.0)
 
 
 @dataclass(frozen=True)
@@ -156,8 +154,9 @@ def judge(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
         idx = np.flatnonzero(g == req)
         r, x = ref[idx], got[idx]
         graded.append(ndcg_at(x, graded_gains(r)))
-        misses += clear_misses(r, x)
-        swaps.append(widest_swap(r, x))
+        gaps = swap_gaps(r, x)
+        misses += sum(1 for gap in gaps if gap > CLEAR_MARGIN)
+        swaps.append(max(gaps, default=0.0))
         k = min(K, len(idx))
         overlap.append(len(set(order(r)[:k].tolist()) & set(order(x)[:k].tolist())))
         err.append(float(np.mean(np.abs(x - r))) / (float(r.std()) or 1.0))

@@ -98,6 +98,8 @@ class Scorer:
         (runtime/cascade.py); 0: off."""
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}")
+        if cascade < 0:
+            raise ConfigError("cascade must be 0 (off) or the k of the exact top-k")
         md = modeldir.load(path)
         if max_length is not None and not 0 < max_length <= md.max_length:
             raise ConfigError(f"max_length must be between 1 and the model's {md.max_length}")
@@ -155,8 +157,6 @@ class Scorer:
             isa = md.isa_check(chosen, warn=check.ok and check.status != "passed")
         assert scorer.info is not None
         served_int8 = scorer.info.variant == "int8"
-        if cascade < 0:
-            raise ConfigError("cascade must be 0 (off) or the k of the exact top-k")
         if cascade and prof.name == "cpu" and variant in ("auto", "int8"):
             scorer = cls._with_cascade(scorer, md, cascade, build)
         assert scorer.info is not None

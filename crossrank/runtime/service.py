@@ -203,8 +203,8 @@ class Refiner:
 class Service:
     """Scores requests on one engine: `score` blocks its thread, `score_async` its coroutine
     only. max_queued_tokens: queued tokens above which new requests are refused (None: never).
-    refiner: where a request asks for exact_top_k, the pairs that could be in fp32's top k are
-    re-scored there (runtime/cascade.py)."""
+    refiner: for each one-query request, the pairs that could be in fp32's top k (k: the
+    request's exact_top_k, else the refiner's default) are re-scored there (runtime/cascade.py)."""
 
     def __init__(self, tokenizer: PairTokenizer, engine: Engine,
                  windows: WindowLimits = DEFAULT_WINDOWS,
