@@ -82,6 +82,7 @@ def measure(name: str, rounds: int, k: int = 10) -> dict[str, Any]:
             groups += [g] * len(chunks)
             labels += list(r.labels)
         j = fidelity.judge(np.concatenate(ref), np.concatenate(got), groups, labels)
+        rms = fidelity.rms_error_over_spread(np.concatenate(ref), np.concatenate(got), groups)
         stats = cas.describe().get("cascade", {})
         med = {w: statistics.median(ts) for w, ts in times.items()}
         for s in (f32, i8, cas):
@@ -90,13 +91,14 @@ def measure(name: str, rounds: int, k: int = 10) -> dict[str, Any]:
     return {
         "fixture": name, "export_s": round(export_s, 1),
         "int8_shipped": entry["shipped"], "recipe": entry["recipe"]["name"],
+        "fp32_nodes": entry["recipe"]["fp32_nodes"],
         "gate": {n: {key: v[n].get(key) for key in ("worst_graded_ndcg", "clear_misses",
                                                     "widest_swap",
                                                 "quality_kept", "fp32_ndcg",
                                                 "mean_abs_error_over_spread", "passed")}
                  for n in ("ranking", "held_out")},
         "error": v.get("error"),
-        "test_requests": {**j.as_dict(), "fp32_logits": {
+        "test_requests": {**j.as_dict(), "rms_error_over_spread": round(rms, 5), "fp32_logits": {
             "min": round(float(every.min()), 2), "max": round(float(every.max()), 2),
             "std": round(float(every.std()), 3)}},
         "cascade": {"k": k, **stats, "exact_top_k_requests": f"{exact}/{len(reqs)}"},

@@ -19,7 +19,9 @@ Recipes ending in `-smooth` first move activation outliers into the weights (smo
 from __future__ import annotations
 
 import logging
+import math
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,8 @@ from typing import Any
 from crossrank.export import ExportError
 from crossrank.runtime.cpu import ISAS, detect_isa
 
-__all__ = ["ISAS", "RECIPES", "Recipe", "detect_isa", "matmul_roles", "quantize", "recipe_for"]
+__all__ = ["ISAS", "RECIPES", "Quantizer", "Recipe", "detect_isa", "matmul_roles", "node_weights",
+           "quantize", "recipe_for"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,16 @@ def matmul_roles(model_file: Path) -> dict[str, list[str]]:
     return {k: v for k, v in roles.items() if v}
 
 
+def node_weights(model_file: Path, nodes: list[str]) -> dict[str, int]:
+    """Each node's weight size (elements of its constant second input): what int8 saves on it."""
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    sizes = {i.name: math.prod(i.dims) for i in graph.initializer}
+    by_name = {n.name: n for n in graph.node}
+    return {n: sizes.get(by_name[n].input[1], 0) for n in nodes}
+
+
 def pair_feeds(tokenizer_file: Path, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """ONNX Runtime feeds of one pair each (as the int8 runtime runs), truncated at 512 tokens."""
     import numpy as np
@@ -129,31 +142,68 @@ def smooth_all_roles(src: Path, dst: Path, alpha: float, tokenizer_file: Path) -
                          calibration_feeds(tokenizer_file))
 
 
+class Quantizer:
+    """One fp32 model quantized as often as a mixed-precision search asks, with different nodes
+    kept in fp32: the smoothing (its calibration run is most of a quantization's time) runs
+    once, into a file beside the output that close() removes."""
+
+    def __init__(self, src: Path, dst: Path, isa: str, recipe: Recipe | None = None,
+                 tokenizer_file: Path | None = None) -> None:
+        self.dst, self.isa = dst, isa
+        self.recipe = recipe or recipe_for(isa)
+        self.smoothing: dict[str, Any] | None = None
+        self.src = src
+        self._smoothed = dst.with_name(dst.stem + ".smoothed.onnx")
+        if self.recipe.smooth_alpha is not None:
+            try:
+                self.smoothing = smooth_all_roles(src, self._smoothed, self.recipe.smooth_alpha,
+                                                  tokenizer_file or src.parent / "tokenizer.json")
+            except BaseException:
+                self.close()
+                raise
+            self.src = self._smoothed
+
+    def write(self, fp32_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Write the int8 model with fp32_nodes left in fp32; returns the manifest's record."""
+        _quantize_dynamic(self.src, self.dst, self.recipe, fp32_nodes)
+        return {"method": "dynamic", "isa": self.isa, **asdict(self.recipe),
+                "activations": "uint8", "ops": ["MatMul", "Attention"],
+                "fp32_nodes": list(fp32_nodes), "smoothing": self.smoothing}
+
+    def close(self) -> None:
+        self._smoothed.unlink(missing_ok=True)
+
+    def __enter__(self) -> Quantizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def quantize(src: Path, dst: Path, isa: str, recipe: Recipe | None = None,
              fp32_nodes: tuple[str, ...] = (), tokenizer_file: Path | None = None) -> dict[str, Any]:
     """Write the int8 model; returns the recipe record for the manifest. fp32_nodes stay in fp32
     (mixed precision). A smoothing recipe calibrates on pairs tokenized with tokenizer_file
     (default: the tokenizer.json beside src)."""
-    chosen = recipe or recipe_for(isa)
-    smoothing: dict[str, Any] | None = None
-    smoothed = dst.with_name(dst.stem + ".smoothed.onnx")
-    if chosen.smooth_alpha is not None:
-        smoothing = smooth_all_roles(src, smoothed, chosen.smooth_alpha,
-                                     tokenizer_file or src.parent / "tokenizer.json")
-        src = smoothed
-    try:
-        _quantize_dynamic(src, dst, chosen, fp32_nodes)
-    finally:
-        smoothed.unlink(missing_ok=True)
-    return {"method": "dynamic", "isa": isa, **asdict(chosen), "activations": "uint8",
-            "ops": ["MatMul", "Attention"], "fp32_nodes": list(fp32_nodes),
-            "smoothing": smoothing}
+    with Quantizer(src, dst, isa, recipe, tokenizer_file) as q:
+        return q.write(fp32_nodes)
 
 
 def _quantize_dynamic(src: Path, dst: Path, chosen: Recipe, fp32_nodes: tuple[str, ...]) -> None:
+    """Quantize the graph's MatMul and Attention nodes but fp32_nodes. The head (the pooler and
+    classifier: Gemm nodes on one vector per pair) stays fp32: int8 would save nothing there,
+    and on the prose-head fixture its error alone was 7% of int8's (bench/int8_layers.py).
+    ONNX Runtime would otherwise turn each Gemm into a MatMul and quantize it."""
+    import onnx
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    graph = onnx.load(str(src), load_external_data=False).graph
+    nodes = [n.name for n in graph.node
+             if n.op_type in ("MatMul", "Attention") and n.name not in fp32_nodes]
+    if not nodes:  # nothing left to quantize (an empty list would mean every node)
+        shutil.copyfile(src, dst)
+        return
     quantize_dynamic(
         str(src),
         str(dst),
@@ -161,7 +211,7 @@ def _quantize_dynamic(src: Path, dst: Path, chosen: Recipe, fp32_nodes: tuple[st
         reduce_range=chosen.reduce_range,
         weight_type=QuantType.QInt8 if chosen.weights == "int8" else QuantType.QUInt8,
         op_types_to_quantize=["MatMul", "Attention"],
-        nodes_to_exclude=list(fp32_nodes),
+        nodes_to_quantize=nodes,
         # Fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference;
         # their outputs are float tensors.
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},

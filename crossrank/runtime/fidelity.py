@@ -118,6 +118,19 @@ class Judgement:
         return d
 
 
+def rms_error_over_spread(ref: np.ndarray, got: np.ndarray, groups: Sequence[int]) -> float:
+    """Root-mean-square of (lossy - fp32) / (the request's fp32 std) over all pairs: the error's
+    size, scale-free. Squares of independent errors add, so it apportions error between sources
+    (the mixed-precision search, bench/int8_layers.py)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    diff = np.asarray(got, dtype=np.float64) - ref
+    g = np.asarray(groups)
+    for req in np.unique(g):
+        sel = g == req
+        diff[sel] /= float(ref[sel].std()) or 1.0
+    return float(np.sqrt(np.mean(diff**2)))
+
+
 # The precision cascade (runtime/cascade.py) re-scores in fp32 every pair whose int8 score lies
 # within 2 x ERROR_BOUND of the k-th best, ERROR_BOUND being the largest |int8 - fp32| the export
 # measured over its check pairs (1,664 pairs of real and synthetic text) times this margin: a pair
