@@ -12,7 +12,7 @@ kernels add products up:
   before multiplying: no saturation, full 8-bit weights.
 
 Recipes ending in `-smooth` first move activation outliers into the weights (smooth.py, alpha
-0.85 on every role), which halves the int8 error against fp32 on real encoder weights (README
+0.85 on every role), which halves the int8 error against fp32 on real encoder weights (docs/export.md
 "int8 recipes" has the figures per CPU class).
 """
 
@@ -46,7 +46,7 @@ class Recipe:
     smooth_alpha: float | None = None  # outlier smoothing before quantizing (smooth.py)
 
 
-SMOOTH_ALPHA = 0.85  # swept 0.5-0.95 on the realistic fixture (README "int8 recipes")
+SMOOTH_ALPHA = 0.85  # swept 0.5-0.95 on the realistic fixture (docs/export.md "int8 recipes")
 RECIPES = {
     "u8s8": Recipe("u8s8", weights="int8", reduce_range=False),
     "u8u8": Recipe("u8u8", weights="uint8", reduce_range=False),
@@ -67,7 +67,7 @@ CALIBRATION_SEED = 31
 
 
 def recipe_for(isa: str) -> Recipe:
-    """The recipe chosen for a CPU class (README "int8 recipes" has the measurements)."""
+    """The recipe chosen for a CPU class (docs/export.md "int8 recipes" has the measurements)."""
     if isa not in ISAS:
         raise ExportError(f"Unknown instruction set {isa!r}; choose one of {', '.join(ISAS)}.")
     return RECIPES[_RECIPE_FOR_ISA[isa]]

@@ -52,7 +52,7 @@ class ProviderProfile:
     tokenizer_threads: int  # 0: every usable core (the device does the math); 1: one thread
     preload_libraries: bool = False  # onnxruntime.preload_dlls() before the session (CUDA)
     # Per variant: rows per batch overriding batch.max_rows (dynamic int8 takes its activation
-    # scales from the whole batch, so one row per run makes a pair's score its own; README).
+    # scales from the whole batch, so one row per run makes a pair's score its own; docs/performance.md)
     variant_max_rows: tuple[tuple[str, int], ...] = field(default=(("int8", 1),))
 
     def policy_for(self, variant: str) -> BatchPolicy:
@@ -68,7 +68,7 @@ class ProviderProfile:
 
 
 PROFILES: dict[str, ProviderProfile] = {
-    # Measured on 2 cores (stand-in L-12, int8, 100-chunk mixed request; README "Batch budgets"):
+    # Measured on 2 cores (stand-in L-12, int8, 100-chunk mixed request; docs/performance.md "Batch budgets"):
     # small batches keep activations in cache. ONNX Runtime already has every core, so no
     # pipelining and one tokenizer thread.
     "cpu": ProviderProfile(
@@ -80,7 +80,7 @@ PROFILES: dict[str, ProviderProfile] = {
         io_binding=False,
         tokenizer_threads=1,
     ),
-    # Measured on an H200 (README "GPU"): 32k-token batches; widths rounded to 64 tokens and rows
+    # Measured on an H200 (docs/performance.md "GPU"): 32k-token batches; widths rounded to 64 tokens and rows
     # to 16 because cuDNN attention plans per shape (fresh 2000-chunk requests 1.08M tokens/s
     # exact, 2.36M rounded); tokenizing on every core overlaps the device.
     "cuda": ProviderProfile(

@@ -125,7 +125,7 @@ class Scorer:
             if tok.backend == "nanotoken" and pipeline is None and policy.slices > 1:
                 # Tokenizing in runs hides tokenizing behind the device; with nanotoken there is
                 # little left to hide and each run costs a hand-off (simulated device at the
-                # H200's ratio: 100 chunks 36.2 ms in one part vs 40.0 ms in runs; README "GPU").
+                # H200's ratio: 100 chunks 36.2 ms in one part vs 40.0 ms in runs; docs/performance.md "GPU").
                 policy = replace(policy, slices=1)
             sess = Session(md.model_file(var), profile=prof, threads=threads, spin=spin)
             info = ScorerInfo(model_dir=str(md.path), name=md.name, source=md.source,
