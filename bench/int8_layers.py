@@ -34,14 +34,6 @@ log = logging.getLogger("int8_layers")
 RESULTS = Path(__file__).resolve().parent / "results" / "int8-layers-latest.json"
 
 
-def _scores(model: Path, tokenizer: Path, max_length: int, variant: str,
-            pairs: list[tuple[str, str]]) -> np.ndarray:
-    from crossrank.runtime.scorer import Scorer
-
-    with Scorer.from_files(model, tokenizer, max_length, variant=variant) as s:
-        return s.predict(pairs).astype(np.float64)
-
-
 def error_figures(ref: np.ndarray, got: np.ndarray, groups: np.ndarray,
                   full_ms: float | None = None) -> dict[str, float]:
     """rms error over each request's fp32 std, its share of full_ms, and the max |error|."""
@@ -58,6 +50,8 @@ def error_figures(ref: np.ndarray, got: np.ndarray, groups: np.ndarray,
 def study(name: str, requests: int, isa: str | None = None) -> dict[str, Any]:
     from crossrank.export import quantize
     from crossrank.export.pipeline import Options, run
+    from crossrank.export.verify import onnx_logits
+    from crossrank.runtime.modeldir import VARIANT_FILES
     from fixtures import prose, reranker
 
     reqs = prose.requests("test")[:requests]
@@ -70,16 +64,16 @@ def study(name: str, requests: int, isa: str | None = None) -> dict[str, Any]:
                           variants=("fp32",), force=True))
         fp32_file, tok = out / "model.onnx", out / "tokenizer.json"
         max_length = json.loads((out / "manifest.json").read_text())["max_length"]
-        ref = _scores(fp32_file, tok, max_length, "fp32", pairs)
+        ref = onnx_logits(out, "fp32", max_length, "cpu", pairs).astype(np.float64)
         roles = quantize.matmul_roles(fp32_file)
         every = [n for nodes in roles.values() for n in nodes]
         layers = len(next(iter(roles.values())))
-        int8_file = Path(tmp) / "int8.onnx"
-        q = quantize.Quantizer(fp32_file, int8_file, isa, recipe, tokenizer_file=tok)
+        q = quantize.Quantizer(fp32_file, out / VARIANT_FILES["int8"], isa, recipe,
+                               tokenizer_file=tok)
 
         def only(nodes: list[str]) -> np.ndarray:
             q.write(tuple(n for n in every if n not in nodes))
-            return _scores(int8_file, tok, max_length, "int8", pairs)
+            return onnx_logits(out, "int8", max_length, "cpu", pairs).astype(np.float64)
 
         t0 = time.perf_counter()
         full = error_figures(ref, only(every), groups)

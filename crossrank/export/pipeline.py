@@ -312,8 +312,10 @@ class _Int8Check:
         r["check_set"] = checkset.describe()
         passed = True
         errors = [np.abs(got - self.fp32_fixed)]
-        refs, gots, groups = [], [], []
-        for k, (name, (cs, fp32)) in enumerate(self.sets.items()):
+        refs: list[np.ndarray] = []
+        gots: list[np.ndarray] = []
+        groups: list[int] = []
+        for name, (cs, fp32) in self.sets.items():
             rank_got = verify.onnx_logits(self.staging, "int8", self.max_length, "cpu",
                                           list(cs.pairs))
             j = fidelity.judge(fp32, rank_got, cs.groups, cs.labels)
@@ -322,11 +324,11 @@ class _Int8Check:
             errors.append(np.abs(rank_got - fp32))
             refs.append(fp32)
             gots.append(rank_got)
-            groups += [(k, g) for g in cs.groups]
+            offset = len(set(groups))  # request ids run on across the sets
+            groups += [offset + g for g in cs.groups]
         r["error"] = fidelity.error_record(np.concatenate(errors))
-        ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
         r["rms_error_over_spread"] = round(fidelity.rms_error_over_spread(
-            np.concatenate(refs), np.concatenate(gots), [ids[g] for g in groups]), 5)
+            np.concatenate(refs), np.concatenate(gots), groups), 5)
         r["passed"] = passed
         return r
 
@@ -384,12 +386,6 @@ def _worst(r: dict[str, Any]) -> dict[str, Any]:
     """A check's figures on each set, for the search's trail."""
     return {f"{name}_{k}": r[name].get(k) for name in checkset.SETS
             for k in ("worst_graded_ndcg", "clear_misses", "widest_swap", "quality_kept")}
-
-
-def _harm(r: dict[str, Any]) -> float:
-    """How far a check is from passing: clear misses, then lost graded NDCG and quality."""
-    return float(sum(r[n]["clear_misses"] + 100 * (1 - r[n]["worst_graded_ndcg"])
-                     + 100 * (1 - (r[n]["quality_kept"] or 1.0)) for n in checkset.SETS))
 
 
 def _mixed_precision(staging: Path, recipe: dict[str, Any],

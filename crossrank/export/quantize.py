@@ -30,7 +30,7 @@ from crossrank.export import ExportError
 from crossrank.runtime.cpu import ISAS, detect_isa
 
 __all__ = ["ISAS", "RECIPES", "Quantizer", "Recipe", "detect_isa", "matmul_roles", "node_weights",
-           "quantize", "recipe_for"]
+           "quantizable_nodes", "quantize", "recipe_for"]
 
 log = logging.getLogger(__name__)
 
@@ -154,18 +154,23 @@ class Quantizer:
         self.smoothing: dict[str, Any] | None = None
         self.src = src
         self._smoothed = dst.with_name(dst.stem + ".smoothed.onnx")
-        if self.recipe.smooth_alpha is not None:
-            try:
+        try:
+            if self.recipe.smooth_alpha is not None:
                 self.smoothing = smooth_all_roles(src, self._smoothed, self.recipe.smooth_alpha,
                                                   tokenizer_file or src.parent / "tokenizer.json")
-            except BaseException:
-                self.close()
-                raise
-            self.src = self._smoothed
+                self.src = self._smoothed
+            self._quantizable = quantizable_nodes(self.src)
+        except BaseException:
+            self.close()
+            raise
 
     def write(self, fp32_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
         """Write the int8 model with fp32_nodes left in fp32; returns the manifest's record."""
-        _quantize_dynamic(self.src, self.dst, self.recipe, fp32_nodes)
+        nodes = [n for n in self._quantizable if n not in fp32_nodes]
+        if nodes:
+            _quantize_dynamic(self.src, self.dst, self.recipe, nodes)
+        else:  # nothing left to quantize (an empty list would mean every node to ONNX Runtime)
+            shutil.copyfile(self.src, self.dst)
         return {"method": "dynamic", "isa": self.isa, **asdict(self.recipe),
                 "activations": "uint8", "ops": ["MatMul", "Attention"],
                 "fp32_nodes": list(fp32_nodes), "smoothing": self.smoothing}
@@ -189,21 +194,21 @@ def quantize(src: Path, dst: Path, isa: str, recipe: Recipe | None = None,
         return q.write(fp32_nodes)
 
 
-def _quantize_dynamic(src: Path, dst: Path, chosen: Recipe, fp32_nodes: tuple[str, ...]) -> None:
-    """Quantize the graph's MatMul and Attention nodes but fp32_nodes. The head (the pooler and
+def quantizable_nodes(model_file: Path) -> list[str]:
+    """The graph's MatMul and Attention nodes: the encoder layers. The head (the pooler and
     classifier: Gemm nodes on one vector per pair) stays fp32: int8 would save nothing there,
     and on the prose-head fixture its error alone was 7% of int8's (bench/int8_layers.py).
-    ONNX Runtime would otherwise turn each Gemm into a MatMul and quantize it."""
+    Asked for all MatMuls, ONNX Runtime would turn each Gemm into one and quantize it."""
     import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Attention")]
+
+
+def _quantize_dynamic(src: Path, dst: Path, chosen: Recipe, nodes: list[str]) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    graph = onnx.load(str(src), load_external_data=False).graph
-    nodes = [n.name for n in graph.node
-             if n.op_type in ("MatMul", "Attention") and n.name not in fp32_nodes]
-    if not nodes:  # nothing left to quantize (an empty list would mean every node)
-        shutil.copyfile(src, dst)
-        return
     quantize_dynamic(
         str(src),
         str(dst),
