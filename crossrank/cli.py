@@ -362,7 +362,8 @@ def _info_parser(sub: Any) -> None:
 
 
 def _int8_check(md: Any) -> dict[str, Any]:
-    """The serving self-check, run here: does this CPU reproduce the verified int8 scores?"""
+    """The serving self-check, run here (or its cached verdict): does this CPU reproduce the
+    verified int8 scores, or else does its own int8 pass the export's gate?"""
     from dataclasses import asdict
 
     from crossrank.runtime import selfcheck
@@ -372,7 +373,7 @@ def _int8_check(md: Any) -> dict[str, Any]:
     if not record:
         return asdict(selfcheck.Int8Check(status="unavailable"))
     with Scorer.from_dir(md.path, variant="int8", provider="cpu", int8_check=False) as s:
-        return asdict(s.check_int8(record))
+        return asdict(s.self_check(md))
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -423,10 +424,25 @@ def _info(args: argparse.Namespace) -> int:
             print(f"        int8 recipe {recipe.get('name', '')} for {recipe['isa']}{note}")
     if checked:
         check = summary["int8_check"]
-        if check["status"] == "passed":
+        when = "cached" if check.get("cached") else f"{check['seconds']:.2f}s"
+        j = check.get("judgement") or {}
+        if check["status"] == "passed" and check.get("how") == "judged":
+            print(f"  int8 check  passed on this CPU's own int8 ({when}): its kernels differ "
+                  f"from the exporting CPU's (max |diff| {check['max_abs_diff']:.2g}), and it "
+                  f"passes the export's gate on {j.get('requests')} check requests: clear "
+                  f"misses {j.get('clear_misses')}, worst graded NDCG@10 "
+                  f"{j.get('worst_graded_ndcg', 0):.4f}; cascade bound here "
+                  f"{check.get('error_bound')}")
+        elif check["status"] == "passed":
             print(f"  int8 check  passed on this CPU: {check['pairs']} pairs reproduce the "
                   f"verified int8 scores to {check['max_abs_diff']:.2g} (tolerance "
-                  f"{check['tolerance']:.2g}, {check['seconds']:.2f}s)")
+                  f"{check['tolerance']:.2g}, {when})")
+        elif check["status"] == "failed" and check.get("how") == "judged":
+            print(f"  int8 check  FAILED on this CPU ({when}): its int8 fails the export's "
+                  f"gate on {j.get('requests')} check requests (clear misses "
+                  f"{j.get('clear_misses')}, worst graded NDCG@10 "
+                  f"{j.get('worst_graded_ndcg', 0):.4f}); `crossrank serve` will serve fp32 "
+                  f"here (or int8 behind --cascade K)")
         elif check["status"] == "failed":
             print(f"  int8 check  FAILED on this CPU: int8 scores differ from the verified ones "
                   f"by up to {check['max_abs_diff']:.3g} (tolerance {check['tolerance']:.2g}); "

@@ -6,6 +6,8 @@ under .cache/fixtures/)."""
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,18 @@ import pytest
 from crossrank.export.pipeline import Options, run
 from crossrank.export.standin import build_tiny
 from fixtures import reranker
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _int8_verdict_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The int8 self-check's verdicts go to a cache of this session, not the user's."""
+    old = os.environ.get("CROSSRANK_CACHE_DIR")
+    os.environ["CROSSRANK_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("CROSSRANK_CACHE_DIR", None)
+    else:
+        os.environ["CROSSRANK_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

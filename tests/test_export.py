@@ -90,6 +90,16 @@ def test_realistic_int8_is_enforced_and_passes(realistic_dir: Path) -> None:
     sc = m["variants"]["int8"]["self_check"]
     assert len(sc["pairs"]) == len(sc["fp32_logits"]) == len(sc["int8_logits"]) == 32
     assert sc["measured_on"] == detect_isa() and 0 < sc["tolerance"] < 0.1
+    # and what it needs to judge int8 on a CPU that does not reproduce it: check requests
+    from crossrank.runtime.modeldir import INT8_CHECK_FILE
+    from crossrank.runtime.selfcheck import Requests
+
+    data = json.loads((realistic_dir / INT8_CHECK_FILE).read_text())
+    assert m["files"][INT8_CHECK_FILE]["sha256"]
+    req = Requests.parse(data)
+    assert req is not None and len(req.scales) == 8 and len(req.pairs) == 8 * 20
+    assert data["export_judgement"]["passed"]  # a part of the sets int8 passed passes too
+    assert m["variants"]["int8"]["self_check_requests"]["pairs"] == 160
 
 
 def counting_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -23,7 +23,14 @@ import numpy as np
 
 from crossrank.export import ExportError, checkset, convert, manifest, optimize, quantize, verify
 from crossrank.runtime import fidelity
-from crossrank.runtime.modeldir import DEFAULT_MODEL, FORMAT_VERSION, VARIANT_FILES, export_name, sha256
+from crossrank.runtime.modeldir import (
+    DEFAULT_MODEL,
+    FORMAT_VERSION,
+    INT8_CHECK_FILE,
+    VARIANT_FILES,
+    export_name,
+    sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +161,8 @@ def run(opts: Options) -> Path:
             manifest_fields["fingerprint"] = fp
             manifest_fields["name"] = out.name
             files = ["tokenizer.json", "config.json"] + [
-                VARIANT_FILES[v] for v in VARIANT_FILES if (staging / VARIANT_FILES[v]).exists()
-            ]
+                name for name in (*VARIANT_FILES.values(), INT8_CHECK_FILE)
+                if (staging / name).exists()]
             manifest.write(staging, manifest_fields, files)
             _publish(staging, out)
         finally:
@@ -232,7 +239,14 @@ def _verify(checkpoint: Path, staging: Path, max_length: int,
             "faithful for this architecture; please report it with the checkpoint's config.json."
         )
     if "int8" in variants:
-        _verify_int8(staging, max_length, variants["int8"], real_weights, fp32, pairs)
+        check = _verify_int8(staging, max_length, variants["int8"], real_weights, fp32, pairs)
+        if variants["int8"]["shipped"] and check is not None:
+            record = check.judged_requests()
+            (staging / INT8_CHECK_FILE).write_text(json.dumps(record) + "\n", encoding="utf-8")
+            variants["int8"]["self_check_requests"] = {
+                "file": INT8_CHECK_FILE, "requests": len(record["scales"]),
+                "pairs": len(record["pairs"]), "tokens": sum(record["tokens"]),
+                "export_judgement_passed": record["export_judgement"]["passed"]}
         if variants["int8"]["shipped"]:
             check_pairs = verify.self_check_pairs()
             variants["int8"]["self_check"] = verify.self_check_record(
@@ -305,6 +319,47 @@ class _Int8Check:
         got = verify.onnx_logits(self.staging, "int8", self.max_length, "cpu", self.quick_pairs)
         return fidelity.rms_error_over_spread(self.quick_ref, got, self.quick_groups)
 
+    def judged_requests(self) -> dict[str, Any]:
+        """What the runtime needs to judge int8 on the CPU that serves it (runtime/selfcheck.py,
+        int8_check.json): part of the first verify.JUDGE_REQUESTS requests of each set
+        (verify.judge_subset) with labels, fp32 logits and each request's whole-list scale, and
+        the shipped int8's verdict on them here."""
+        pairs: list[tuple[str, str]] = []
+        groups: list[int] = []
+        labels: list[int] = []
+        ref: list[np.ndarray] = []
+        scales: dict[str, list[float]] = {}
+        for cs, fp32 in self.sets.values():
+            g = np.asarray(cs.groups)
+            for i in range(verify.JUDGE_REQUESTS):
+                idx = np.flatnonzero(g == i)
+                if len(idx) <= fidelity.K:
+                    continue
+                sel = idx[verify.judge_subset(fp32[idx])]
+                req = len(scales)
+                sc = fidelity.Scale.of(fp32[idx])
+                scales[str(req)] = [sc.std, sc.lo, sc.hi]
+                pairs += [cs.pairs[j] for j in sel]
+                groups += [req] * len(sel)
+                labels += [cs.labels[j] for j in sel]
+                ref.append(fp32[sel])
+        fp32_all = np.concatenate(ref)
+        int8 = verify.onnx_logits(self.staging, "int8", self.max_length, "cpu", pairs)
+        j = fidelity.judge(fp32_all, int8, groups, labels,
+                           {int(k): fidelity.Scale(*v) for k, v in scales.items()})
+        if not j.passed:  # the whole sets passed; a part of them should too
+            log.warning("int8 passes the check sets but not their part kept for the serving "
+                        "self-check: %s", j.as_dict())
+        return {"about": "int8 check requests: judged on the serving CPU when it does not "
+                         "reproduce the export's int8 (crossrank/runtime/selfcheck.py)",
+                "check_set": checkset.describe(), "measured_on": quantize.detect_isa(),
+                "pairs": [list(p) for p in pairs], "groups": groups, "labels": labels,
+                "tokens": verify.pair_tokens(self.staging / "tokenizer.json", pairs),
+                "fp32_logits": [float(x) for x in fp32_all],
+                "int8_logits": [float(x) for x in int8], "scales": scales,
+                "export_judgement": j.as_dict(),
+                "export_error": fidelity.error_record(np.abs(int8 - fp32_all))}
+
     def __call__(self) -> dict[str, Any]:
         got = verify.onnx_logits(self.staging, "int8", self.max_length, "cpu", self.pairs)
         r = verify.compare(self.fp32_fixed, got)
@@ -334,9 +389,10 @@ class _Int8Check:
 
 
 def _verify_int8(staging: Path, max_length: int, entry: dict[str, Any], real_weights: bool,
-                 fp32_fixed: np.ndarray, pairs: list[tuple[str, str]]) -> None:
-    """Check the int8 model; on real weights, if it fails, keep the MatMul roles that hurt the
-    check most in fp32 (fewest first) until it passes; if nothing passes, do not ship it."""
+                 fp32_fixed: np.ndarray, pairs: list[tuple[str, str]]) -> _Int8Check | None:
+    """Check the int8 model; on real weights, if it fails, keep the nodes that hurt the check
+    most in fp32 (fewest first) until it passes; if nothing passes, do not ship it. Returns the
+    check (None on random weights, which have no rankings to check)."""
     if not real_weights:  # random weights: rankings mean nothing; record the fixed pairs only
         got = verify.onnx_logits(staging, "int8", max_length, "cpu", pairs)
         r = verify.compare(fp32_fixed, got)
@@ -344,14 +400,14 @@ def _verify_int8(staging: Path, max_length: int, entry: dict[str, Any], real_wei
                  bound=f"spearman >= {verify.INT8_MIN_SPEARMAN} vs fp32 (recorded only)")
         entry["verification"] = r
         log.info("int8 vs fp32: Spearman %.4f (recorded only: stand-in)", r["spearman"])
-        return
+        return None
     check = _Int8Check(staging, max_length, fp32_fixed, pairs)
     r = check()
     r["enforced"] = True
     entry["verification"] = r
     _log_int8("int8 vs fp32", r, "enforced")
     if r["passed"]:
-        return
+        return check
     search = _mixed_precision(staging, entry["recipe"], check)
     entry["search"] = search["trail"]
     if search["passed"] is not None:
@@ -360,7 +416,7 @@ def _verify_int8(staging: Path, max_length: int, entry: dict[str, Any], real_wei
                                  "search_bound": f"rms error <= {SEARCH_MAX_RMS} x std"}
         log.info("int8 passes with %d of its nodes kept in fp32 (%.1f%% of its quantized weights)",
                  len(search["recipe"]["fp32_nodes"]), 100 * search["fp32_weight_share"])
-        return
+        return check
     log.warning("int8 failed its check even with mixed precision: not shipping it; the runtime "
                 "serves fp32, or with --cascade K int8 with fp32's exact top K")
     # the search left its last attempt on disk: put back the recipe whose error was recorded
@@ -369,6 +425,7 @@ def _verify_int8(staging: Path, max_length: int, entry: dict[str, Any], real_wei
     entry["shipped"] = False
     entry["cascade_only"] = True  # kept for the precision cascade, never served alone
     entry["reason"] = "failed int8 verification"
+    return check
 
 
 def _log_int8(what: str, r: dict[str, Any], note: str) -> None:

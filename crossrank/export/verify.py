@@ -25,6 +25,16 @@ FP16_MIN_SPEARMAN = 0.98
 # can tell whether this CPU computes the int8 model that was verified (runtime/selfcheck.py).
 SELF_CHECK_PAIRS = 32
 SELF_CHECK_SEED = 6000
+# Where this CPU does not reproduce the export's int8 (another kernel family: ARM, AVX2 against a
+# VNNI export), the runtime judges its own int8 with the gate on part of the check requests
+# (runtime/selfcheck.py): the first JUDGE_REQUESTS of each set, each cut to fp32's top JUDGE_TOP
+# (where the top 10 can change: a passage below fp32's 15th entering the top 10 needs an error
+# far past anything measured) and JUDGE_SPREAD others spread over the rest (they keep the error
+# measure honest over the whole list). 8 requests x 20 pairs: ~29k tokens, a seventh of the
+# sets, so that a 2-core ARM board judges in well under a minute.
+JUDGE_REQUESTS = 4
+JUDGE_TOP = 15
+JUDGE_SPREAD = 5
 
 
 def fixed_pairs() -> list[tuple[str, str]]:
@@ -48,6 +58,18 @@ def fixed_pairs() -> list[tuple[str, str]]:
 def self_check_pairs() -> list[tuple[str, str]]:
     """Seeded pairs of typical length (the check costs start-up time: ~3k tokens)."""
     return sample_pairs(SELF_CHECK_PAIRS, seed=SELF_CHECK_SEED)
+
+
+def judge_subset(ref: np.ndarray) -> np.ndarray:
+    """Which of one request's candidates the serving self-check scores: fp32's top JUDGE_TOP and
+    JUDGE_SPREAD evenly spaced below them, in candidate order."""
+    from crossrank.runtime.fidelity import order
+
+    ranked = order(ref)
+    rest = ranked[JUDGE_TOP:]
+    spread = rest[np.unique(np.linspace(0, len(rest) - 1, JUDGE_SPREAD).round().astype(int))] \
+        if len(rest) else rest
+    return np.sort(np.concatenate([ranked[:JUDGE_TOP], spread]))
 
 
 def pair_tokens(tokenizer_file: Path, pairs: list[tuple[str, str]]) -> list[int]:

@@ -17,7 +17,7 @@ tell apart costs almost nothing):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,19 +62,37 @@ def mrr(scores: np.ndarray, labels: np.ndarray) -> float:
     return 1.0 / (hits[0] + 1) if len(hits) else 0.0
 
 
-def graded_gains(ref: np.ndarray) -> np.ndarray:
-    """fp32 scores min-max scaled to [0, 1] within the request."""
+@dataclass(frozen=True)
+class Scale:
+    """A request's fp32 spread (std) and range, when only some of its candidates are scored
+    (runtime/selfcheck.py judges fp32's top of each request): the measures keep the units of the
+    whole request, so the same bounds mean the same thing."""
+
+    std: float
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, ref: np.ndarray) -> Scale:
+        ref = np.asarray(ref, dtype=np.float64)
+        return cls(float(ref.std()), float(ref.min()), float(ref.max()))
+
+
+def graded_gains(ref: np.ndarray, scale: Scale | None = None) -> np.ndarray:
+    """fp32 scores min-max scaled to [0, 1] within the request (its whole range: scale)."""
     ref = np.asarray(ref, dtype=np.float64)
-    span = float(ref.max() - ref.min())
-    return (ref - ref.min()) / span if span > 0 else np.ones_like(ref)
+    s = scale or Scale.of(ref)
+    span = s.hi - s.lo
+    return np.clip((ref - s.lo) / span, 0.0, 1.0) if span > 0 else np.ones_like(ref)
 
 
-def swap_gaps(ref: np.ndarray, got: np.ndarray, k: int = K) -> list[float]:
+def swap_gaps(ref: np.ndarray, got: np.ndarray, k: int = K,
+              scale: Scale | None = None) -> list[float]:
     """For each passage got moves across fp32's top-k boundary, how far fp32 put it from that
     boundary, in units of the request's std: above fp32's (k+1)-th for one fp32 keeps and got
     drops, below fp32's k-th for one got lets in."""
     ref = np.asarray(ref, dtype=np.float64)
-    std = float(ref.std())
+    std = (scale or Scale.of(ref)).std
     if len(ref) <= k or std == 0:
         return []
     s = np.sort(ref)[::-1]
@@ -118,7 +136,8 @@ class Judgement:
         return d
 
 
-def rms_error_over_spread(ref: np.ndarray, got: np.ndarray, groups: Sequence[int]) -> float:
+def rms_error_over_spread(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
+                          scales: Mapping[int, Scale] | None = None) -> float:
     """Root-mean-square of (lossy - fp32) / (the request's fp32 std) over all pairs: the error's
     size, scale-free. Squares of independent errors add, so it apportions error between sources
     (the mixed-precision search, bench/int8_layers.py)."""
@@ -127,7 +146,8 @@ def rms_error_over_spread(ref: np.ndarray, got: np.ndarray, groups: Sequence[int
     g = np.asarray(groups)
     for req in np.unique(g):
         sel = g == req
-        diff[sel] /= float(ref[sel].std()) or 1.0
+        std = scales[int(req)].std if scales else float(ref[sel].std())
+        diff[sel] /= std or 1.0
     return float(np.sqrt(np.mean(diff**2)))
 
 
@@ -156,8 +176,10 @@ def bounds() -> str:
 
 
 def judge(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
-          labels: Sequence[int] | None = None) -> Judgement:
-    """Judge got (lossy) against ref (fp32) over requests: groups[i] is pair i's request."""
+          labels: Sequence[int] | None = None,
+          scales: Mapping[int, Scale] | None = None) -> Judgement:
+    """Judge got (lossy) against ref (fp32) over requests: groups[i] is pair i's request.
+    scales: each request's whole-list spread, where only part of its candidates is given."""
     ref = np.asarray(ref, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64)
     g = np.asarray(groups)
@@ -166,13 +188,14 @@ def judge(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
     for req in dict.fromkeys(g.tolist()):
         idx = np.flatnonzero(g == req)
         r, x = ref[idx], got[idx]
-        graded.append(ndcg_at(x, graded_gains(r)))
-        gaps = swap_gaps(r, x)
+        scale = scales[int(req)] if scales else Scale.of(r)
+        graded.append(ndcg_at(x, graded_gains(r, scale)))
+        gaps = swap_gaps(r, x, scale=scale)
         misses += sum(1 for gap in gaps if gap > CLEAR_MARGIN)
         swaps.append(max(gaps, default=0.0))
         k = min(K, len(idx))
         overlap.append(len(set(order(r)[:k].tolist()) & set(order(x)[:k].tolist())))
-        err.append(float(np.mean(np.abs(x - r))) / (float(r.std()) or 1.0))
+        err.append(float(np.mean(np.abs(x - r))) / (scale.std or 1.0))
         if lab is not None and lab[idx].max() > 0:  # a request with nothing relevant: no quality
             nd_ref.append(ndcg_at(r, lab[idx]))
             nd_got.append(ndcg_at(x, lab[idx]))

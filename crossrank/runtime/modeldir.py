@@ -23,6 +23,7 @@ DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-12-v2"
 STAND_IN_NAME = "stand-in-L-12"  # the offline stand-in's export directory
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
 VARIANTS = ("auto", *VARIANT_FILES)
+INT8_CHECK_FILE = "int8_check.json"  # check requests for judging int8 on the serving CPU
 
 
 def export_name(model: str, stand_in: bool = False) -> str:
@@ -121,6 +122,28 @@ class ModelDir:
     def int8_self_check(self) -> Any:
         """The exporter's self-check record for int8 (verify.self_check_record), or None."""
         return self.manifest.get("variants", {}).get("int8", {}).get("self_check")
+
+    def int8_check_requests(self) -> tuple[Any, str] | None:
+        """The export's check requests for judging int8 on this CPU (int8_check.json, checked
+        against the manifest's hash) and that hash; None for exports without them. A damaged
+        file only loses the judged check: int8 then serves only where it reproduces."""
+        entry = self.manifest.get("files", {}).get(INT8_CHECK_FILE, {})
+        path = self.path / INT8_CHECK_FILE
+        if not entry or not path.is_file():
+            return None
+        digest = sha256(path)
+        if digest != entry.get("sha256"):
+            log.warning("%s does not match the hash in its manifest: ignored", path)
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8")), digest
+        except (ValueError, UnicodeDecodeError):
+            log.warning("%s is not valid JSON: ignored", path)
+            return None
+
+    def file_sha256(self, name: str) -> str:
+        """The manifest's hash of one of its files ("" when it lists none)."""
+        return str(self.manifest.get("files", {}).get(name, {}).get("sha256", ""))
 
     def isa_check(self, variant: str, warn: bool = True) -> IsaCheck | None:
         """For int8: the instruction set it was made and verified for against this CPU's, with a

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from crossrank.runtime import cpu, modeldir, selfcheck
+from crossrank.runtime import cpu, fidelity, modeldir, selfcheck
 from crossrank.runtime.cascade import CascadeStats
 from crossrank.runtime.engine import Engine, Runner
 from crossrank.runtime.errors import ConfigError
@@ -29,12 +29,35 @@ log = logging.getLogger(__name__)
 def _check_note(check: selfcheck.Int8Check | None) -> str:
     if check is None:
         return ""
+    when = " (cached verdict)" if check.cached else f" in {check.seconds:.2f}s"
+    if check.status == "passed" and check.how == "judged":
+        j = check.judgement or {}
+        return (f"; int8 self-check passed on this CPU's own int8: it does not reproduce the "
+                f"export's int8 scores (max |diff| {check.max_abs_diff:.2g}, kernels differ) "
+                f"but passes the export's gate on its {j.get('requests')} check requests "
+                f"(clear misses {j.get('clear_misses')}, worst graded NDCG@10 "
+                f"{j.get('worst_graded_ndcg', 0):.4f}){when}")
     if check.status == "passed":
         return (f"; int8 self-check passed: {check.pairs} pairs reproduce the export's int8 "
-                f"scores to {check.max_abs_diff:.2g} in {check.seconds:.2f}s")
+                f"scores to {check.max_abs_diff:.2g}{when}")
     if check.status == "failed":
         return "; int8 self-check FAILED: serving fp32"
     return f"; int8 self-check {check.status}"
+
+
+def _failure(check: selfcheck.Int8Check, isa: str) -> str:
+    """Why int8 does not serve on this CPU, and what to do."""
+    if check.how == "judged":
+        j = check.judgement or {}
+        return (f"int8 self-check failed on this {isa} CPU: its int8 fails the export's gate "
+                f"on the check requests (clear top-10 misses {j.get('clear_misses')}, worst "
+                f"graded NDCG@10 {j.get('worst_graded_ndcg', 0):.4f}, quality kept "
+                f"{j.get('quality_kept')}; bounds: {fidelity.bounds()})")
+    return (f"int8 self-check failed on this {isa} CPU: {VARIANT_FILES['int8']} reproduces the "
+            f"scores the exporter verified (measured on {check.measured_on}) only to "
+            f"{check.max_abs_diff or 0.0:.3g}, over the tolerance {check.tolerance or 0.0:.3g}, "
+            f"and the export keeps no check requests to judge it here (export it again with "
+            f"this crossrank, or skip the check with --int8-check 0)")
 
 
 @dataclass(frozen=True)
@@ -139,18 +162,11 @@ class Scorer:
         check: selfcheck.Int8Check | None = None
         isa = None
         if chosen == "int8" and prof.name == "cpu":
-            check = (scorer.check_int8(md.int8_self_check(),
-                                       max_length=length if length < md.max_length else None)
+            check = (scorer.self_check(md, max_length=length if length < md.max_length else None)
                      if int8_check else selfcheck.Int8Check(status="skipped"))
             if not check.ok:
-                log.warning(
-                    "int8 self-check failed on this %s CPU: %s reproduces the scores the exporter "
-                    "verified (measured on %s) only to %.3g, over the tolerance %.3g, so its "
-                    "rankings are unverified here; serving fp32 instead. For int8 on this "
-                    "machine, export it here: `crossrank export %s --force` (or skip the check "
-                    "with --int8-check 0).", cpu.detect_isa(), VARIANT_FILES["int8"],
-                    check.measured_on, check.max_abs_diff or 0.0, check.tolerance or 0.0,
-                    md.source)
+                log.warning("%s; serving fp32 instead%s.", _failure(check, cpu.detect_isa()),
+                            " (int8 only behind the cascade)" if cascade else "")
                 scorer.close()
                 scorer = build("fp32")
             # The instruction-set warning is for an int8 served with no passed check behind it.
@@ -158,7 +174,7 @@ class Scorer:
         assert scorer.info is not None
         served_int8 = scorer.info.variant == "int8"
         if cascade and prof.name == "cpu" and variant in ("auto", "int8"):
-            scorer = cls._with_cascade(scorer, md, cascade, build)
+            scorer = cls._with_cascade(scorer, md, cascade, build, check)
         assert scorer.info is not None
         scorer.info = replace(scorer.info, int8_isa=isa.made_for if isa else None,
                               cpu_isa=isa.this_cpu if isa else None,
@@ -170,12 +186,19 @@ class Scorer:
 
     @staticmethod
     def _with_cascade(scorer: Scorer, md: modeldir.ModelDir, k: int,
-                      build: Callable[[str], Scorer]) -> Scorer:
+                      build: Callable[[str], Scorer],
+                      check: selfcheck.Int8Check | None) -> Scorer:
         """int8 in front of fp32 (runtime/cascade.py): the served int8, or one the gate refused
-        and the export kept for this; unchanged where there is no int8 error bound."""
+        (at export, or on this CPU) and kept for this; unchanged where there is no int8 error
+        bound. Where the self-check measured int8's error on this CPU, the bound is the larger
+        of that and the export's."""
         assert scorer.info is not None
         bound = md.int8_error_bound()
-        if scorer.info.variant != "int8" and not md.cascade_only():
+        here = check.error_bound if check is not None else None
+        if bound is not None and here is not None:
+            bound = max(bound, here)
+        refused_here = check is not None and check.status == "failed" and here is not None
+        if scorer.info.variant != "int8" and not (md.cascade_only() or refused_here):
             return scorer
         if bound is None:
             log.warning("no int8 error bound in %s (exported before the cascade existed): no "
@@ -224,11 +247,24 @@ class Scorer:
     def policy(self) -> BatchPolicy:
         return self.engine.policy
 
-    def check_int8(self, record: Any, max_length: int | None = None) -> selfcheck.Int8Check:
-        """The int8 self-check on this scorer: does it reproduce the export's int8 logits on the
-        record's check pairs (selfcheck.check)?"""
-        return selfcheck.check(record, lambda pairs: self.predict(pairs, activation="identity"),
-                               max_length=max_length)
+    def self_check(self, md: modeldir.ModelDir,
+                   max_length: int | None = None) -> selfcheck.Int8Check:
+        """The int8 self-check on this scorer (runtime/selfcheck.py): does it reproduce the
+        export's int8 scores, or else pass the export's gate on this CPU? Cached per int8 file,
+        check data and CPU signature."""
+        record = md.int8_self_check()
+        found = md.int8_check_requests()
+        requests = selfcheck.Requests.parse(found[0]) if found else None
+        key = selfcheck.cache_key(md.file_sha256(VARIANT_FILES["int8"]), record,
+                                  found[1] if found else None, max_length)
+        hit = selfcheck.cached(key)
+        if hit is not None:
+            return hit
+        result = selfcheck.check_here(
+            record, requests, lambda pairs: self.predict(pairs, activation="identity"),
+            max_length=max_length)
+        selfcheck.store(key, result)
+        return result
 
     # -- the calls (each one through the service) -------------------------------------------------
 

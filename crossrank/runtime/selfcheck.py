@@ -11,18 +11,36 @@ the same kernels reproduces them to ~1e-6.
 Why not compare with fp32 instead: the error against fp32 on a few pairs does not tell a faithful
 int8 from an unfaithful one (the u8u8 file above: mean |int8 - fp32| 0.16 on the Zen 4, where it
 passes the ranking check, and 0.17 on the Zen 3, where it fails it).
+
+Where the CPU's kernels differ (ARM against an x86 export, AVX2 against VNNI), reproducing is
+impossible though int8 may be as faithful there as where it was made: ONNX Runtime's ARM kernels
+differ from x86's by 0.12-0.25 logits while their error against fp32 is the same size. So when
+the fast check fails, the runtime judges int8 on this CPU itself: the export keeps a few of its
+real-prose check requests with their fp32 logits (fp32 is the same on every CPU to ~5e-6), this
+CPU's int8 scores them, and the exporter's own gate (runtime/fidelity.py, same bounds) decides.
+Its error here also gives the precision cascade its bound on this CPU. The verdict is cached per
+(int8 file, check, CPU signature), so a restart on the same machine costs nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from crossrank.runtime import cpu, fidelity
 from crossrank.runtime.scores import spearman
+
+log = logging.getLogger(__name__)
 
 RELATIVE_TOLERANCE = 0.01  # of the fp32 logits' standard deviation on the check pairs
 ABSOLUTE_FLOOR = 1e-4
@@ -44,6 +62,12 @@ class Int8Check:
     seconds: float = 0.0
     measured_on: str | None = None  # the CPU class the export's int8 logits come from
     spearman_vs_fp32: float | None = None  # this CPU's int8 against the export's fp32
+    # how it passed or failed: "reproduced" (the fast check alone) or "judged" (this CPU's int8
+    # against the export's fp32 on its check requests, by the exporter's gate)
+    how: str | None = None
+    judgement: dict[str, Any] | None = None  # the gate's figures on this CPU (fidelity.judge)
+    error_bound: float | None = None  # the cascade's |int8 - fp32| bound measured on this CPU
+    cached: bool = False  # the verdict came from the cache of an earlier start on this CPU
 
     @property
     def ok(self) -> bool:
@@ -83,4 +107,133 @@ def check(record: Any, predict: Callable[[list[tuple[str, str]]], np.ndarray],
     return Int8Check(status="passed" if worst <= tol else "failed", max_abs_diff=worst,
                      tolerance=tol, pairs=len(pairs), seconds=round(seconds, 3),
                      measured_on=record.get("measured_on"),
-                     spearman_vs_fp32=round(spearman(got, fp32), 5))
+                     spearman_vs_fp32=round(spearman(got, fp32), 5), how="reproduced")
+
+
+@dataclass(frozen=True)
+class Requests:
+    """The export's check requests for judging int8 on the serving CPU (export/verify.py
+    writes them to int8_check.json): part of each request's candidates (fp32's top and a spread
+    of the rest), with its labels, the exporting CPU's fp32 logits and each request's whole-list
+    fp32 scale, so that the gate's bounds keep their meaning on the part."""
+
+    pairs: list[tuple[str, str]]
+    groups: list[int]
+    labels: list[int]
+    tokens: list[int]
+    fp32: np.ndarray
+    scales: dict[int, fidelity.Scale]
+
+    @classmethod
+    def parse(cls, data: Any) -> Requests | None:
+        """From int8_check.json's content; None when it is not a usable record."""
+        try:
+            pairs = [(str(q), str(c)) for q, c in data["pairs"]]
+            groups = [int(g) for g in data["groups"]]
+            labels = [int(x) for x in data["labels"]]
+            tokens = [int(n) for n in data["tokens"]]
+            fp32 = np.asarray(data["fp32_logits"], dtype=np.float64)
+            scales = {int(g): fidelity.Scale(float(sd), float(lo), float(hi))
+                      for g, (sd, lo, hi) in data["scales"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        n = len(pairs)
+        if not (n and len(groups) == len(labels) == len(tokens) == len(fp32) == n
+                and set(groups) <= set(scales)):
+            return None
+        return cls(pairs, groups, labels, tokens, fp32, scales)
+
+    def within(self, max_length: int | None) -> Requests | None:
+        """The pairs that fit max_length untruncated (a pair truncated here scores otherwise
+        than at export), in requests that keep more than fidelity.K of them; None when fewer
+        than two such requests remain."""
+        if max_length is None:
+            return self
+        fits = [n <= max_length for n in self.tokens]
+        left = Counter(g for g, ok in zip(self.groups, fits, strict=True) if ok)
+        keep = [i for i, g in enumerate(self.groups) if fits[i] and left[g] > fidelity.K]
+        if len({self.groups[i] for i in keep}) < 2:
+            return None
+        return Requests([self.pairs[i] for i in keep], [self.groups[i] for i in keep],
+                        [self.labels[i] for i in keep], [self.tokens[i] for i in keep],
+                        self.fp32[keep], self.scales)
+
+
+def judge_here(requests: Requests, predict: Callable[[list[tuple[str, str]]], np.ndarray]
+               ) -> tuple[fidelity.Judgement, dict[str, float], float]:
+    """This CPU's int8 on the requests against the export's fp32: the gate's judgement, the
+    error record (with the cascade's bound) and the seconds it took."""
+    t0 = time.perf_counter()
+    got = np.asarray(predict(requests.pairs), dtype=np.float64)
+    seconds = time.perf_counter() - t0
+    j = fidelity.judge(requests.fp32, got, requests.groups, requests.labels, requests.scales)
+    return j, fidelity.error_record(np.abs(got - requests.fp32)), seconds
+
+
+def check_here(record: Any, requests: Requests | None,
+               predict: Callable[[list[tuple[str, str]]], np.ndarray],
+               max_length: int | None = None) -> Int8Check:
+    """The fast check (does this CPU reproduce the export's int8?); where it fails, the gate on
+    this CPU's own int8 (judge_here) decides instead."""
+    fast = check(record, predict, max_length)
+    if fast.status != "failed":
+        return fast
+    usable = requests.within(max_length) if requests is not None else None
+    if usable is None:
+        return fast
+    j, err, seconds = judge_here(usable, predict)
+    return replace(fast, status="passed" if j.passed else "failed", how="judged",
+                   judgement=j.as_dict(), error_bound=err["bound"],
+                   seconds=round(fast.seconds + seconds, 3))
+
+
+# -- the verdict's cache --------------------------------------------------------------------------
+
+CACHE_VERSION = 1  # bump when the check or the gate changes meaning
+
+
+def cache_dir() -> Path | None:
+    """Where verdicts are kept: $CROSSRANK_CACHE_DIR, else $XDG_CACHE_HOME/crossrank, else
+    ~/.cache/crossrank; None when CROSSRANK_CACHE_DIR is "off"."""
+    env = os.environ.get("CROSSRANK_CACHE_DIR")
+    if env:
+        return None if env.lower() in ("off", "0", "none") else Path(env) / "int8-check"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "crossrank" / "int8-check"
+
+
+def cache_key(int8_sha256: str, record: Any, requests: Any, max_length: int | None) -> str:
+    """The same int8 file, check data and length on a CPU of the same signature give the same
+    verdict."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_VERSION, "int8": int8_sha256, "cpu": cpu.signature(),
+                         "max_length": max_length, "record": record, "requests": requests},
+                        sort_keys=True, default=str).encode())
+    return h.hexdigest()[:32]
+
+
+def cached(key: str) -> Int8Check | None:
+    """A verdict cached under key, or None (none, unreadable or of another form)."""
+    d = cache_dir()
+    if d is None:
+        return None
+    try:
+        data = json.loads((d / f"{key}.json").read_text())
+        names = {f.name for f in fields(Int8Check)}
+        return replace(Int8Check(**{k: v for k, v in data.items() if k in names}), cached=True)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def store(key: str, result: Int8Check) -> None:
+    """Keep a verdict for the next start (best effort: an unwritable cache only costs time)."""
+    d = cache_dir()
+    if d is None or result.status not in ("passed", "failed"):
+        return
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(asdict(result)))
+        tmp.replace(d / f"{key}.json")
+    except OSError as exc:
+        log.debug("int8 check verdict not cached (%s)", exc)

@@ -1,0 +1,179 @@
+"""The int8 self-check on fake logits (no model): reproducing the export's int8, judging this
+CPU's own int8 with the exporter's gate where it does not, and the verdict's cache."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from crossrank.runtime import cpu, fidelity, selfcheck
+
+RNG = np.random.default_rng(31)
+
+
+def fake_export(requests: int = 8, per: int = 20) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A fast-check record (32 pairs) and check requests as the exporter writes them."""
+    fp32 = RNG.normal(0, 3, 32)
+    record = {"pairs": [[f"q{i}", f"p{i}"] for i in range(32)], "tokens": [40] * 32,
+              "fp32_logits": fp32.tolist(), "int8_logits": (fp32 + 0.01).tolist(),
+              "tolerance": selfcheck.tolerance(fp32), "measured_on": "avx512_vnni"}
+    pairs, groups, labels, ref, scales = [], [], [], [], {}
+    for g in range(requests):
+        full = RNG.normal(0, 2, 100)  # the whole request; the record keeps fp32's top + a spread
+        ranked = np.argsort(-full)
+        keep = np.concatenate([ranked[:15], ranked[15::17][:per - 15]])
+        pairs += [[f"q{g}", f"p{g}-{i}"] for i in keep]
+        groups += [g] * len(keep)
+        labels += [int(i == ranked[0]) for i in keep]
+        ref.append(full[keep])
+        scales[str(g)] = [float(full.std()), float(full.min()), float(full.max())]
+    requests_data = {"pairs": pairs, "groups": groups, "labels": labels,
+                     "tokens": [60 + (i % 5) * 40 for i in range(len(pairs))],
+                     "fp32_logits": np.concatenate(ref).tolist(), "scales": scales}
+    return record, requests_data
+
+
+Predict = Callable[[list[tuple[str, str]]], np.ndarray]
+
+
+def predictor(record: dict[str, Any], data: dict[str, Any], noise: float,
+              shift: float = 0.0) -> Predict:
+    """A CPU's int8: the fast-check pairs shifted by `shift` from the export's int8; the check
+    requests with gaussian error of `noise` x each request's std."""
+    fast = {tuple(p): v + shift for p, v in zip(record["pairs"], record["int8_logits"],
+                                                strict=True)}
+    rng = np.random.default_rng(5)
+    slow = {}
+    for p, v, g in zip(data["pairs"], data["fp32_logits"], data["groups"], strict=True):
+        slow[tuple(p)] = v + noise * data["scales"][str(g)][0] * rng.normal()
+    calls: list[int] = []
+
+    def predict(pairs: list[tuple[str, str]]) -> np.ndarray:
+        calls.append(len(pairs))
+        return np.array([fast.get(tuple(p), slow.get(tuple(p), 0.0)) for p in pairs])
+
+    predict.calls = calls  # type: ignore[attr-defined]
+    return predict
+
+
+def test_a_cpu_that_reproduces_the_export_passes_without_judging() -> None:
+    record, data = fake_export()
+    predict = predictor(record, data, noise=0.03)
+    got = selfcheck.check_here(record, selfcheck.Requests.parse(data), predict)
+    assert got.status == "passed" and got.how == "reproduced" and got.judgement is None
+    assert predict.calls == [32]  # type: ignore[attr-defined]
+
+
+def test_other_kernels_with_a_faithful_int8_pass_the_gate_here() -> None:
+    """ARM against an x86 export: the fast check cannot pass (kernels differ by ~0.15), the
+    int8 is as faithful as the export's, so the gate passes it on this CPU."""
+    record, data = fake_export()
+    got = selfcheck.check_here(record, selfcheck.Requests.parse(data),
+                               predictor(record, data, noise=0.02, shift=0.15))
+    assert got.status == "passed" and got.how == "judged" and got.ok
+    assert got.max_abs_diff == pytest.approx(0.15, abs=1e-6)
+    j = got.judgement or {}
+    assert j["requests"] == 8 and j["clear_misses"] == 0 and j["passed"]
+    assert got.error_bound is not None and got.error_bound > 0
+
+
+def test_an_unfaithful_int8_fails_the_gate_here() -> None:
+    record, data = fake_export()
+    got = selfcheck.check_here(record, selfcheck.Requests.parse(data),
+                               predictor(record, data, noise=0.5, shift=0.15))
+    assert got.status == "failed" and got.how == "judged" and not got.ok
+    assert (got.judgement or {})["clear_misses"] > 0
+
+
+def test_without_check_requests_a_kernel_difference_still_fails() -> None:
+    record, data = fake_export()
+    got = selfcheck.check_here(record, None, predictor(record, data, noise=0.0, shift=0.15))
+    assert got.status == "failed" and got.how == "reproduced"
+
+
+def test_a_shorter_max_length_judges_only_the_pairs_that_fit() -> None:
+    record, data = fake_export()
+    req = selfcheck.Requests.parse(data)
+    assert req is not None
+    short = req.within(150)  # drops the 180- and 220-token pairs: 12 of 20 left per request
+    assert short is not None and all(n <= 150 for n in short.tokens)
+    assert len(short.pairs) == 8 * 12
+    assert req.within(70) is None  # 4 pairs a request: too few to judge a top 10
+    assert req.within(None) is req
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d.pop("scales"),
+    lambda d: d.update(groups=d["groups"][:-1]),
+    lambda d: d.update(fp32_logits="x"),
+    lambda d: d.update(scales={"0": [1.0, 0.0]}),
+    lambda d: d.update(pairs=[]),
+])
+def test_damaged_check_requests_are_not_used(damage: Any) -> None:
+    _, data = fake_export()
+    damage(data)
+    assert selfcheck.Requests.parse(data) is None
+    assert selfcheck.Requests.parse(["not", "a", "record"]) is None
+
+
+def test_whole_list_scale_keeps_the_bounds_meaning_on_part_of_a_request() -> None:
+    """Judged on fp32's top 20 of 100 with the whole list's scale, the same error gives the
+    same clear misses as on all 100; with the part's own (smaller) spread it would count more."""
+    rng = np.random.default_rng(3)
+    ref = rng.normal(0, 1, 100)
+    got = ref + rng.normal(0, 0.08, 100)
+    top = fidelity.order(ref)[:20]
+    whole = fidelity.Scale.of(ref)
+    assert fidelity.clear_misses(ref, got) == len(
+        [g for g in fidelity.swap_gaps(ref[top], got[top], scale=whole)
+         if g > fidelity.CLEAR_MARGIN])
+    assert fidelity.rms_error_over_spread(ref[top], got[top], [0] * 20, {0: whole}) < \
+        fidelity.rms_error_over_spread(ref[top], got[top], [0] * 20)
+
+
+def test_the_verdict_is_cached_per_model_check_and_cpu(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CROSSRANK_CACHE_DIR", str(tmp_path))
+    record, data = fake_export()
+    key = selfcheck.cache_key("sha-a", record, "sha-r", None)
+    assert selfcheck.cached(key) is None
+    got = selfcheck.check_here(record, selfcheck.Requests.parse(data),
+                               predictor(record, data, noise=0.02, shift=0.15))
+    selfcheck.store(key, got)
+    hit = selfcheck.cached(key)
+    assert hit is not None and hit.cached and hit.status == got.status == "passed"
+    assert hit.judgement == json.loads(json.dumps(got.judgement))
+    # another int8 file, check data, length or CPU: another key
+    assert len({key, selfcheck.cache_key("sha-b", record, "sha-r", None),
+                selfcheck.cache_key("sha-a", record, "sha-x", None),
+                selfcheck.cache_key("sha-a", record, "sha-r", 128)}) == 4
+    monkeypatch.setattr(cpu, "signature", lambda: "another cpu")
+    assert selfcheck.cache_key("sha-a", record, "sha-r", None) != key
+    # a damaged entry is ignored; skipped checks are not kept; "off" keeps nothing
+    (tmp_path / "int8-check" / f"{key}.json").write_text("{not json")
+    assert selfcheck.cached(key) is None
+    selfcheck.store("k2", selfcheck.Int8Check(status="skipped"))
+    assert not (tmp_path / "int8-check" / "k2.json").exists()
+    monkeypatch.setenv("CROSSRANK_CACHE_DIR", "off")
+    assert selfcheck.cache_dir() is None and selfcheck.cached(key) is None
+
+
+def test_an_unwritable_cache_only_costs_time(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("CROSSRANK_CACHE_DIR", str(blocker))  # a file where a folder must go
+    selfcheck.store("k", selfcheck.Int8Check(status="passed"))
+    assert selfcheck.cached("k") is None
+
+
+def test_the_cpu_signature_names_machine_flags_and_runtime() -> None:
+    sig = json.loads(cpu.signature())
+    assert set(sig) == {"machine", "flags", "hwcap", "onnxruntime"}
+    assert sig["onnxruntime"].startswith("onnxruntime")
+    assert cpu.signature() == cpu.signature()
