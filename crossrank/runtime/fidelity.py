@@ -151,6 +151,13 @@ def rms_error_over_spread(ref: np.ndarray, got: np.ndarray, groups: Sequence[int
     return float(np.sqrt(np.mean(diff**2)))
 
 
+# The error's size, scale-free: rms |lossy - fp32| over each request's std at most half the
+# near-tie margin, so that the typical error between two passages (sqrt 2 x rms) stays inside
+# it. The exporter's mixed-precision search accepts a configuration only within it (measured on
+# the trained fixture: unseen clear misses fell 62 / 22 / 10 / 5 / 2 at rms 0.22 / 0.092 / 0.077
+# / 0.055 / 0.047), and the serving self-check uses it where labels cannot be judged.
+MAX_RMS_ERROR = CLEAR_MARGIN / 2
+
 # The precision cascade (runtime/cascade.py) re-scores in fp32 every pair whose int8 score lies
 # within 2 x ERROR_BOUND of the k-th best, ERROR_BOUND being the largest |int8 - fp32| the export
 # measured over its check pairs (1,664 pairs of real and synthetic text) times this margin: a pair
@@ -177,9 +184,11 @@ def bounds() -> str:
 
 def judge(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
           labels: Sequence[int] | None = None,
-          scales: Mapping[int, Scale] | None = None) -> Judgement:
+          scales: Mapping[int, Scale] | None = None, label_bound: bool = True) -> Judgement:
     """Judge got (lossy) against ref (fp32) over requests: groups[i] is pair i's request.
-    scales: each request's whole-list spread, where only part of its candidates is given."""
+    scales: each request's whole-list spread, where only part of its candidates is given.
+    label_bound=False records quality kept without enforcing it (too few requests to resolve
+    it: runtime/selfcheck.py)."""
     ref = np.asarray(ref, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64)
     g = np.asarray(groups)
@@ -202,7 +211,8 @@ def judge(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
     fp32_ndcg = float(np.mean(nd_ref)) if nd_ref else None
     lossy_ndcg = float(np.mean(nd_got)) if nd_got else None
     kept = (lossy_ndcg / fp32_ndcg) if fp32_ndcg and lossy_ndcg is not None else None
-    enforce_labels = fp32_ndcg is not None and fp32_ndcg >= MIN_FP32_NDCG_FOR_LABELS
+    enforce_labels = (label_bound and fp32_ndcg is not None
+                      and fp32_ndcg >= MIN_FP32_NDCG_FOR_LABELS)
     passed = (misses <= MAX_CLEAR_MISSES and min(graded) >= MIN_GRADED_NDCG
               and (not enforce_labels or (kept is not None and kept >= MIN_QUALITY_KEPT)))
     return Judgement(requests=len(graded), worst_graded_ndcg=min(graded),

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from crossrank.runtime import cpu, fidelity, modeldir, selfcheck
+from crossrank.runtime import cpu, modeldir, selfcheck
 from crossrank.runtime.cascade import CascadeStats
 from crossrank.runtime.engine import Engine, Runner
 from crossrank.runtime.errors import ConfigError
@@ -51,8 +51,8 @@ def _failure(check: selfcheck.Int8Check, isa: str) -> str:
         j = check.judgement or {}
         return (f"int8 self-check failed on this {isa} CPU: its int8 fails the export's gate "
                 f"on the check requests (clear top-10 misses {j.get('clear_misses')}, worst "
-                f"graded NDCG@10 {j.get('worst_graded_ndcg', 0):.4f}, quality kept "
-                f"{j.get('quality_kept')}; bounds: {fidelity.bounds()})")
+                f"graded NDCG@10 {j.get('worst_graded_ndcg', 0):.4f}, rms error "
+                f"{j.get('rms_error_over_spread')} x std; bounds: {j.get('bound')})")
     return (f"int8 self-check failed on this {isa} CPU: {VARIANT_FILES['int8']} reproduces the "
             f"scores the exporter verified (measured on {check.measured_on}) only to "
             f"{check.max_abs_diff or 0.0:.3g}, over the tolerance {check.tolerance or 0.0:.3g}, "

@@ -17,7 +17,13 @@ impossible though int8 may be as faithful there as where it was made: ONNX Runti
 differ from x86's by 0.12-0.25 logits while their error against fp32 is the same size. So when
 the fast check fails, the runtime judges int8 on this CPU itself: the export keeps a few of its
 real-prose check requests with their fp32 logits (fp32 is the same on every CPU to ~5e-6), this
-CPU's int8 scores them, and the exporter's own gate (runtime/fidelity.py, same bounds) decides.
+CPU's int8 scores them, and the exporter's gate decides (runtime/fidelity.py): no clear top-10
+miss and graded NDCG@10 >= 0.98, the same bounds. Quality kept against labels is recorded, not
+enforced: on 8 requests one near-tie swap of a relevant passage at rank 2 moves it by ~2.4%,
+more than its 1% bound (measured: emulated cortex-a72, error as small as x86's, no clear miss,
+refused at 0.986 by that bound). The error's size takes its place: rms |int8 - fp32| x std at
+most fidelity.MAX_RMS_ERROR, or 1.5x the exporting CPU's own on the same pairs where that is
+larger (an int8 that passed there with more error is not refused here for matching it).
 Its error here also gives the precision cascade its bound on this CPU. The verdict is cached per
 (int8 file, check, CPU signature), so a restart on the same machine costs nothing.
 """
@@ -123,6 +129,7 @@ class Requests:
     tokens: list[int]
     fp32: np.ndarray
     scales: dict[int, fidelity.Scale]
+    export_int8: np.ndarray | None = None  # the exporting CPU's int8 on the same pairs
 
     @classmethod
     def parse(cls, data: Any) -> Requests | None:
@@ -135,13 +142,15 @@ class Requests:
             fp32 = np.asarray(data["fp32_logits"], dtype=np.float64)
             scales = {int(g): fidelity.Scale(float(sd), float(lo), float(hi))
                       for g, (sd, lo, hi) in data["scales"].items()}
+            int8 = (np.asarray(data["int8_logits"], dtype=np.float64)
+                    if "int8_logits" in data else None)
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
         n = len(pairs)
         if not (n and len(groups) == len(labels) == len(tokens) == len(fp32) == n
-                and set(groups) <= set(scales)):
+                and set(groups) <= set(scales) and (int8 is None or len(int8) == n)):
             return None
-        return cls(pairs, groups, labels, tokens, fp32, scales)
+        return cls(pairs, groups, labels, tokens, fp32, scales, int8)
 
     def within(self, max_length: int | None) -> Requests | None:
         """The pairs that fit max_length untruncated (a pair truncated here scores otherwise
@@ -156,18 +165,35 @@ class Requests:
             return None
         return Requests([self.pairs[i] for i in keep], [self.groups[i] for i in keep],
                         [self.labels[i] for i in keep], [self.tokens[i] for i in keep],
-                        self.fp32[keep], self.scales)
+                        self.fp32[keep], self.scales,
+                        None if self.export_int8 is None else self.export_int8[keep])
+
+    def rms_bound(self) -> float:
+        """The largest rms error over spread taken as faithful here (module docstring)."""
+        if self.export_int8 is None:
+            return fidelity.MAX_RMS_ERROR
+        there = fidelity.rms_error_over_spread(self.fp32, self.export_int8, self.groups,
+                                               self.scales)
+        return max(fidelity.MAX_RMS_ERROR, fidelity.ERROR_MARGIN * there)
 
 
 def judge_here(requests: Requests, predict: Callable[[list[tuple[str, str]]], np.ndarray]
-               ) -> tuple[fidelity.Judgement, dict[str, float], float]:
-    """This CPU's int8 on the requests against the export's fp32: the gate's judgement, the
-    error record (with the cascade's bound) and the seconds it took."""
+               ) -> tuple[dict[str, Any], dict[str, float], float]:
+    """This CPU's int8 on the requests against the export's fp32: the judgement (the gate's
+    figures, the rms error and its bound, and `passed`), the error record (with the cascade's
+    bound) and the seconds it took."""
     t0 = time.perf_counter()
     got = np.asarray(predict(requests.pairs), dtype=np.float64)
     seconds = time.perf_counter() - t0
-    j = fidelity.judge(requests.fp32, got, requests.groups, requests.labels, requests.scales)
-    return j, fidelity.error_record(np.abs(got - requests.fp32)), seconds
+    j = fidelity.judge(requests.fp32, got, requests.groups, requests.labels, requests.scales,
+                       label_bound=False)
+    rms = fidelity.rms_error_over_spread(requests.fp32, got, requests.groups, requests.scales)
+    bound = requests.rms_bound()
+    judgement = {**j.as_dict(), "rms_error_over_spread": round(rms, 5),
+                 "rms_bound": round(bound, 5), "passed": bool(j.passed and rms <= bound),
+                 "bound": fidelity.bounds().split("; labelled")[0]
+                 + f"; rms error <= {bound:.3g} x std; quality kept recorded"}
+    return judgement, fidelity.error_record(np.abs(got - requests.fp32)), seconds
 
 
 def check_here(record: Any, requests: Requests | None,
@@ -182,14 +208,14 @@ def check_here(record: Any, requests: Requests | None,
     if usable is None:
         return fast
     j, err, seconds = judge_here(usable, predict)
-    return replace(fast, status="passed" if j.passed else "failed", how="judged",
-                   judgement=j.as_dict(), error_bound=err["bound"],
+    return replace(fast, status="passed" if j["passed"] else "failed", how="judged",
+                   judgement=j, error_bound=err["bound"],
                    seconds=round(fast.seconds + seconds, 3))
 
 
 # -- the verdict's cache --------------------------------------------------------------------------
 
-CACHE_VERSION = 1  # bump when the check or the gate changes meaning
+CACHE_VERSION = 2  # bump when the check or the gate changes meaning
 
 
 def cache_dir() -> Path | None:

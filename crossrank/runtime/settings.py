@@ -50,7 +50,7 @@ class Settings:
     keepalive_timeout_s: float = 5.0
     graceful_shutdown_s: float = 30.0
     log_level: str = "info"
-    int8_check: bool = True  # serve int8 only if this CPU reproduces its verified scores
+    int8_check: bool = True  # serve int8 only if verified on this CPU (runtime/selfcheck.py)
     cascade: int = 0  # int8 on CPU: fp32's exact top k per request (0: off)
 
     def resolved_model_dir(self, stand_in: bool = False) -> str:
@@ -96,8 +96,9 @@ _HELP = {
     "graceful_shutdown_s": "on SIGTERM, how long in-flight requests may take to finish",
     "log_level": " | ".join(LOG_LEVELS),
     "int8_check": "1: at start-up, score the export's check pairs with int8 and serve fp32 "
-                  "unless this CPU reproduces the int8 scores the exporter verified (~0.5 s); "
-                  "0: skip the check",
+                  "unless this CPU reproduces the int8 scores the exporter verified (~0.5 s) "
+                  "or else its own int8 passes the export's gate on the export's check "
+                  "requests (cached per CPU); 0: skip the check",
     "cascade": "int8 on the CPU: K > 0 also loads fp32 and makes each request's top K "
                "(its own top_n/top_k when it names one) exactly fp32's scores and order, by "
                "re-scoring in fp32 the pairs int8 could misplace there; 0: off",
