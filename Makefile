@@ -16,7 +16,7 @@ MODEL_ARGS := --model $(MODEL) --models-root $(MODELS)
 EXPORT_ARGS := $(MODEL) --models-root $(MODELS)
 endif
 
-.PHONY: install export serve test bench bench-server fuzz overload soak lint clean
+.PHONY: install export serve test bench bench-server fuzz overload soak arm64-check lint clean
 
 install: $(STAMP)
 
@@ -59,6 +59,13 @@ soak: $(STAMP)
 
 bench-server: $(STAMP)
 	$(BIN)/python -m bench.server_bench $(ARGS)
+
+# int8 on emulated ARM64 CPUs (docs/edge-arm64.md): an aarch64 Python under qemu-user (needs
+# mmdebstrap and qemu-aarch64 >= 8), then each export in DIRS served under cortex-a72,
+# neoverse-n1, neoverse-v1 and max. Minutes per row; not part of `make test`.
+arm64-check: $(STAMP)
+	bash tools/arm64/setup.sh
+	$(BIN)/python -m tools.arm64.check $${DIRS:-$(MODELS)/*/} $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check crossrank bench tests fixtures tools

@@ -142,4 +142,7 @@ def test_the_server_serves_the_cascade_and_counts_it(realistic_dir: Path) -> Non
         metrics = client.get("/metrics").text
         assert "crossrank_cascade_pairs_total 100.0" in metrics
         assert "crossrank_cascade_rescored_pairs_total" in metrics
+        # the start-up int8 self-check's verdict (exported on this CPU: reproduced)
+        assert info["int8_check"]["status"] == "passed"
+        assert f'how="{info["int8_check"]["how"]}",status="passed"}} 1.0' in metrics
     cas.close()

@@ -226,3 +226,23 @@ def test_the_cpu_signature_names_machine_flags_and_runtime() -> None:
     assert set(sig) == {"machine", "flags", "hwcap", "onnxruntime"}
     assert sig["onnxruntime"].startswith("onnxruntime")
     assert cpu.signature() == cpu.signature()
+
+
+def test_the_arm64_tool_refuses_clearly_and_prints_its_table(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.arm64 import check as arm
+
+    assert arm.main([str(tmp_path)]) == 2  # no aarch64 Python set up, or not an export
+    capsys.readouterr()
+    out = tmp_path / "arm.json"
+    out.write_text(json.dumps({"results": [
+        {"model": "m", "cpu": "cortex-a72", "variant": "int8", "int8_features": ["asimd"],
+         "check": {"status": "passed", "how": "judged", "max_abs_diff": 0.06, "seconds": 9.0,
+                   "error_bound": 0.38, "judgement": {
+                       "clear_misses": 0, "worst_graded_ndcg": 0.998, "quality_kept": 0.986,
+                       "rms_error_over_spread": 0.04, "rms_bound": 0.05}}},
+        {"model": "m", "cpu": "max", "error": ["qemu: unknown cpu"]}]}))
+    assert arm.main(["--table", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| m | cortex-a72 | asimd | 0.060 | judged | 0 / 0.9980 / 0.04 (<= 0.05) / 0.986 |" in table
+    assert "| m | max | error: qemu: unknown cpu |" in table

@@ -106,6 +106,16 @@ class Metrics(Hooks):
 
         self.registry.register(_Collector())
 
+    def int8_check(self, check: dict[str, Any] | None) -> None:
+        """The start-up int8 self-check's verdict (runtime/selfcheck.py), as an info gauge."""
+        if not check:
+            return
+        g = Gauge("crossrank_int8_check", "the int8 self-check at start-up: 1 for its verdict "
+                  "(status passed|failed|skipped|unavailable, how reproduced|judged)",
+                  ["status", "how", "cached"], registry=self.registry)
+        g.labels(status=str(check.get("status")), how=str(check.get("how") or ""),
+                 cached=str(bool(check.get("cached"))).lower()).set(1)
+
     def batch(self, rows: int, tokens: int, padded: int) -> None:
         self.rows.observe(rows)
         self.tokens.observe(tokens)
@@ -208,6 +218,7 @@ class App:
         self.metrics = Metrics()
         if built.service.refiner is not None:
             self.metrics.cascade(built.service.refiner.stats)
+        self.metrics.int8_check(self.scorer.info.int8_check if self.scorer.info else None)
         # Set when in-flight requests must give up: the graceful-shutdown window is about to end.
         self.shutdown_expired = asyncio.Event()
         self.closing = False  # SIGTERM received: /health answers 503 so balancers move on

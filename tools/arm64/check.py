@@ -1,0 +1,123 @@
+"""Serve exported models on emulated ARM64 CPUs and print what each serves and why.
+
+For each model directory and each emulated CPU class, an aarch64 Python (tools/arm64/setup.sh)
+loads the model exactly as `crossrank serve` does (Scorer.from_dir: the int8 self-check, then
+int8 or fp32) under qemu-user with that -cpu, and reports the variant served, whether the CPU
+reproduced the export's int8, and the gate's figures on its own int8 where it did not. The
+verdict cache is off, so every row is measured. qemu gives ARM's int8 numbers exactly, never
+its speed: the seconds are emulated ones.
+
+    bash tools/arm64/setup.sh
+    .venv/bin/python -m tools.arm64.check MODEL_DIR [MODEL_DIR ...] [--cpu cortex-a72 ...]
+        [--out bench/results/arm64-check-latest.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache" / "arm64"
+# Raspberry Pi 4 (NEON only); Graviton2 and the Pi 5's int8 features (dotprod); Graviton3
+# (dotprod, i8mm, SVE); everything qemu has (SVE2, SME)
+CPUS = ("cortex-a72", "neoverse-n1", "neoverse-v1", "max")
+
+SNIPPET = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from crossrank.runtime import cpu
+from crossrank.runtime.scorer import Scorer
+t = time.perf_counter()
+s = Scorer.from_dir(sys.argv[2], provider="cpu")
+features = json.loads(cpu.signature())["flags"]
+print("RESULT " + json.dumps({"variant": s.info.variant, "check": s.info.int8_check,
+      "load_s": round(time.perf_counter() - t, 1),
+      "int8_features": [f for f in features if f in ("asimd", "asimddp", "i8mm", "sve",
+                                                     "sve2", "sme", "svei8mm")]}))
+"""
+
+
+def run_one(qemu: str, model: Path, cpu_name: str) -> dict[str, Any]:
+    env = {**os.environ, "CROSSRANK_CACHE_DIR": "off", "PYTHONNOUSERSITE": "1"}
+    cmd = [qemu, "-cpu", cpu_name, "-L", str(CACHE / "root"),
+           str(CACHE / "root" / "usr" / "bin" / "python3.11"), "-c", SNIPPET,
+           str(CACHE / "site"), str(model)]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if out.returncode != 0 or line is None:
+        return {"error": (out.stderr or out.stdout).strip().splitlines()[-3:]}
+    res: dict[str, Any] = json.loads(line[len("RESULT "):])
+    res["wall_s_emulated"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
+def row(model: Path, cpu_name: str, r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"| {model.name} | {cpu_name} | error: {' '.join(r['error'])[:120]} |"
+    c = r.get("check") or {}
+    j = c.get("judgement") or {}
+    judged = (f"{j.get('clear_misses')} / {j.get('worst_graded_ndcg', 0):.4f} / "
+              f"{j.get('rms_error_over_spread')} (<= {j.get('rms_bound')}) / "
+              f"{j.get('quality_kept', 0):.3f}" if j else "-")
+    diff = c.get("max_abs_diff")
+    return (f"| {model.name} | {cpu_name} | {' '.join(r['int8_features'])} | "
+            f"{'-' if diff is None else f'{diff:.3f}'} | {c.get('how') or '-'} | {judged} | "
+            f"{c.get('error_bound') or '-'} | {c.get('status')} | **{r['variant']}** | "
+            f"{c.get('seconds')} |")
+
+
+HEADER = ("| model | -cpu | int8 features | max abs(int8 here - export's) | how | judged here: "
+          "clear misses / worst graded NDCG@10 / rms error x std (bound) / quality kept "
+          "(recorded) | cascade bound here | check | serves | check s (emulated) |\n"
+          "|---|---|---|---:|---|---|---:|---|---|---:|")
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The rows of a --out file, as printed."""
+    return "\n".join([HEADER] + [row(Path(r["model"]), r["cpu"], r) for r in results])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", type=Path)
+    ap.add_argument("--table", type=Path, default=None,
+                    help="print the table of an earlier --out file and stop")
+    ap.add_argument("--cpu", nargs="+", default=list(CPUS))
+    ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.table.read_text())["results"]))
+        return 0
+    if not args.models:
+        ap.error("name at least one exported model directory")
+    qemu_file = CACHE / "qemu"
+    if not (qemu_file.is_file() and (CACHE / "site").is_dir()):
+        print("no aarch64 Python yet: run `bash tools/arm64/setup.sh` first", file=sys.stderr)
+        return 2
+    for m in args.models:
+        if not (m / "manifest.json").is_file():
+            print(f"{m} is not an exported model directory (crossrank export)", file=sys.stderr)
+            return 2
+    qemu = qemu_file.read_text().strip()
+    print(HEADER)
+    results = []
+    for m in args.models:
+        for c in args.cpu:
+            r = run_one(qemu, m.resolve(), c)
+            print(row(m, c, r), flush=True)
+            results.append({"model": m.name, "cpu": c, **r})
+    if args.out:
+        args.out.write_text(json.dumps({"qemu": qemu, "results": results}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
