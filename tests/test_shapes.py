@@ -125,16 +125,22 @@ def test_rerank_documents_shape(client: TestClient, scorer: Scorer) -> None:
     assert set(body) == {"id", "object", "created", "model", "results", "usage"}
     assert body["model"] == "BAAI/bge-reranker-base" and body["object"] == "rerank"
     assert [x["index"] for x in body["results"]] == order[:2]
-    for x in body["results"]:
-        assert set(x) == {"index", "relevance_score"}
+    for x in body["results"]:  # vLLM's answer always carries the document, as an object
+        assert set(x) == {"index", "relevance_score", "document"}
+        assert x["document"] == {"text": DOCS[x["index"]]}
         assert x["relevance_score"] == pytest.approx(float(sigmoid(logits)[x["index"]]), abs=1e-6)
     n = tokens(scorer, QUERY, DOCS)
     assert body["usage"] == {"prompt_tokens": n, "total_tokens": n}
     inf = client.post("/rerank", json=INFINITY_RERANK).json()
     assert [x["index"] for x in inf["results"]] == order
-    assert all(x["document"] == {"text": DOCS[x["index"]]} for x in inf["results"])
+    # Infinity's request carries return_documents; its answer has bare strings
+    assert all(x["document"] == DOCS[x["index"]] for x in inf["results"])
+    without = client.post("/rerank", json={**INFINITY_RERANK, "return_documents": False}).json()
+    assert all("document" not in x for x in without["results"])
     objects = client.post("/rerank", json={"query": QUERY, "raw_scores": True, "top_n": 0,
+                                           "return_documents": True,
                                            "documents": [{"text": d} for d in DOCS]}).json()
+    assert all(x["document"] == {"text": DOCS[x["index"]]} for x in objects["results"])
     assert [x["relevance_score"] for x in objects["results"]] == pytest.approx(
         sorted(logits.tolist(), reverse=True), abs=1e-6)
     unnamed = client.post("/rerank", json={"query": QUERY, "documents": DOCS}).json()
@@ -153,6 +159,11 @@ def test_infinity_client_with_only_base_url_changed(client: TestClient, scorer: 
     assert res is not None and not hasattr(res, "detail"), res
     order = [i for i, _ in scorer.score(QUERY, DOCS)]
     assert [r.index for r in res.results] == order[:2]
+    # asking for documents back: Infinity's client reads them as strings
+    docs = rerank.sync(client=inf, body=RerankInput(query=QUERY, documents=DOCS,
+                                                    return_documents=True))
+    assert docs is not None and not hasattr(docs, "detail"), docs
+    assert [r.document for r in docs.results] == [DOCS[i] for i in order]
     assert res.usage.total_tokens == tokens(scorer, QUERY, DOCS)
 
 

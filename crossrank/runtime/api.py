@@ -60,11 +60,13 @@ class CohereCall:
 
 @dataclass(frozen=True)
 class DocumentsCall:
-    """POST /rerank with documents (vLLM, Infinity)."""
+    """POST /rerank with documents (vLLM, Infinity). document: how results carry their
+    document, as the client that sent the shape reads it: "object" ({"text": ...}, vLLM's,
+    always there), "string" (Infinity's bare string) or "" (none)."""
 
     request: ScoreRequest
     top_n: int | None
-    return_documents: bool
+    document: str
     raw_scores: bool
     model: str | None
 
@@ -314,9 +316,21 @@ def parse_documents(body: dict[str, Any], limits: RequestLimits) -> DocumentsCal
     top_n = get_pos_int(body, "top_n", zero_is_all=True)
     return DocumentsCall(ScoreRequest(query, docs, get_options(body, limits, side=side,
                                                                top=top_n)),
-                         top_n=top_n,
-                         return_documents=get_bool(body, "return_documents", False),
+                         top_n=top_n, document=_document_form(body),
                          raw_scores=_vllm_raw(body), model=get_model(body))
+
+
+def _document_form(body: dict[str, Any]) -> str:
+    """How /rerank's results carry documents, by who sends the shape: vLLM's request has no
+    return_documents and its answer always has {"text": ...}; Infinity's request has
+    return_documents and its answer a bare string (its client fails on an object). Documents
+    sent as objects get objects back."""
+    if "return_documents" not in body:
+        return "object"
+    if not get_bool(body, "return_documents", False):
+        return ""
+    strings = all(isinstance(d, str) for d in body["documents"])
+    return "string" if strings else "object"
 
 
 def parse_cohere(body: dict[str, Any], limits: RequestLimits, version: str) -> CohereCall:
@@ -388,10 +402,12 @@ def render(call: Call, scored: Scored, model_activation: str, model_name: str) -
     raw = isinstance(call, DocumentsCall) and call.raw_scores
     ranked = rank(scored.logits if raw else sigmoid(scored.logits))[:call.top_n]
     results = []
+    form = call.document if isinstance(call, DocumentsCall) else \
+        "object" if call.return_documents else ""
     for i, s in ranked:
         res = {"index": i, "relevance_score": s}
-        if call.return_documents:
-            res["document"] = {"text": texts[i]}
+        if form:
+            res["document"] = texts[i] if form == "string" else {"text": texts[i]}
         results.append(res)
     if isinstance(call, DocumentsCall):
         return {"id": f"rerank-{uuid.uuid4().hex}", "object": "rerank",

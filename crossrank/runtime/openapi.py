@@ -131,7 +131,12 @@ def document(max_chunks: int) -> dict[str, Any]:
     documents_resp = {
         "type": "object", "required": ["id", "object", "model", "results", "usage"],
         "properties": {"id": _STR, "object": {"const": "rerank"}, "created": _INT, "model": _STR,
-                       "results": _results("relevance_score", _TEXT_OBJECT), "usage": _USAGE}}
+                       "results": _results("relevance_score", {
+                           "oneOf": [_TEXT_OBJECT, _STR],
+                           "description": "{text} (vLLM's form, always there) unless the "
+                                          "request carries return_documents (Infinity's form): "
+                                          "then a bare string, and only when it is true"}),
+                       "usage": _USAGE}}
     cohere_resp = {
         "type": "object", "required": ["id", "results", "meta", "usage"],
         "properties": {"id": _STR, "results": _results("relevance_score", _TEXT_OBJECT),
@@ -216,7 +221,10 @@ def document(max_chunks: int) -> dict[str, Any]:
                     "query": _QUERY, "documents": docs,
                     "top_n": _opt({"type": "integer", "minimum": 0,
                                    "description": "0 or absent: every result"}),
-                    "return_documents": _opt({"type": "boolean", "default": False}),
+                    "return_documents": _opt({
+                        "type": "boolean", "default": False,
+                        "description": "Infinity's field: documents come back as bare strings, "
+                                       "only when true"}),
                     **_VLLM_SCORES, **_SIDE, **_OVERFLOW, **_null_only(UNSUPPORTED_VLLM),
                     **_null_only(("texts",), "Text Embeddings Inference's shape")}},
             "CohereRerankRequest": cohere_req,
