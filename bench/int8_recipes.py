@@ -282,7 +282,7 @@ def quantize_with_search(fp32_dir: Path, base: str, dst: Path) -> list[dict[str,
                             quantize.RECIPES[base])
     pairs = verify.fixed_pairs()
     fp32_fixed = verify.onnx_logits(staging, "fp32", 512, "cpu", pairs)
-    check = pipeline._Int8Check(staging, 512, fp32_fixed, pairs)
+    check = pipeline._Int8Check(verify.Staged(staging, 512, 0), fp32_fixed, pairs)
     first = check()
     trail: list[dict[str, Any]] = [{"all_int8": True, "passed": first["passed"]}]
     if not first["passed"]:

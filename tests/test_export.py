@@ -412,7 +412,7 @@ def test_a_refused_int8_is_kept_for_the_cascade_only(tiny_dir: Path, tmp_path: P
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # A gate that nothing passes: int8 is not shipped, but its file (the plain recipe, not the
     # search's last attempt) stays, marked cascade_only, with the error the cascade needs.
-    from crossrank.export import pipeline, quantize
+    from crossrank.export import pipeline, quantize, verify
     from crossrank.runtime import modeldir
     from crossrank.runtime.profiles import PROFILES
 
@@ -438,7 +438,7 @@ def test_a_refused_int8_is_kept_for_the_cascade_only(tiny_dir: Path, tmp_path: P
 
     monkeypatch.setattr(pipeline, "_Int8Check", Check)
     entry: dict[str, Any] = {"file": "model_int8.onnx", "shipped": True, "recipe": recipe}
-    pipeline._verify_int8(staging, 512, entry, True, np.zeros(1), [("q", "p")])
+    pipeline._verify_int8(verify.Staged(staging, 512, 0), entry, True, np.zeros(1), [("q", "p")])
     assert entry["shipped"] is False and entry["cascade_only"] is True
     assert entry["reason"] == "failed int8 verification" and entry["search"]
     assert (staging / "model_int8.onnx").read_bytes() == plain

@@ -153,10 +153,28 @@ def load_model(path: Path) -> Any:
     return model.eval()
 
 
-def write_tokenizer(path: Path, out: Path) -> None:
-    """tokenizer.json (fast tokenizer, even from vocab.txt alone) with no baked-in truncation."""
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+def write_tokenizer(path: Path, out: Path) -> int | None:
+    """tokenizer.json (fast tokenizer, even from vocab.txt alone) with no baked-in truncation;
+    returns the tokenizer's pad id (None if it has no pad token)."""
     from transformers import AutoTokenizer
 
+    spm = [p.name for p in path.glob("*.model")]
+    if not (path / "tokenizer.json").is_file() and spm:
+        missing = [m for m in ("sentencepiece", "google.protobuf") if not _importable(m)]
+        if missing:
+            raise ExportError(
+                f"{path} has no tokenizer.json, only a SentencePiece model ({', '.join(spm)}); "
+                f"converting it needs {' and '.join(m.split('.')[-1] for m in missing)}, which "
+                "this installation lacks: `pip install 'crossrank[export]'` installs them.")
     try:
         tok = AutoTokenizer.from_pretrained(str(path), use_fast=True)
     except Exception as exc:
@@ -168,6 +186,8 @@ def write_tokenizer(path: Path, out: Path) -> None:
     backend.no_truncation()
     backend.no_padding()
     backend.save(str(out / "tokenizer.json"))
+    pad = getattr(tok, "pad_token_id", None)
+    return int(pad) if isinstance(pad, int) else None
 
 
 EXPORTERS = ("auto", "optimum", "torch")

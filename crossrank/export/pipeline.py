@@ -181,7 +181,10 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
     raw = staging / "raw.onnx"
     with stage("export", timings):
         input_names = convert.export_onnx(model, raw, OPSET, opts.exporter)
-        convert.write_tokenizer(src.path, staging)
+        # pads as sentence-transformers pads (the tokenizer's pad token), in checks and serving
+        pad_id = convert.write_tokenizer(src.path, staging)
+        if pad_id is None:
+            pad_id = int(cfg.get("pad_token_id") or 0)
         shutil.copyfile(src.path / "config.json", staging / "config.json")
     variants: dict[str, dict[str, Any]] = {}
     with stage("optimize", timings):
@@ -200,7 +203,7 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
     del model
     real_weights = not opts.stand_in and not bool(cfg.get("crossrank_stand_in", False))
     with stage("verify", timings):
-        _verify(src.path, staging, max_length, variants, real_weights)
+        _verify(src.path, verify.Staged(staging, max_length, pad_id), variants, real_weights)
     return {
         "source": {"id": src.spec, "revision": src.revision, "local": src.is_local},
         "stand_in": not real_weights,
@@ -208,7 +211,7 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
         "activation": act,
         "opset": OPSET,
         "input_names": input_names,
-        "pad_token_id": int(cfg.get("pad_token_id") or 0),
+        "pad_token_id": pad_id,
         "model_type": cfg.get("model_type"),
         "variants": variants,
         "timings_s": timings,
@@ -220,13 +223,13 @@ def _position_offset(cfg: dict[str, Any]) -> int:
     return 2 if str(cfg.get("model_type", "")) in ("roberta", "xlm-roberta", "camembert") else 0
 
 
-def _verify(checkpoint: Path, staging: Path, max_length: int,
-            variants: dict[str, dict[str, Any]], real_weights: bool) -> None:
+def _verify(checkpoint: Path, st: verify.Staged, variants: dict[str, dict[str, Any]],
+            real_weights: bool) -> None:
     from crossrank.runtime.session import cuda_available
 
     pairs = verify.fixed_pairs()
     ref = verify.reference_logits(checkpoint, pairs)
-    fp32 = verify.onnx_logits(staging, "fp32", max_length, "cpu", pairs)
+    fp32 = st.logits("fp32", pairs)
     res = verify.compare(ref, fp32)
     res["passed"] = res["max_abs_diff"] <= verify.FP32_MAX_ABS
     res["bound"] = f"max_abs_diff <= {verify.FP32_MAX_ABS}"
@@ -239,10 +242,10 @@ def _verify(checkpoint: Path, staging: Path, max_length: int,
             "faithful for this architecture; please report it with the checkpoint's config.json."
         )
     if "int8" in variants:
-        check = _verify_int8(staging, max_length, variants["int8"], real_weights, fp32, pairs)
+        check = _verify_int8(st, variants["int8"], real_weights, fp32, pairs)
         if variants["int8"]["shipped"] and check is not None:
             record = check.judged_requests()
-            (staging / INT8_CHECK_FILE).write_text(json.dumps(record) + "\n", encoding="utf-8")
+            (st.dir / INT8_CHECK_FILE).write_text(json.dumps(record) + "\n", encoding="utf-8")
             variants["int8"]["self_check_requests"] = {
                 "file": INT8_CHECK_FILE, "requests": len(record["scales"]),
                 "pairs": len(record["pairs"]), "tokens": sum(record["tokens"]),
@@ -250,20 +253,19 @@ def _verify(checkpoint: Path, staging: Path, max_length: int,
         if variants["int8"]["shipped"]:
             check_pairs = verify.self_check_pairs()
             variants["int8"]["self_check"] = verify.self_check_record(
-                verify.onnx_logits(staging, "fp32", max_length, "cpu", check_pairs),
-                verify.onnx_logits(staging, "int8", max_length, "cpu", check_pairs),
+                st.logits("fp32", check_pairs), st.logits("int8", check_pairs),
                 check_pairs, quantize.detect_isa(),
-                verify.pair_tokens(staging / "tokenizer.json", check_pairs))
+                verify.pair_tokens(st.dir / "tokenizer.json", check_pairs))
     if "fp16" in variants:
         if cuda_available():
-            got16 = verify.onnx_logits(staging, "fp16", max_length, "cuda", pairs)
+            got16 = st.logits("fp16", pairs, provider="cuda")
             r16 = verify.compare(fp32, got16)
             r16["enforced"] = real_weights
             r16["passed"] = r16["spearman"] >= verify.FP16_MIN_SPEARMAN
             r16["status"] = "checked"
             variants["fp16"]["verification"] = r16
             if real_weights and not r16["passed"]:
-                (staging / VARIANT_FILES["fp16"]).unlink()
+                (st.dir / VARIANT_FILES["fp16"]).unlink()
                 variants["fp16"]["shipped"] = False
                 variants["fp16"]["reason"] = "failed fp16 verification"
         else:
@@ -288,16 +290,15 @@ class _Int8Check:
     requests and a held-out second set (export/checkset.py), judged by what users lose; int8
     passes only if both sets pass. The fixed pairs' Spearman is recorded beside it."""
 
-    def __init__(self, staging: Path, max_length: int, fp32_fixed: np.ndarray,
+    def __init__(self, st: verify.Staged, fp32_fixed: np.ndarray,
                  pairs: list[tuple[str, str]]) -> None:
-        self.staging = staging
-        self.max_length = max_length
+        self.st = st
         self.pairs = pairs
         self.fp32_fixed = fp32_fixed
         self.sets = {}
         for name in checkset.SETS:
             cs = checkset.load(name)
-            fp32 = verify.onnx_logits(staging, "fp32", max_length, "cpu", list(cs.pairs))
+            fp32 = st.logits("fp32", list(cs.pairs))
             self.sets[name] = (cs, fp32)
         # A quick measure for ranking nodes in the search: the first QUICK_REQUESTS requests of
         # each set, by their rms error alone (no verdict).
@@ -313,7 +314,7 @@ class _Int8Check:
 
     def quick(self) -> float:
         """The int8 file's rms error over spread on the quick requests."""
-        got = verify.onnx_logits(self.staging, "int8", self.max_length, "cpu", self.quick_pairs)
+        got = self.st.logits("int8", self.quick_pairs)
         return fidelity.rms_error_over_spread(self.quick_ref, got, self.quick_groups)
 
     def judged_requests(self) -> dict[str, Any]:
@@ -341,7 +342,7 @@ class _Int8Check:
                 labels += [cs.labels[j] for j in sel]
                 ref.append(fp32[sel])
         fp32_all = np.concatenate(ref)
-        int8 = verify.onnx_logits(self.staging, "int8", self.max_length, "cpu", pairs)
+        int8 = self.st.logits("int8", pairs)
         # judged as the serving CPU judges it: labels recorded, not enforced (runtime/selfcheck.py)
         j = fidelity.judge(fp32_all, int8, groups, labels,
                            {int(k): fidelity.Scale(*v) for k, v in scales.items()},
@@ -353,14 +354,14 @@ class _Int8Check:
                          "reproduce the export's int8 (crossrank/runtime/selfcheck.py)",
                 "check_set": checkset.describe(), "measured_on": quantize.detect_isa(),
                 "pairs": [list(p) for p in pairs], "groups": groups, "labels": labels,
-                "tokens": verify.pair_tokens(self.staging / "tokenizer.json", pairs),
+                "tokens": verify.pair_tokens(self.st.dir / "tokenizer.json", pairs),
                 "fp32_logits": [float(x) for x in fp32_all],
                 "int8_logits": [float(x) for x in int8], "scales": scales,
                 "export_judgement": j.as_dict(),
                 "export_error": fidelity.error_record(np.abs(int8 - fp32_all))}
 
     def __call__(self) -> dict[str, Any]:
-        got = verify.onnx_logits(self.staging, "int8", self.max_length, "cpu", self.pairs)
+        got = self.st.logits("int8", self.pairs)
         r = verify.compare(self.fp32_fixed, got)
         r["bound"] = fidelity.bounds() + " (on each set: ranking, held_out)"
         r["check_set"] = checkset.describe()
@@ -370,8 +371,7 @@ class _Int8Check:
         gots: list[np.ndarray] = []
         groups: list[int] = []
         for name, (cs, fp32) in self.sets.items():
-            rank_got = verify.onnx_logits(self.staging, "int8", self.max_length, "cpu",
-                                          list(cs.pairs))
+            rank_got = self.st.logits("int8", list(cs.pairs))
             j = fidelity.judge(fp32, rank_got, cs.groups, cs.labels)
             r[name] = j.as_dict()
             passed = passed and j.passed
@@ -387,27 +387,27 @@ class _Int8Check:
         return r
 
 
-def _verify_int8(staging: Path, max_length: int, entry: dict[str, Any], real_weights: bool,
+def _verify_int8(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
                  fp32_fixed: np.ndarray, pairs: list[tuple[str, str]]) -> _Int8Check | None:
     """Check the int8 model; on real weights, if it fails, keep the nodes that hurt the check
     most in fp32 (fewest first) until it passes; if nothing passes, do not ship it. Returns the
     check (None on random weights, which have no rankings to check)."""
     if not real_weights:  # random weights: rankings mean nothing; record the fixed pairs only
-        got = verify.onnx_logits(staging, "int8", max_length, "cpu", pairs)
+        got = st.logits("int8", pairs)
         r = verify.compare(fp32_fixed, got)
         r.update(enforced=False, passed=bool(r["spearman"] >= verify.INT8_MIN_SPEARMAN),
                  bound=f"spearman >= {verify.INT8_MIN_SPEARMAN} vs fp32 (recorded only)")
         entry["verification"] = r
         log.info("int8 vs fp32: Spearman %.4f (recorded only: stand-in)", r["spearman"])
         return None
-    check = _Int8Check(staging, max_length, fp32_fixed, pairs)
+    check = _Int8Check(st, fp32_fixed, pairs)
     r = check()
     r["enforced"] = True
     entry["verification"] = r
     _log_int8("int8 vs fp32", r, "enforced")
     if r["passed"]:
         return check
-    search = _mixed_precision(staging, entry["recipe"], check)
+    search = _mixed_precision(st.dir, entry["recipe"], check)
     entry["search"] = search["trail"]
     if search["passed"] is not None:
         entry["recipe"] = search["recipe"]
@@ -419,7 +419,7 @@ def _verify_int8(staging: Path, max_length: int, entry: dict[str, Any], real_wei
     log.warning("int8 failed its check even with mixed precision: not shipping it; the runtime "
                 "serves fp32, or with --cascade K int8 with fp32's exact top K")
     # the search left its last attempt on disk: put back the recipe whose error was recorded
-    quantize.quantize(staging / VARIANT_FILES["fp32"], staging / VARIANT_FILES["int8"],
+    quantize.quantize(st.dir / VARIANT_FILES["fp32"], st.dir / VARIANT_FILES["int8"],
                       entry["recipe"]["isa"], quantize.RECIPES[entry["recipe"]["name"]])
     entry["shipped"] = False
     entry["cascade_only"] = True  # kept for the precision cascade, never served alone

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,29 +72,75 @@ def recipe_for(isa: str) -> Recipe:
     return RECIPES[_RECIPE_FOR_ISA[isa]]
 
 
-# MatMul roles in an encoder layer, by node name as the ONNX exporters write them.
-_ROLES = (
-    ("attention-output", re.compile(r"/attention/output/dense/MatMul$")),
-    ("ffn-in", re.compile(r"/intermediate/dense/MatMul$")),
-    ("ffn-out", re.compile(r"/output/dense/MatMul$")),
-)
+# What the role finder looks for: attention scores, the norms that bound a layer's blocks.
+_ATTENTION_OPS = frozenset({"Softmax", "Attention", "MultiHeadAttention"})
+_NORM_OPS = frozenset({"LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization",
+                       "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"})
+_REACH = 400  # nodes a walk visits at most (a DeBERTa attention block is ~150)
+ROLES = ("attention", "attention-output", "ffn-in", "ffn-out")
 
 
 def matmul_roles(model_file: Path) -> dict[str, list[str]]:
-    """Quantizable nodes grouped by their role in the layers: the fused attention (query, key
-    and value projections), its output projection, the feed-forward input and output."""
+    """The encoder layers' quantizable nodes grouped by role, found by the graph's structure
+    (node names differ per family: BERT's attention/output/dense, ModernBERT's Wqkv, Wo and Wi,
+    DeBERTa's query_proj): a fused Attention, or a MatMul by a constant weight whose output
+    reaches attention (a Softmax, or a product of two activations: QK' and PV) before a norm or
+    another weight, is an input projection of attention; one whose input comes from attention is
+    its output projection;
+    of the rest, one that widens is a feed-forward input and one that narrows its output.
+    Anything else (the head's square dense layer after pooling) is left out: it stays fp32."""
     import onnx
 
     graph = onnx.load(str(model_file), load_external_data=False).graph
-    roles: dict[str, list[str]] = {"attention": []}
-    roles.update({name: [] for name, _ in _ROLES})
+    consts = {i.name for i in graph.initializer}
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    producer: dict[str, Any] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+        for name in node.output:
+            producer[name] = node
+
+    def weighted(node: Any) -> bool:
+        return node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in consts
+
+    def reaches(start: Any, forward: bool) -> bool:
+        """Does a walk from start (forward through consumers, or back through producers) meet
+        attention scores before a norm, a weighted MatMul or Gemm, or _REACH nodes?"""
+        seen: set[int] = set()
+        todo = [start]
+        while todo and len(seen) < _REACH:
+            node = todo.pop(0)
+            names = node.output if forward else node.input
+            for name in names:
+                nxt = (consumers.get(name, []) if forward
+                       else [producer[name]] if name in producer else [])
+                for n in nxt:
+                    if id(n) in seen:
+                        continue
+                    seen.add(id(n))
+                    if n.op_type in _ATTENTION_OPS or (n.op_type == "MatMul" and not weighted(n)):
+                        return True  # scores, or a product of two activations (QK', PV)
+                    if n.op_type in _NORM_OPS or n.op_type == "Gemm" or weighted(n):
+                        continue
+                    todo.append(n)
+        return False
+
+    roles: dict[str, list[str]] = {name: [] for name in ROLES}
     for node in graph.node:
         if node.op_type == "Attention":
             roles["attention"].append(node.name)
-        elif node.op_type == "MatMul":
-            role = next((name for name, pat in _ROLES if pat.search(node.name)), None)
-            if role is not None:
-                roles[role].append(node.name)
+        elif weighted(node) and len(shapes[node.input[1]]) == 2:
+            d_in, d_out = shapes[node.input[1]]
+            if reaches(node, forward=True):
+                roles["attention"].append(node.name)
+            elif reaches(node, forward=False):
+                roles["attention-output"].append(node.name)
+            elif d_out > d_in:
+                roles["ffn-in"].append(node.name)
+            elif d_out < d_in:
+                roles["ffn-out"].append(node.name)
     return {k: v for k, v in roles.items() if v}
 
 
@@ -195,14 +240,15 @@ def quantize(src: Path, dst: Path, isa: str, recipe: Recipe | None = None,
 
 
 def quantizable_nodes(model_file: Path) -> list[str]:
-    """The graph's MatMul and Attention nodes: the encoder layers. The head (the pooler and
-    classifier: Gemm nodes on one vector per pair) stays fp32: int8 would save nothing there,
-    and on the prose-head fixture its error alone was 7% of int8's (bench/int8_layers.py).
-    Asked for all MatMuls, ONNX Runtime would turn each Gemm into one and quantize it."""
+    """The nodes int8 quantizes: the encoder layers' roles (matmul_roles), in graph order. The
+    head (the pooler and classifier: Gemm nodes, or a MatMul after pooling, on one vector per
+    pair) stays fp32: int8 would save nothing there, and on the prose-head fixture its error
+    alone was 7% of int8's (bench/int8_layers.py)."""
     import onnx
 
+    chosen = {n for ns in matmul_roles(model_file).values() for n in ns}
     graph = onnx.load(str(model_file), load_external_data=False).graph
-    return [n.name for n in graph.node if n.op_type in ("MatMul", "Attention")]
+    return [n.name for n in graph.node if n.name in chosen]
 
 
 def _quantize_dynamic(src: Path, dst: Path, chosen: Recipe, nodes: list[str]) -> None:

@@ -8,6 +8,7 @@ CPU provider (fp16 on CUDA when it exists), so what is verified is what is serve
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +116,29 @@ def reference_logits(checkpoint: Path, pairs: list[tuple[str, str]]) -> np.ndarr
 
 
 def onnx_logits(model_dir: Path, variant: str, max_length: int, provider: str,
-                pairs: list[tuple[str, str]]) -> np.ndarray:
+                pairs: list[tuple[str, str]], pad_token_id: int = 0) -> np.ndarray:
     """Logits from the runtime's Scorer on one model file."""
     from crossrank.runtime.modeldir import VARIANT_FILES
     from crossrank.runtime.scorer import Scorer
 
     with Scorer.from_files(model_dir / VARIANT_FILES[variant], model_dir / "tokenizer.json",
-                           max_length, variant=variant, provider=provider) as scorer:
+                           max_length, variant=variant, provider=provider,
+                           pad_token_id=pad_token_id) as scorer:
         return scorer.predict(pairs)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An export being verified, scored as it will be served: its directory, the max length and
+    pad id the manifest will give the runtime."""
+
+    dir: Path
+    max_length: int
+    pad_token_id: int
+
+    def logits(self, variant: str, pairs: list[tuple[str, str]],
+               provider: str = "cpu") -> np.ndarray:
+        return onnx_logits(self.dir, variant, self.max_length, provider, pairs, self.pad_token_id)
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""Every family users bring, from a tiny offline checkpoint with its own kind of tokenizer
+(fixtures/families.py): exported with the defaults (int8 gate enforced), scored as
+sentence-transformers scores it, served through every request shape, long pairs truncated and
+split into windows; a SentencePiece-only checkpoint converts, or is refused with the fix."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from crossrank.export import ExportError, convert, quantize
+from crossrank.export.pipeline import Options, run
+from crossrank.runtime.options import ScoreOptions
+from crossrank.runtime.scorer import Scorer
+from crossrank.runtime.server import create_app
+from crossrank.runtime.service import ScoreRequest
+from crossrank.runtime.settings import Settings
+from fixtures import families
+
+QUERY = "Who was the first person to walk on the moon?"
+DOCS = [
+    "The moon landing was watched by millions around the world.",
+    "Neil Armstrong was the first person to walk on the moon in 1969.",
+    "Café, naïve façade — déjà vu ✓ 東京 Москва",
+    "",
+]
+LONG = "The committee met on Tuesday to review the annual budget. " * 80  # over 512 tokens
+
+
+@pytest.fixture(scope="module", params=families.FAMILIES)
+def family_dir(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
+    """(family, checkpoint, export): random weights marked as real, so the int8 gate runs."""
+    logging.getLogger("crossrank.export").setLevel(logging.INFO)
+    fam = str(request.param)
+    tmp = tmp_path_factory.mktemp(fam)
+    ckpt = families.build(fam, tmp / "ckpt", stand_in=False)
+    return fam, ckpt, run(Options(model=str(ckpt), out_dir=tmp / "export"))
+
+
+@pytest.fixture(scope="module")
+def scorer(family_dir: tuple[str, Path, Path]) -> Iterator[Scorer]:
+    with Scorer.from_dir(family_dir[2], variant="fp32") as s:
+        yield s
+
+
+def reference(ckpt: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    ce = CrossEncoder(str(ckpt), max_length=512, device="cpu",
+                      activation_fn=torch.nn.Identity())
+    return np.asarray(ce.predict(pairs, batch_size=8, show_progress_bar=False))
+
+
+def test_exports_with_the_defaults_and_the_int8_gate_runs(
+        family_dir: tuple[str, Path, Path]) -> None:
+    fam, ckpt, out = family_dir
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model_type"] == json.loads((ckpt / "config.json").read_text())["model_type"]
+    assert m["variants"]["fp32"]["verification"]["passed"]
+    assert set(m["variants"]) == {"fp32", "int8", "fp16"}
+    # the pad id the runtime pads with is the tokenizer's (XLM-R 1, ModernBERT not 0)
+    from transformers import AutoTokenizer
+
+    assert m["pad_token_id"] == AutoTokenizer.from_pretrained(str(ckpt)).pad_token_id
+    # every role of the layers is found by the graph's structure, whatever the node names
+    roles = quantize.matmul_roles(out / "model.onnx")
+    assert set(roles) == set(quantize.ROLES), roles
+    int8 = m["variants"]["int8"]
+    assert int8["verification"]["enforced"] is True
+    assert int8["recipe"]["smoothing"]["nodes"] == sum(len(v) for v in roles.values())
+    if int8["shipped"]:
+        assert (out / "model_int8.onnx").is_file() and "self_check" in int8
+    else:  # noise may fail the gate: then it is kept for the cascade only, with the reason
+        assert int8["cascade_only"] and int8["reason"] == "failed int8 verification"
+
+
+def test_scores_match_sentence_transformers(family_dir: tuple[str, Path, Path],
+                                            scorer: Scorer) -> None:
+    """One batch of mixed lengths (padding with the manifest's pad id), an over-long pair
+    (truncated as sentence-transformers truncates) and an empty chunk."""
+    _, ckpt, _ = family_dir
+    pairs = [(QUERY, d) for d in [*DOCS, LONG]] + [(" ".join([QUERY] * 60), DOCS[1])]
+    got = scorer.predict(pairs)
+    assert np.abs(got - reference(ckpt, pairs)).max() <= 1e-3
+
+
+def test_every_request_shape_ranks_alike(scorer: Scorer) -> None:
+    order = [i for i, _ in scorer.score(QUERY, DOCS)]
+    with TestClient(create_app(scorer, Settings()), raise_server_exceptions=False) as c:
+        answers: dict[str, Any] = {
+            "/score": c.post("/score", json={"query": QUERY, "chunks": DOCS}),
+            "/rerank tei": c.post("/rerank", json={"query": QUERY, "texts": DOCS}),
+            "/rerank documents": c.post("/rerank", json={"query": QUERY, "documents": DOCS}),
+            "/v1/rerank": c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}),
+            "/v2/rerank": c.post("/v2/rerank", json={"query": QUERY, "documents": DOCS,
+                                                     "model": "m"}),
+            "/v1/reranking": c.post("/v1/reranking", json={"query": QUERY, "input": DOCS}),
+            "/v1/score": c.post("/v1/score", json={"text_1": QUERY, "text_2": DOCS}),
+        }
+    for name, r in answers.items():
+        assert r.status_code == 200, (name, r.text)
+    body = {k: r.json() for k, r in answers.items()}
+    assert [i for i, _ in body["/score"]] == order
+    assert [x["index"] for x in body["/rerank tei"]] == order
+    for name in ("/rerank documents", "/v1/rerank", "/v2/rerank"):
+        assert [x["index"] for x in body[name]["results"]] == order, name
+    assert [x["index"] for x in body["/v1/reranking"]["data"]] == order
+    scores = [x["score"] for x in body["/v1/score"]["data"]]
+    assert list(np.argsort(-np.asarray(scores), kind="stable")) == order
+
+
+def test_long_chunks_truncate_or_split_into_windows(scorer: Scorer) -> None:
+    chunks = [LONG + " Neil Armstrong walked on the moon.", DOCS[1]]
+    truncated = scorer.logits(QUERY, chunks)
+    assert scorer.tokenizer.encode(QUERY, chunks[:1]).lengths[0] == scorer.tokenizer.max_length
+    split = scorer.score_request(ScoreRequest(QUERY, chunks,
+                                              ScoreOptions(overflow="split"))).logits
+    assert split[0] >= truncated[0] - 1e-5  # the first window is the truncated pair
+    assert split[1] == pytest.approx(truncated[1], abs=1e-5)  # a short chunk is untouched
+
+
+def test_smoothing_keeps_the_fp32_function(family_dir: tuple[str, Path, Path],
+                                           tmp_path: Path) -> None:
+    """Smoothing rewrites weights, norms and adds Muls; in fp32 the scores must not move."""
+    _, _, out = family_dir
+    dst = tmp_path / "smoothed.onnx"
+    rec = quantize.smooth_all_roles(out / "model.onnx", dst, 0.85, out / "tokenizer.json")
+    assert rec["nodes"] > 0
+    pairs = [(QUERY, d) for d in DOCS]
+    with Scorer.from_files(out / "model.onnx", out / "tokenizer.json", 512) as a, \
+            Scorer.from_files(dst, out / "tokenizer.json", 512) as b:
+        want, got = a.predict(pairs), b.predict(pairs)
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+def test_sentencepiece_only_checkpoint_converts(tmp_path: Path) -> None:
+    pytest.importorskip("sentencepiece")
+    ckpt = families.build_spm_only(tmp_path / "ckpt")
+    assert not (ckpt / "tokenizer.json").exists() and (ckpt / "spm.model").is_file()
+    out = run(Options(model=str(ckpt), out_dir=tmp_path / "export", variants=("fp32",)))
+    assert json.loads((out / "manifest.json").read_text())["variants"]["fp32"]["verification"][
+        "passed"]
+
+
+def test_sentencepiece_missing_names_the_fix(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("sentencepiece")
+    ckpt = families.build_spm_only(tmp_path / "ckpt")
+    monkeypatch.setattr(convert, "_importable", lambda m: m != "sentencepiece")
+    with pytest.raises(ExportError) as e:
+        convert.write_tokenizer(ckpt, tmp_path)
+    msg = str(e.value)
+    assert "spm.model" in msg and "sentencepiece" in msg and "crossrank[export]" in msg
