@@ -1,4 +1,4 @@
-"""The `crossrank` command: serve, export, score, info, bench.
+"""The `crossrank` command: serve, export, score, info, bench, models.
 
     crossrank serve --stand-in                  # offline trial: builds the stand-in if missing
     crossrank serve                             # ms-marco-MiniLM-L-12-v2, exported first if missing
@@ -7,6 +7,7 @@
     echo '{"query": "q", "chunks": ["a", "b"]}' | crossrank score --model-dir DIR
     crossrank info models/ms-marco-MiniLM-L-12-v2
     crossrank bench --model-dir DIR
+    crossrank models                            # popular re-rankers and what was verified
 
 Every failure a user can fix ends in one paragraph naming the cause and the fix, and exit 2;
 heavy libraries are imported only by the subcommand that needs them.
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _score_parser(sub)
     _info_parser(sub)
     _bench_parser(sub)
+    _models_parser(sub)
     _serve_ray_parser(sub)
     args = p.parse_args(argv)
     if args.command is None:
@@ -482,6 +484,32 @@ def _bench(args: argparse.Namespace) -> int:
                        provider=args.provider, seed_checkpoint=args.seed_checkpoint)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+# -- models --------------------------------------------------------------------------------------
+
+def _models_parser(sub: Any) -> None:
+    p = sub.add_parser("models", help="popular re-rankers, their families and what was verified",
+                       description="Known re-rankers on the Hugging Face hub: family, the "
+                       "model's own max length, size and what was verified (docs/families.md). "
+                       "Any *ForSequenceClassification checkpoint with one label can be "
+                       "exported; these are the ones tracked.")
+    p.add_argument("--markdown", action="store_true", help="as a Markdown table")
+    p.add_argument("--families", action="store_true",
+                   help="the families instead: tokenizer path, fusions, int8")
+    p.set_defaults(run=_models)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from crossrank.export import known
+
+    if args.families:
+        for f in known.FAMILIES:
+            print(f"{f.name} (model_type {', '.join(f.model_types)})\n  tokenizer: "
+                  f"{f.tokenizer}\n  fused: {f.fused}\n  int8: {f.int8}")
+        return 0
+    print(known.table(markdown=args.markdown))
     return 0
 
 

@@ -29,6 +29,7 @@ LAYERS: list[list[str]] = [
     # The exporter verifies with the runtime's scorer; the runtime never imports the exporter.
     ["crossrank.export"],
     ["crossrank.export.manifest", "crossrank.export.corpus", "crossrank.export.checkset",
+     "crossrank.export.known",
      "crossrank.export.convert",
      "crossrank.export.optimize", "crossrank.export.smooth"],
     ["crossrank.export.standin", "crossrank.export.quantize", "crossrank.export.verify"],
