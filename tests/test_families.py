@@ -32,6 +32,8 @@ DOCS = [
     "",
 ]
 LONG = "The committee met on Tuesday to review the annual budget. " * 80  # over 512 tokens
+OWN_LIMIT = {"bert": 512, "electra": 512, "xlm-roberta": 512, "modernbert": 8192,
+             "deberta-v2": 512}
 
 
 @pytest.fixture(scope="module", params=families.FAMILIES)
@@ -51,11 +53,11 @@ def scorer(family_dir: tuple[str, Path, Path]) -> Iterator[Scorer]:
         yield s
 
 
-def reference(ckpt: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
+def reference(ckpt: Path, pairs: list[tuple[str, str]], max_length: int) -> np.ndarray:
     import torch
     from sentence_transformers import CrossEncoder
 
-    ce = CrossEncoder(str(ckpt), max_length=512, device="cpu",
+    ce = CrossEncoder(str(ckpt), max_length=max_length, device="cpu",
                       activation_fn=torch.nn.Identity())
     return np.asarray(ce.predict(pairs, batch_size=8, show_progress_bar=False))
 
@@ -67,6 +69,8 @@ def test_exports_with_the_defaults_and_the_int8_gate_runs(
     assert m["model_type"] == json.loads((ckpt / "config.json").read_text())["model_type"]
     assert m["variants"]["fp32"]["verification"]["passed"]
     assert set(m["variants"]) == {"fp32", "int8", "fp16"}
+    # the model's own limit: ModernBERT's 8,192 positions, XLM-R's 514 less its offset of 2
+    assert m["max_length"] == m["model_max_length"] == OWN_LIMIT[fam]
     # the pad id the runtime pads with is the tokenizer's (XLM-R 1, ModernBERT not 0)
     from transformers import AutoTokenizer
 
@@ -90,7 +94,8 @@ def test_scores_match_sentence_transformers(family_dir: tuple[str, Path, Path],
     _, ckpt, _ = family_dir
     pairs = [(QUERY, d) for d in [*DOCS, LONG]] + [(" ".join([QUERY] * 60), DOCS[1])]
     got = scorer.predict(pairs)
-    assert np.abs(got - reference(ckpt, pairs)).max() <= 1e-3
+    want = reference(ckpt, pairs, scorer.tokenizer.max_length)
+    assert np.abs(got - want).max() <= 1e-3
 
 
 def test_every_request_shape_ranks_alike(scorer: Scorer) -> None:
@@ -119,7 +124,8 @@ def test_every_request_shape_ranks_alike(scorer: Scorer) -> None:
 
 
 def test_long_chunks_truncate_or_split_into_windows(scorer: Scorer) -> None:
-    chunks = [LONG + " Neil Armstrong walked on the moon.", DOCS[1]]
+    over = scorer.tokenizer.max_length // 640 + 1  # LONG is ~700 tokens
+    chunks = [" ".join([LONG] * over) + " Neil Armstrong walked on the moon.", DOCS[1]]
     truncated = scorer.logits(QUERY, chunks)
     assert scorer.tokenizer.encode(QUERY, chunks[:1]).lengths[0] == scorer.tokenizer.max_length
     split = scorer.score_request(ScoreRequest(QUERY, chunks,
@@ -140,6 +146,19 @@ def test_smoothing_keeps_the_fp32_function(family_dir: tuple[str, Path, Path],
             Scorer.from_files(dst, out / "tokenizer.json", 512) as b:
         want, got = a.predict(pairs), b.predict(pairs)
     assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+def test_max_length_caps_the_model_s_own(tmp_path: Path) -> None:
+    ckpt = families.build("modernbert", tmp_path / "ckpt")
+    out = run(Options(model=str(ckpt), out_dir=tmp_path / "export", variants=("fp32",),
+                      max_length=128))
+    m = json.loads((out / "manifest.json").read_text())
+    assert (m["max_length"], m["model_max_length"]) == (128, 8192)
+    assert m["variants"]["fp32"]["verification"]["passed"]  # against CrossEncoder at 128
+    with Scorer.from_dir(out) as s:
+        assert s.tokenizer.encode(QUERY, [LONG]).lengths[0] == 128
+    with pytest.raises(ExportError, match="too short"):
+        run(Options(model=str(ckpt), out_dir=tmp_path / "short", max_length=4))
 
 
 def test_sentencepiece_only_checkpoint_converts(tmp_path: Path) -> None:

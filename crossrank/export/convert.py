@@ -162,9 +162,18 @@ def _importable(module: str) -> bool:
         return False
 
 
-def write_tokenizer(path: Path, out: Path) -> int | None:
+@dataclass(frozen=True)
+class TokenizerFacts:
+    """What the exporter reads from a checkpoint's tokenizer: its pad id (what
+    sentence-transformers pads with) and the longest input it declares (None if unset)."""
+
+    pad_token_id: int | None
+    model_max_length: int | None
+
+
+def write_tokenizer(path: Path, out: Path) -> TokenizerFacts:
     """tokenizer.json (fast tokenizer, even from vocab.txt alone) with no baked-in truncation;
-    returns the tokenizer's pad id (None if it has no pad token)."""
+    returns the tokenizer's pad id and declared max length."""
     from transformers import AutoTokenizer
 
     spm = [p.name for p in path.glob("*.model")]
@@ -187,7 +196,20 @@ def write_tokenizer(path: Path, out: Path) -> int | None:
     backend.no_padding()
     backend.save(str(out / "tokenizer.json"))
     pad = getattr(tok, "pad_token_id", None)
-    return int(pad) if isinstance(pad, int) else None
+    limit = getattr(tok, "model_max_length", None)
+    # transformers writes a huge sentinel (1e30) when the checkpoint declares no limit
+    return TokenizerFacts(int(pad) if isinstance(pad, int) else None,
+                          int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else None)
+
+
+def model_max_length(cfg: dict[str, Any], tokenizer_limit: int | None) -> int:
+    """The longest pair the model itself takes: its position table (less RoBERTa's reserved
+    offset), and no more than its tokenizer declares."""
+    offset = 2 if str(cfg.get("model_type", "")) in ("roberta", "xlm-roberta", "camembert") else 0
+    limit = int(cfg.get("max_position_embeddings") or 512) - offset
+    if tokenizer_limit is not None:
+        limit = min(limit, tokenizer_limit)
+    return limit
 
 
 EXPORTERS = ("auto", "optimum", "torch")

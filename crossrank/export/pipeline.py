@@ -35,6 +35,7 @@ from crossrank.runtime.modeldir import (
 log = logging.getLogger(__name__)
 
 OPSET = 17
+MIN_MAX_LENGTH = 16  # a query, a few tokens of chunk and the special tokens
 STANDIN_ID = "crossrank/stand-in-ms-marco-MiniLM-L-12-v2"
 
 
@@ -52,6 +53,7 @@ class Options:
     variants: tuple[str, ...] = ("fp32", "int8", "fp16")
     exporter: str = "auto"
     tokenizer_dir: Path | None = None  # stand-in only: where its tokenizer files come from
+    max_length: int | None = None  # a cap below the model's own limit (None: the model's)
 
 
 @contextmanager
@@ -68,7 +70,8 @@ def _fingerprint(src: Path | None, opts: Options) -> str:
     """What the output was built from: source files' hashes plus the options that shape it."""
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT_VERSION, "stand_in": opts.stand_in, "isa": opts.isa,
-                         "variants": opts.variants, "opset": OPSET}, sort_keys=True).encode())
+                         "variants": opts.variants, "opset": OPSET,
+                         "max_length": opts.max_length}, sort_keys=True).encode())
     if src is not None:
         for p in sorted(src.iterdir()):
             if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"):
@@ -133,6 +136,9 @@ def require_export_extra() -> None:
 def run(opts: Options) -> Path:
     """Export, verify and publish one model directory; returns its path."""
     require_export_extra()
+    if opts.max_length is not None and opts.max_length < MIN_MAX_LENGTH:
+        raise ExportError(f"max_length {opts.max_length} is too short: at least "
+                          f"{MIN_MAX_LENGTH} tokens.")
     timings: dict[str, float] = {}
     out = opts.out_dir or (opts.models_root / export_name(opts.model, opts.stand_in))
     isa = opts.isa or quantize.detect_isa()
@@ -177,14 +183,16 @@ def run(opts: Options) -> Path:
 
 def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, staging: Path,
            isa: str, opts: Options, timings: dict[str, float]) -> dict[str, Any]:
-    max_length = min(512, int(cfg.get("max_position_embeddings", 512)) - _position_offset(cfg))
     raw = staging / "raw.onnx"
     with stage("export", timings):
         input_names = convert.export_onnx(model, raw, OPSET, opts.exporter)
+        facts = convert.write_tokenizer(src.path, staging)
         # pads as sentence-transformers pads (the tokenizer's pad token), in checks and serving
-        pad_id = convert.write_tokenizer(src.path, staging)
+        pad_id = facts.pad_token_id
         if pad_id is None:
             pad_id = int(cfg.get("pad_token_id") or 0)
+        own_limit = convert.model_max_length(cfg, facts.model_max_length)
+        max_length = own_limit if opts.max_length is None else min(opts.max_length, own_limit)
         shutil.copyfile(src.path / "config.json", staging / "config.json")
     variants: dict[str, dict[str, Any]] = {}
     with stage("optimize", timings):
@@ -204,10 +212,12 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
     real_weights = not opts.stand_in and not bool(cfg.get("crossrank_stand_in", False))
     with stage("verify", timings):
         _verify(src.path, verify.Staged(staging, max_length, pad_id), variants, real_weights)
+    log.info("max length %d tokens (the model's own: %d)", max_length, own_limit)
     return {
         "source": {"id": src.spec, "revision": src.revision, "local": src.is_local},
         "stand_in": not real_weights,
         "max_length": max_length,
+        "model_max_length": own_limit,
         "activation": act,
         "opset": OPSET,
         "input_names": input_names,
@@ -218,17 +228,12 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
     }
 
 
-def _position_offset(cfg: dict[str, Any]) -> int:
-    # RoBERTa-style models reserve padding_idx + 1 positions (514 -> 512 usable tokens).
-    return 2 if str(cfg.get("model_type", "")) in ("roberta", "xlm-roberta", "camembert") else 0
-
-
 def _verify(checkpoint: Path, st: verify.Staged, variants: dict[str, dict[str, Any]],
             real_weights: bool) -> None:
     from crossrank.runtime.session import cuda_available
 
     pairs = verify.fixed_pairs()
-    ref = verify.reference_logits(checkpoint, pairs)
+    ref = verify.reference_logits(checkpoint, pairs, st.max_length)
     fp32 = st.logits("fp32", pairs)
     res = verify.compare(ref, fp32)
     res["passed"] = res["max_abs_diff"] <= verify.FP32_MAX_ABS

@@ -1,8 +1,9 @@
 """Parity of each ONNX variant against the PyTorch reference, before a manifest is written.
 
 The reference is the seed's own scorer: sentence_transformers.CrossEncoder(path,
-max_length=512).predict(pairs). Each variant is scored through the runtime's own Scorer on the
-CPU provider (fp16 on CUDA when it exists), so what is verified is what is served.
+max_length=L).predict(pairs), L the export's max length (512 for the seed's model). Each variant
+is scored through the runtime's own Scorer on the CPU provider (fp16 on CUDA when it exists),
+with the pad id the manifest gives the runtime, so what is verified is what is served.
 """
 
 from __future__ import annotations
@@ -96,17 +97,18 @@ def self_check_record(fp32: np.ndarray, int8: np.ndarray, pairs: list[tuple[str,
             "tolerance": tolerance(fp32)}
 
 
-def reference_logits(checkpoint: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
+def reference_logits(checkpoint: Path, pairs: list[tuple[str, str]],
+                     max_length: int = 512) -> np.ndarray:
     """The seed's scores with its activation removed: raw logits from CrossEncoder.predict."""
     import torch
     from sentence_transformers import CrossEncoder
 
     try:
-        ce = CrossEncoder(str(checkpoint), max_length=512, device="cpu",
+        ce = CrossEncoder(str(checkpoint), max_length=max_length, device="cpu",
                           activation_fn=torch.nn.Identity())
         inverse = False
     except TypeError:  # a sentence-transformers without the activation_fn argument
-        ce = CrossEncoder(str(checkpoint), max_length=512, device="cpu")
+        ce = CrossEncoder(str(checkpoint), max_length=max_length, device="cpu")
         inverse = "Sigmoid" in type(getattr(ce, "activation_fn", None)).__name__
     out = np.asarray(ce.predict(pairs, batch_size=32, show_progress_bar=False), dtype=np.float64)
     if inverse:
