@@ -240,6 +240,36 @@ def test_the_head_stays_fp32(tiny_dir: Path, tmp_path: Path) -> None:
     assert any(n.op_type == "MatMulInteger" for n in graph.node)  # the layers are int8
 
 
+def test_weights_over_the_protobuf_limit_go_to_external_data(tiny_ckpt: Path, tiny_dir: Path,
+                                                            tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a model over 2 GB (bge-reranker-v2-m3's fp32) takes, forced on the tiny one: every
+    variant keeps its weights in FILE.data, hashed in the manifest; smoothing, quantization and
+    verification read them; it serves the same scores; a damaged data file is refused."""
+    from crossrank.export import onnxfile
+    from crossrank.runtime.errors import ModelLoadError
+    from crossrank.runtime.scorer import Scorer
+
+    monkeypatch.setattr(onnxfile, "EXTERNAL_DATA_BYTES", 0)
+    out = run(Options(model=str(tiny_ckpt), out_dir=tmp_path / "ext"))
+    m = json.loads((out / "manifest.json").read_text())
+    for name in ("model.onnx", "model_int8.onnx", "model_fp16.onnx"):
+        assert (out / f"{name}.data").is_file() and f"{name}.data" in m["files"]
+        assert (out / name).stat().st_size < (out / f"{name}.data").stat().st_size
+    assert sorted(p.name for p in out.iterdir()) == sorted([*m["files"], "manifest.json"])
+    pairs = [("who walked on the moon?", "Neil Armstrong did."), ("q", "a longer passage " * 9)]
+    for variant in ("fp32", "int8"):
+        with Scorer.from_dir(out, variant=variant, int8_check=False) as a, \
+                Scorer.from_dir(tiny_dir, variant=variant, int8_check=False) as b:
+            assert np.abs(a.predict(pairs) - b.predict(pairs)).max() <= 1e-5
+    (out / "model.onnx.data").write_bytes(b"damaged")
+    with pytest.raises(ModelLoadError, match="model.onnx.data"):
+        Scorer.from_dir(out, variant="fp32")
+    (out / "model.onnx.data").unlink()
+    with pytest.raises(ModelLoadError, match="missing"):
+        Scorer.from_dir(out, variant="fp32")
+
+
 def test_int8_recipe_per_cpu_class() -> None:
     from crossrank.export.quantize import recipe_for
 

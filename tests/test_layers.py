@@ -27,7 +27,7 @@ LAYERS: list[list[str]] = [
     ["crossrank.runtime.serving", "crossrank.runtime.openapi"],
     ["crossrank.runtime.server", "crossrank.crossencoder"],
     # The exporter verifies with the runtime's scorer; the runtime never imports the exporter.
-    ["crossrank.export"],
+    ["crossrank.export", "crossrank.export.onnxfile"],
     ["crossrank.export.manifest", "crossrank.export.corpus", "crossrank.export.checkset",
      "crossrank.export.known",
      "crossrank.export.convert",

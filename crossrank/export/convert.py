@@ -253,10 +253,16 @@ def _export_optimum(model: Any, out_file: Path, opset: int) -> None:
         onnx_export_from_model(model, output=Path(tmp), task="text-classification", opset=opset,
                                do_validation=False)
         produced = Path(tmp) / "model.onnx"
-        if (Path(tmp) / "model.onnx_data").exists():
-            raise ExportError("The exported model is over 2 GB; crossrank handles single-file "
-                              "models only.")
-        produced.replace(out_file)
+        if any(p != produced for p in Path(tmp).iterdir()):
+            # over 2 GB: optimum wrote the weights apart (model.onnx_data); one data file
+            # beside out_file, under crossrank's name for it
+            import onnx
+
+            from crossrank.export import onnxfile
+
+            onnxfile.save(onnx.load(str(produced)), out_file)
+        else:
+            produced.replace(out_file)
 
 
 def _export_torch(model: Any, out_file: Path, opset: int) -> None:

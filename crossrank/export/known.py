@@ -29,7 +29,7 @@ class Family:
 class KnownModel:
     hub_id: str
     family: str
-    max_length: int  # the model's own limit; crossrank caps it at 512 today
+    max_length: int  # the model's own limit, which the export takes (--max-length caps it)
     params: str
     verified: str = "not exported here (no hub access); family tested offline"
 
@@ -61,8 +61,8 @@ MODELS = (
     KnownModel("BAAI/bge-reranker-base", "xlm-roberta", 512, "278M"),
     KnownModel("BAAI/bge-reranker-large", "xlm-roberta", 512, "560M"),
     KnownModel("BAAI/bge-reranker-v2-m3", "xlm-roberta", 8192, "568M",
-               "not exported: its fp32 graph is over 2 GB (ONNX external data is not "
-               "supported yet)"),
+               "not exported here (no hub access); its fp32 is over 2 GB: the external-data "
+               "path is tested offline on a small model forced to use it"),
     KnownModel("Alibaba-NLP/gte-reranker-modernbert-base", "modernbert", 8192, "150M"),
     KnownModel("mixedbread-ai/mxbai-rerank-xsmall-v1", "deberta-v2", 512, "71M"),
     KnownModel("mixedbread-ai/mxbai-rerank-base-v1", "deberta-v2", 512, "184M"),

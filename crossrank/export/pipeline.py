@@ -21,13 +21,23 @@ from typing import Any
 
 import numpy as np
 
-from crossrank.export import ExportError, checkset, convert, manifest, optimize, quantize, verify
+from crossrank.export import (
+    ExportError,
+    checkset,
+    convert,
+    manifest,
+    onnxfile,
+    optimize,
+    quantize,
+    verify,
+)
 from crossrank.runtime import fidelity
 from crossrank.runtime.modeldir import (
     DEFAULT_MODEL,
     FORMAT_VERSION,
     INT8_CHECK_FILE,
     VARIANT_FILES,
+    data_file,
     export_name,
     sha256,
 )
@@ -167,7 +177,8 @@ def run(opts: Options) -> Path:
             manifest_fields["fingerprint"] = fp
             manifest_fields["name"] = out.name
             files = ["tokenizer.json", "config.json"] + [
-                name for name in (*VARIANT_FILES.values(), INT8_CHECK_FILE)
+                name for name in (*VARIANT_FILES.values(), *map(data_file, VARIANT_FILES.values()),
+                                  INT8_CHECK_FILE)
                 if (staging / name).exists()]
             manifest.write(staging, manifest_fields, files)
             _publish(staging, out)
@@ -207,7 +218,7 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
             recipe = quantize.quantize(staging / VARIANT_FILES["fp32"],
                                        staging / VARIANT_FILES["int8"], isa)
             variants["int8"] = {"file": VARIANT_FILES["int8"], "shipped": True, "recipe": recipe}
-    raw.unlink()
+    onnxfile.remove(raw)
     del model
     real_weights = not opts.stand_in and not bool(cfg.get("crossrank_stand_in", False))
     with stage("verify", timings):
@@ -270,7 +281,7 @@ def _verify(checkpoint: Path, st: verify.Staged, variants: dict[str, dict[str, A
             r16["status"] = "checked"
             variants["fp16"]["verification"] = r16
             if real_weights and not r16["passed"]:
-                (st.dir / VARIANT_FILES["fp16"]).unlink()
+                onnxfile.remove(st.dir / VARIANT_FILES["fp16"])
                 variants["fp16"]["shipped"] = False
                 variants["fp16"]["reason"] = "failed fp16 verification"
         else:

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from crossrank.export import ExportError
+from crossrank.export import ExportError, onnxfile
 from crossrank.runtime.cpu import ISAS, detect_isa
 
 __all__ = ["ISAS", "RECIPES", "Quantizer", "Recipe", "detect_isa", "matmul_roles", "node_weights",
@@ -215,13 +214,13 @@ class Quantizer:
         if nodes:
             _quantize_dynamic(self.src, self.dst, self.recipe, nodes)
         else:  # nothing left to quantize (an empty list would mean every node to ONNX Runtime)
-            shutil.copyfile(self.src, self.dst)
+            onnxfile.copy(self.src, self.dst)
         return {"method": "dynamic", "isa": self.isa, **asdict(self.recipe),
                 "activations": "uint8", "ops": ["MatMul", "Attention"],
                 "fp32_nodes": list(fp32_nodes), "smoothing": self.smoothing}
 
     def close(self) -> None:
-        self._smoothed.unlink(missing_ok=True)
+        onnxfile.remove(self._smoothed)
 
     def __enter__(self) -> Quantizer:
         return self
@@ -255,9 +254,12 @@ def _quantize_dynamic(src: Path, dst: Path, chosen: Recipe, nodes: list[str]) ->
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    onnxfile.data_of(dst).unlink(missing_ok=True)  # ONNX would append to an old one
     quantize_dynamic(
         str(src),
         str(dst),
+        # a source whose weights needed external data gets its int8 written the same way
+        use_external_data_format=onnxfile.data_of(src).is_file(),
         per_channel=chosen.per_channel,
         reduce_range=chosen.reduce_range,
         weight_type=QuantType.QInt8 if chosen.weights == "int8" else QuantType.QUInt8,

@@ -19,11 +19,14 @@ attention keys) share one factor.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from crossrank.export import onnxfile
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +60,18 @@ def activation_maxima(model_file: Path, tensors: Sequence[str],
     opts.log_severity_level = 3
     # Fusions could remove the tensors asked for; the graph is already fused.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
-    names = {i.name for i in sess.get_inputs()}
     maxima: dict[str, np.ndarray] = {}
-    for feed in feeds:
-        outs = sess.run(list(tensors), {k: v for k, v in feed.items() if k in names})
-        for name, arr in zip(tensors, outs, strict=True):
-            m = np.abs(arr.reshape(-1, arr.shape[-1])).max(axis=0)
-            maxima[name] = m if name not in maxima else np.maximum(maxima[name], m)
+    # a model over 2 GB cannot be passed as bytes: it is written, with its data, to scratch
+    with tempfile.TemporaryDirectory(dir=model_file.parent) as scratch:
+        sess = ort.InferenceSession(onnxfile.session_input(model, Path(scratch)), opts,
+                                    providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        for feed in feeds:
+            outs = sess.run(list(tensors), {k: v for k, v in feed.items() if k in names})
+            for name, arr in zip(tensors, outs, strict=True):
+                m = np.abs(arr.reshape(-1, arr.shape[-1])).max(axis=0)
+                maxima[name] = m if name not in maxima else np.maximum(maxima[name], m)
+        del sess
     return maxima
 
 
@@ -183,7 +189,7 @@ def smooth(src: Path, dst: Path, roles: Mapping[str, list[str]], alpha: Mapping[
     for idx, mul in sorted(muls, key=lambda t: -t[0]):
         graph.node.insert(idx, mul)
     graph.initializer.extend(new_inits)
-    onnx.save(model, str(dst))
+    onnxfile.save(model, dst)
     smoothed = sum(len(g) for g, _ in factors)
     log.info("smoothed %d nodes in %d groups (%d folded into the attention values, %d into "
              "norms, %d Mul nodes)", smoothed, len(factors), folded, norms, len(muls))

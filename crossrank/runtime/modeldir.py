@@ -26,6 +26,12 @@ VARIANTS = ("auto", *VARIANT_FILES)
 INT8_CHECK_FILE = "int8_check.json"  # check requests for judging int8 on the serving CPU
 
 
+def data_file(name: str) -> str:
+    """Where a model file keeps its weights when they are over protobuf's 2 GB limit (ONNX
+    external data: one file beside it, as ONNX Runtime's tools name it)."""
+    return name + ".data"
+
+
 def export_name(model: str, stand_in: bool = False) -> str:
     """The directory name `crossrank export` gives a model under the models root (the last part
     of a hub id or path), or the stand-in's."""
@@ -174,10 +180,20 @@ class ModelDir:
         if not path.is_file():
             raise ModelLoadError(f"{path} is missing. Export the model again with "
                                  "`crossrank export SOURCE --force`.")
-        expected = self.manifest.get("files", {}).get(name, {}).get("sha256")
-        if expected and sha256(path) != expected:
-            raise ModelLoadError(f"{path} does not match the hash in its manifest: it was changed "
-                                 "or damaged after export. Export the model again with --force.")
+        files = self.manifest.get("files", {})
+        for part in (name, data_file(name)):
+            if part not in files:  # a model without external data lists no data file
+                continue
+            p = self.path / part
+            if not p.is_file():
+                raise ModelLoadError(f"{p} is missing (the weights of {name}). Export the model "
+                                     "again with `crossrank export SOURCE --force`, or copy the "
+                                     "whole directory.")
+            expected = files[part].get("sha256")
+            if expected and sha256(p) != expected:
+                raise ModelLoadError(f"{p} does not match the hash in its manifest: it was "
+                                     "changed or damaged after export. Export the model again "
+                                     "with --force.")
         return path
 
     def tokenizer_file(self) -> Path:
