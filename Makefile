@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest bench -s -p no:cacheprovider --benchmark-columns=median,iqr,min,rounds \
 	  --benchmark-sort=name --benchmark-json=bench/results/latency-latest.json $(ARGS)
 	$(BIN)/python -m bench.compare
+	$(BIN)/python -m bench.families
 
 fuzz: $(STAMP)
 	CROSSRANK_FUZZ_EXAMPLES=$${EXAMPLES:-1000} $(BIN)/python -m pytest tests/test_fuzz.py -q $(ARGS)

@@ -270,6 +270,20 @@ def test_weights_over_the_protobuf_limit_go_to_external_data(tiny_ckpt: Path, ti
         Scorer.from_dir(out, variant="fp32")
 
 
+def test_a_graph_without_recognised_layers_gets_no_int8(tiny_ckpt: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossrank.export import quantize as q
+    from crossrank.runtime.scorer import Scorer
+
+    monkeypatch.setattr(q, "matmul_roles", lambda model_file: {})
+    out = run(Options(model=str(tiny_ckpt), out_dir=tmp_path / "m", variants=("fp32", "int8")))
+    int8 = json.loads((out / "manifest.json").read_text())["variants"]["int8"]
+    assert int8["shipped"] is False and "no encoder-layer nodes" in int8["reason"]
+    assert not (out / "model_int8.onnx").exists()
+    with Scorer.from_dir(out) as s:  # auto serves fp32
+        assert s.info is not None and s.info.variant == "fp32"
+
+
 def test_int8_recipe_per_cpu_class() -> None:
     from crossrank.export.quantize import recipe_for
 

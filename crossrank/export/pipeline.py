@@ -213,7 +213,14 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
             fused16 = optimize.fuse_fp16(raw, staging / VARIANT_FILES["fp16"], cfg)
             variants["fp16"] = {"file": VARIANT_FILES["fp16"], "shipped": True,
                                 "fused_ops": fused16}
-    if "int8" in opts.variants:
+    if "int8" in opts.variants and not quantize.quantizable_nodes(staging / VARIANT_FILES["fp32"]):
+        # an architecture whose layers the role finder does not recognise: say so, build no
+        # int8 that would be fp32 under another name
+        reason = (f"no encoder-layer nodes found to quantize in this graph (model_type "
+                  f"{cfg.get('model_type')!r}); int8 was not built, fp32 serves")
+        log.warning("int8: %s", reason)
+        variants["int8"] = {"shipped": False, "reason": reason}
+    elif "int8" in opts.variants:
         with stage("quantize", timings):
             recipe = quantize.quantize(staging / VARIANT_FILES["fp32"],
                                        staging / VARIANT_FILES["int8"], isa)
@@ -257,7 +264,7 @@ def _verify(checkpoint: Path, st: verify.Staged, variants: dict[str, dict[str, A
             f"{res['max_abs_diff']:.3g} (allowed {verify.FP32_MAX_ABS}). The export is not "
             "faithful for this architecture; please report it with the checkpoint's config.json."
         )
-    if "int8" in variants:
+    if "recipe" in variants.get("int8", {}):
         check = _verify_int8(st, variants["int8"], real_weights, fp32, pairs)
         if variants["int8"]["shipped"] and check is not None:
             record = check.judged_requests()
