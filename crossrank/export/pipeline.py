@@ -223,7 +223,8 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
     elif "int8" in opts.variants:
         with stage("quantize", timings):
             recipe = quantize.quantize(staging / VARIANT_FILES["fp32"],
-                                       staging / VARIANT_FILES["int8"], isa)
+                                       staging / VARIANT_FILES["int8"], isa,
+                                       max_length=max_length)
             variants["int8"] = {"file": VARIANT_FILES["int8"], "shipped": True, "recipe": recipe}
     onnxfile.remove(raw)
     del model
@@ -443,7 +444,8 @@ def _verify_int8(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
                 "serves fp32, or with --cascade K int8 with fp32's exact top K")
     # the search left its last attempt on disk: put back the recipe whose error was recorded
     quantize.quantize(st.dir / VARIANT_FILES["fp32"], st.dir / VARIANT_FILES["int8"],
-                      entry["recipe"]["isa"], quantize.RECIPES[entry["recipe"]["name"]])
+                      entry["recipe"]["isa"], quantize.RECIPES[entry["recipe"]["name"]],
+                      max_length=st.max_length)
     entry["shipped"] = False
     entry["cascade_only"] = True  # kept for the precision cascade, never served alone
     entry["reason"] = "failed int8 verification"
@@ -486,7 +488,8 @@ def _mixed_precision(staging: Path, recipe: dict[str, Any],
     total = sum(weights.values()) or 1
     trail: list[dict[str, Any]] = []
     with quantize.Quantizer(fp32_file, int8_file, recipe["isa"],
-                            quantize.RECIPES[recipe["name"]]) as q:
+                            quantize.RECIPES[recipe["name"]],
+                            max_length=check.st.max_length) as q:
         alone: dict[str, float] = {}
         for node in nodes:
             q.write(tuple(n for n in nodes if n != node))

@@ -153,27 +153,31 @@ def node_weights(model_file: Path, nodes: list[str]) -> dict[str, int]:
     return {n: sizes.get(by_name[n].input[1], 0) for n in nodes}
 
 
-def pair_feeds(tokenizer_file: Path, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """ONNX Runtime feeds of one pair each (as the int8 runtime runs), truncated at 512 tokens."""
+def pair_feeds(tokenizer_file: Path, pairs: list[tuple[str, str]],
+               max_length: int = 512) -> list[dict[str, Any]]:
+    """ONNX Runtime feeds of one pair each (as the int8 runtime runs), truncated at the model's
+    max length (a pair past a short model's position table would not run)."""
     import numpy as np
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_file))
-    tok.enable_truncation(512)
+    tok.enable_truncation(max_length)
     tok.no_padding()
     return [{"input_ids": np.array([e.ids], np.int64),
              "attention_mask": np.array([e.attention_mask], np.int64),
              "token_type_ids": np.array([e.type_ids], np.int64)} for e in tok.encode_batch(pairs)]
 
 
-def calibration_feeds(tokenizer_file: Path) -> list[dict[str, Any]]:
+def calibration_feeds(tokenizer_file: Path, max_length: int = 512) -> list[dict[str, Any]]:
     """The smoothing calibration pairs, one pair per feed."""
     from crossrank.export.corpus import sample_pairs
 
-    return pair_feeds(tokenizer_file, sample_pairs(CALIBRATION_PAIRS, seed=CALIBRATION_SEED))
+    return pair_feeds(tokenizer_file, sample_pairs(CALIBRATION_PAIRS, seed=CALIBRATION_SEED),
+                      max_length)
 
 
-def smooth_all_roles(src: Path, dst: Path, alpha: float, tokenizer_file: Path) -> dict[str, Any]:
+def smooth_all_roles(src: Path, dst: Path, alpha: float, tokenizer_file: Path,
+                     max_length: int = 512) -> dict[str, Any]:
     """Write src with every MatMul role smoothed at alpha, calibrated on pairs tokenized with
     tokenizer_file; returns smooth.smooth's record for the manifest."""
     from crossrank.export import smooth
@@ -183,7 +187,7 @@ def smooth_all_roles(src: Path, dst: Path, alpha: float, tokenizer_file: Path) -
                           f"{tokenizer_file} is missing.")
     roles = matmul_roles(src)
     return smooth.smooth(src, dst, roles, {role: alpha for role in roles},
-                         calibration_feeds(tokenizer_file))
+                         calibration_feeds(tokenizer_file, max_length))
 
 
 class Quantizer:
@@ -192,7 +196,7 @@ class Quantizer:
     once, into a file beside the output that close() removes."""
 
     def __init__(self, src: Path, dst: Path, isa: str, recipe: Recipe | None = None,
-                 tokenizer_file: Path | None = None) -> None:
+                 tokenizer_file: Path | None = None, max_length: int = 512) -> None:
         self.dst, self.isa = dst, isa
         self.recipe = recipe or recipe_for(isa)
         self.smoothing: dict[str, Any] | None = None
@@ -201,7 +205,8 @@ class Quantizer:
         try:
             if self.recipe.smooth_alpha is not None:
                 self.smoothing = smooth_all_roles(src, self._smoothed, self.recipe.smooth_alpha,
-                                                  tokenizer_file or src.parent / "tokenizer.json")
+                                                  tokenizer_file or src.parent / "tokenizer.json",
+                                                  max_length)
                 self.src = self._smoothed
             self._quantizable = quantizable_nodes(self.src)
         except BaseException:
@@ -230,11 +235,12 @@ class Quantizer:
 
 
 def quantize(src: Path, dst: Path, isa: str, recipe: Recipe | None = None,
-             fp32_nodes: tuple[str, ...] = (), tokenizer_file: Path | None = None) -> dict[str, Any]:
+             fp32_nodes: tuple[str, ...] = (), tokenizer_file: Path | None = None,
+             max_length: int = 512) -> dict[str, Any]:
     """Write the int8 model; returns the recipe record for the manifest. fp32_nodes stay in fp32
     (mixed precision). A smoothing recipe calibrates on pairs tokenized with tokenizer_file
     (default: the tokenizer.json beside src)."""
-    with Quantizer(src, dst, isa, recipe, tokenizer_file) as q:
+    with Quantizer(src, dst, isa, recipe, tokenizer_file, max_length) as q:
         return q.write(fp32_nodes)
 
 
