@@ -161,6 +161,46 @@ def test_max_length_caps_the_model_s_own(tmp_path: Path) -> None:
         run(Options(model=str(ckpt), out_dir=tmp_path / "short", max_length=4))
 
 
+def test_token_embeddings_in_int8(family_dir: tuple[str, Path, Path], tmp_path: Path) -> None:
+    """Unfused embedding tables (XLM-R, ModernBERT, DeBERTa) are stored int8 per row; BERT's
+    and ELECTRA's sit in the fused EmbedLayerNormalization and stay as they are."""
+    fam, ckpt, out = family_dir
+    recipe = json.loads((out / "manifest.json").read_text())["variants"]["int8"]["recipe"]
+    vocab = json.loads((ckpt / "config.json").read_text())["vocab_size"]
+    if fam in ("bert", "electra"):
+        assert recipe["embedding"] is None
+    else:
+        assert recipe["embedding"]["rows"] == vocab and recipe["embedding"]["bytes_saved"] > 0
+    pad = json.loads((out / "manifest.json").read_text())["pad_token_id"]
+    with Scorer.from_files(out / "model_int8.onnx", out / "tokenizer.json", 512,
+                           pad_token_id=pad) as s:  # shipped, or kept for the cascade
+        assert len(s.predict([(QUERY, d) for d in DOCS])) == len(DOCS)
+
+
+def test_int8_embedding_rows_are_within_half_a_step(tmp_path: Path) -> None:
+    """The rewrite's contract on a bare table: every element within half a step of its own row
+    (max |row| / 254); rows of very different scales keep their own precision."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = (rng.normal(size=(50, 8)) * np.logspace(-3, 1, 50)[:, None]).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["out"], name="emb", axis=0)], "g",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "t"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", "t", 8])],
+        [numpy_helper.from_array(table, "table")])
+    path = tmp_path / "emb.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    rec = quantize.quantize_embeddings(path)
+    assert rec is not None and rec["rows"] == 50
+    ids = np.arange(50, dtype=np.int64)[None, :]
+    got = ort.InferenceSession(str(path)).run(None, {"input_ids": ids})[0][0]
+    step = np.abs(table).max(axis=1, keepdims=True) / 127
+    assert np.all(np.abs(got - table) <= step / 2 + 1e-7)
+
+
 def test_sentencepiece_only_checkpoint_converts(tmp_path: Path) -> None:
     pytest.importorskip("sentencepiece")
     ckpt = families.build_spm_only(tmp_path / "ckpt")

@@ -43,14 +43,15 @@ FAMILIES = (
     Family("xlm-roberta", ("xlm-roberta", "roberta", "camembert"),
            "Unigram/BPE (tokenizers library)",
            "attention, GELU, skip LayerNorm; embeddings unfused (RoBERTa positions)",
-           "smoothed; the gate decides per checkpoint"),
+           "smoothed, token table int8 per row; the gate decides per checkpoint"),
     Family("modernbert", ("modernbert",), "byte-level BPE (tokenizers library)",
            "GELU, LayerNorm; attention unfused (rotary, local windows)",
-           "smoothed (1/s folded into its pre-norms); the gate decides per checkpoint"),
+           "smoothed (1/s folded into its pre-norms), token table int8 per row; the gate "
+           "decides per checkpoint"),
     Family("deberta-v2", ("deberta-v2",), "Unigram (tokenizers library; spm.model converts)",
            "GELU, LayerNorm; attention unfused (disentangled relative positions)",
-           "smoothed (q, k, v and the shared position keys as one group); the gate decides "
-           "per checkpoint"),
+           "smoothed (q, k, v and the shared position keys as one group), token table int8 "
+           "per row; the gate decides per checkpoint"),
 )
 
 MODELS = (
