@@ -431,7 +431,7 @@ def _verify_int8(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
     _log_int8("int8 vs fp32", r, "enforced")
     if r["passed"]:
         return check
-    search = _mixed_precision(st.dir, entry["recipe"], check)
+    search = _mixed_precision(st.dir, entry["recipe"], check, st.max_length)
     entry["search"] = search["trail"]
     if search["passed"] is not None:
         entry["recipe"] = search["recipe"]
@@ -469,8 +469,8 @@ def _worst(r: dict[str, Any]) -> dict[str, Any]:
             for k in ("worst_graded_ndcg", "clear_misses", "widest_swap", "quality_kept")}
 
 
-def _mixed_precision(staging: Path, recipe: dict[str, Any],
-                     check: _Int8Check) -> dict[str, Any]:
+def _mixed_precision(staging: Path, recipe: dict[str, Any], check: _Int8Check,
+                     max_length: int = 512) -> dict[str, Any]:
     """Keep in fp32 the fewest quantized nodes with which the check passes, most harmful first.
 
     Every node (a layer's fused attention, attention output, feed-forward in or out) is ranked
@@ -489,7 +489,7 @@ def _mixed_precision(staging: Path, recipe: dict[str, Any],
     trail: list[dict[str, Any]] = []
     with quantize.Quantizer(fp32_file, int8_file, recipe["isa"],
                             quantize.RECIPES[recipe["name"]],
-                            max_length=check.st.max_length) as q:
+                            max_length=max_length) as q:
         alone: dict[str, float] = {}
         for node in nodes:
             q.write(tuple(n for n in nodes if n != node))
