@@ -199,7 +199,6 @@ def _export_parser(sub: Any) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from crossrank.export.convert import EXPORTERS
-    from crossrank.export.pipeline import MIN_MAX_LENGTH
     from crossrank.runtime.modeldir import VARIANT_FILES
 
     _logging("warning" if args.quiet else "info")
@@ -208,9 +207,6 @@ def _export(args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"unknown variants: {', '.join(bad)} (choose from "
                          f"{', '.join(VARIANT_FILES)})")
-    if args.max_length is not None and args.max_length < MIN_MAX_LENGTH:
-        raise UsageError(f"--max-length must be at least {MIN_MAX_LENGTH} tokens (a query, a "
-                         "few tokens of chunk and the special tokens)")
     if args.exporter not in EXPORTERS:
         raise UsageError(f"unknown exporter {args.exporter!r} (choose from {', '.join(EXPORTERS)})")
     from crossrank.export.pipeline import Options, run

@@ -148,7 +148,8 @@ def run(opts: Options) -> Path:
     require_export_extra()
     if opts.max_length is not None and opts.max_length < MIN_MAX_LENGTH:
         raise ExportError(f"max_length {opts.max_length} is too short: at least "
-                          f"{MIN_MAX_LENGTH} tokens.")
+                          f"{MIN_MAX_LENGTH} tokens (a query, a few tokens of chunk and the "
+                          "special tokens).")
     timings: dict[str, float] = {}
     out = opts.out_dir or (opts.models_root / export_name(opts.model, opts.stand_in))
     isa = opts.isa or quantize.detect_isa()
