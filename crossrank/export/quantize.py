@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from crossrank.export import ExportError, onnxfile
+from crossrank.export import ExportError, onnxfile, smooth
 from crossrank.runtime.cpu import ISAS, detect_isa
 
 __all__ = ["ISAS", "RECIPES", "Quantizer", "Recipe", "detect_isa", "matmul_roles", "node_weights",
@@ -93,13 +93,8 @@ def matmul_roles(model_file: Path) -> dict[str, list[str]]:
     graph = onnx.load(str(model_file), load_external_data=False).graph
     consts = {i.name for i in graph.initializer}
     shapes = {i.name: tuple(i.dims) for i in graph.initializer}
-    consumers: dict[str, list[Any]] = {}
-    producer: dict[str, Any] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-        for name in node.output:
-            producer[name] = node
+    consumers = smooth.consumers(graph)
+    producer = {name: node for node in graph.node for name in node.output}
 
     def weighted(node: Any) -> bool:
         return node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in consts
@@ -180,8 +175,6 @@ def smooth_all_roles(src: Path, dst: Path, alpha: float, tokenizer_file: Path,
                      max_length: int = 512) -> dict[str, Any]:
     """Write src with every MatMul role smoothed at alpha, calibrated on pairs tokenized with
     tokenizer_file; returns smooth.smooth's record for the manifest."""
-    from crossrank.export import smooth
-
     if not tokenizer_file.is_file():
         raise ExportError(f"Smoothing needs the model's tokenizer for calibration; "
                           f"{tokenizer_file} is missing.")
@@ -265,14 +258,11 @@ def quantize_embeddings(model_file: Path) -> dict[str, Any] | None:
     model = onnx.load(str(model_file))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+    uses = smooth.consumers(graph)
     total = onnxfile.weight_bytes(model)
     for idx, node in enumerate(graph.node):
         if (node.op_type != "Gather" or len(node.input) != 2 or node.input[1] != "input_ids"
-                or node.input[0] not in inits or uses.get(node.input[0]) != 1
+                or node.input[0] not in inits or len(uses.get(node.input[0], [])) != 1
                 or any(a.name == "axis" and a.i != 0 for a in node.attribute)):
             continue
         table = numpy_helper.to_array(inits[node.input[0]])

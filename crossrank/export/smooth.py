@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 _FLOOR = 1e-5
 
 
-def _consumers(graph: Any) -> dict[str, list[Any]]:
+def consumers(graph: Any) -> dict[str, list[Any]]:
+    """The nodes that read each tensor, by name (a node once per input that reads it)."""
     out: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
@@ -131,7 +132,7 @@ def smooth(src: Path, dst: Path, roles: Mapping[str, list[str]], alpha: Mapping[
     order = {n.name: i for i, n in enumerate(graph.node)}
     nodes = {n.name: n for n in graph.node}
     inits = {i.name: i for i in graph.initializer}
-    uses = _consumers(graph)
+    uses = consumers(graph)
     producer = {o: n for n in graph.node for o in n.output}
     chosen = {n: role for role, names in roles.items() if alpha.get(role) for n in names}
     chosen = dict(sorted(chosen.items(), key=lambda kv: order[kv[0]]))
