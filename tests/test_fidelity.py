@@ -89,3 +89,24 @@ def test_the_check_set_is_real_prose_with_labels() -> None:
     assert "pydoc_data" in checkset.describe()["source"]
     with pytest.raises(ValueError, match="ranking"):
         checkset.load("nope")
+
+
+def test_the_fixture_corpus_is_frozen_not_read_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trained fixture's data must not move when a dependency is added or upgraded (one
+    added package once flipped its int8 verdict): it comes from the committed snapshot, never
+    from the installed packages, and it is independent of the exporter's check set."""
+    import importlib.metadata as md
+
+    from fixtures import prose
+
+    monkeypatch.setattr(md, "distributions", lambda: iter(()))
+    prose.packages.cache_clear()
+    try:
+        pk = prose.packages()
+    finally:
+        prose.packages.cache_clear()
+    assert len(pk) >= 90 and [p.name for p in pk] == sorted(p.name for p in pk)
+    assert {prose.split_of(p.name) for p in pk} == {"train", "dev", "test"}
+    check = {p for name in checkset.SETS for _, p in checkset.load(name).pairs}
+    assert not check & {s for p in pk for s in p.passages}
