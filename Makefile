@@ -16,7 +16,8 @@ MODEL_ARGS := --model $(MODEL) --models-root $(MODELS)
 EXPORT_ARGS := $(MODEL) --models-root $(MODELS)
 endif
 
-.PHONY: install export serve test bench bench-server fuzz overload soak arm64-check lint clean
+.PHONY: install export serve test bench bench-server bench-ray bench-int8 fuzz overload soak arm64-check \
+        lint clean
 
 install: $(STAMP)
 
@@ -60,6 +61,14 @@ soak: $(STAMP)
 
 bench-server: $(STAMP)
 	$(BIN)/python -m bench.server_bench $(ARGS)
+
+# bench/README.md says what each benchmark measures and how long it takes.
+bench-ray: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[ray]'
+	$(BIN)/python -m bench.ray_bench $(ARGS)
+
+bench-int8: $(STAMP)
+	$(BIN)/python -m bench.studies.int8_fidelity $(ARGS)
 
 # int8 on emulated ARM64 CPUs (docs/edge-arm64.md): an aarch64 Python under qemu-user (needs
 # mmdebstrap and qemu-aarch64 >= 8), then each export in DIRS served under cortex-a72,

@@ -1,7 +1,8 @@
 """Side by side on the 100-chunk mixed request, in one run: the seed, one padded int8 batch, crossrank.
 
 Each contender runs in its own process (clean peak RSS, no thread interference), warm-up first,
-then the median of several rounds. Prints a table and saves JSON under bench/results/.
+then the median of several rounds. Prints a table, saves bench/results/compare-latest.{json,md}
+and appends a line to bench/results/history.jsonl.
 
     python -m bench.compare [--chunks 100] [--rounds 5]
 """
@@ -20,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.loadgen import append_history
 from bench.workload import QUERY, chunks
 from crossrank.runtime.cpu import detect_isa
 
@@ -163,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                "chunks": args.chunks, "rounds": args.rounds, "results": results,
                "sizes": {k: {str(n): v for n, v in d.items()} for k, d in sweep.items()},
                "table": table}
-    (RESULTS / f"compare-{stamp}.json").write_text(json.dumps(payload, indent=2))
-    (RESULTS / "latest.md").write_text(table + "\n")
-    print(f"\nsaved bench/results/compare-{stamp}.json")
+    (RESULTS / "compare-latest.json").write_text(json.dumps(payload, indent=2))
+    (RESULTS / "compare-latest.md").write_text(table + "\n")
+    append_history("compare", {"created": stamp, "cpu": cpu_name(), "isa": detect_isa(),
+                               "chunks": args.chunks,
+                               **{f"{k}_median_s": v["median_s"] for k, v in results.items()}})
+    print("\nsaved bench/results/compare-latest.json")
     if len(sweep["seed"]) > 1:
         plot(sweep, RESULTS / "latency-vs-size.png", f"{cpu_name()} ({detect_isa()}), "
              f"{os.cpu_count()} cores, stand-in L-12, {stamp[:8]}")

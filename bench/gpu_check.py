@@ -97,7 +97,7 @@ def measure(args: argparse.Namespace) -> int:
         ort.preload_dlls()
     from dataclasses import replace
 
-    from bench.overlap_sim import server_path
+    from bench.studies.overlap_sim import server_path
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
     from crossrank.export.corpus import TOPICS, passages_for

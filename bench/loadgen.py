@@ -145,16 +145,27 @@ def check(req: Req, status: int, payload: Any, tol: float = 1e-4) -> str | None:
 
 
 def save_results(kind: str, payload: dict[str, Any], table: str) -> Path:
-    """bench/results/<kind>-<UTC stamp>.json and <kind>-latest.md; returns the JSON's path."""
+    """bench/results/<kind>-latest.json and .md (the latest run only), and a line in
+    history.jsonl for trends; returns the JSON's path."""
     from datetime import datetime, timezone
 
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = out / f"{kind}-{stamp}.json"
-    path.write_text(json.dumps(payload, indent=2))
+    path = out / f"{kind}-latest.json"
+    path.write_text(json.dumps({"created": stamp, **payload}, indent=2))
     (out / f"{kind}-latest.md").write_text(table + "\n")
+    append_history(kind, {"created": stamp, **payload})
     return path
+
+
+def append_history(kind: str, row: dict[str, Any]) -> None:
+    """One JSON line per benchmark run in bench/results/history.jsonl: the trend the latest
+    files do not keep."""
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "history.jsonl").open("a") as f:
+        f.write(json.dumps({"benchmark": kind, **row}, default=str) + "\n")
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -6,7 +6,7 @@ int8 with a scale per row and nothing else changes. Both graphs score the export
 sets (800 pairs each), and the int8-table graph is judged against fp32 with the int8 gate's own
 measures. Writes bench/results/int8-embeddings-latest.json.
 
-    python -m bench.int8_embeddings
+    python -m bench.studies.int8_embeddings
 """
 
 from __future__ import annotations

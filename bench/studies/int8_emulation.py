@@ -1,6 +1,6 @@
 """int8 logits under AVX2 numerics, emulated, checked against a real AVX2 CPU's.
 
-    python -m bench.int8_emulation [--recipes u8u8 u8s8-reduced u8u8-smooth] [--cpu EPYC-Rome]
+    python -m bench.studies.int8_emulation [--recipes u8u8 u8s8-reduced u8u8-smooth] [--cpu EPYC-Rome]
                                    [--topics 2000:coffee ...] [--check-set 5000] [--out FILE]
 
 ONNX Runtime picks its int8 kernels by the CPU's features, and the same int8 file scores
@@ -8,9 +8,9 @@ differently on an AVX-512 VNNI CPU and on an AVX2-only one (u8u8 on the realisti
 0.43 logits apart between a Zen 4 and a Zen 3). So fidelity measured natively on a VNNI machine
 says nothing about AVX2 machines. Under `qemu-x86_64 -cpu EPYC-Rome` (Zen 2: AVX2, no AVX-512,
 no VNNI; Debian's qemu-user) ONNX Runtime takes its AVX2 kernels; this script scores the 64
-fixed pairs of ../shared/tools/int8_logits.py (the realistic fixture, `sample_pairs(64,
-seed=4242)`, one pair per run) that way for each recipe, and compares them with the logits
-written on a real Zen 3 (../shared/data/int8-logits-avx2-zen3.json) where that file has the
+fixed pairs (the realistic fixture, `sample_pairs(64, seed=4242)`, one pair per run) that way for
+each recipe, and compares them with the logits written on a real Zen 3 (AMD EPYC, family 25 model
+1; bench/studies/data/int8-logits-avx2-zen3.json) where that file has the
 recipe: agreement to float rounding means the emulation computes what the real CPU computes,
 and the other recipes' emulated figures (their error against fp32, and per-topic rankings for
 the --topics given as SEED:TOPIC, or every topic of the exporter's ranking sets with
@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.int8_recipes import WORK, prepare, recipe_isa
+from bench.studies.int8_recipes import WORK, prepare, recipe_isa
 
-ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = ROOT.parent / "shared" / "data" / "int8-logits-avx2-zen3.json"
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = Path(__file__).resolve().parent / "data" / "int8-logits-avx2-zen3.json"
 
 
 def sets(topics: list[str]) -> dict[str, list[tuple[str, str]]]:
@@ -68,7 +68,7 @@ def score(model: Path, tokenizer_file: Path, topics: list[str]) -> dict[str, lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.int8_emulation")
+    p = argparse.ArgumentParser(prog="python -m bench.studies.int8_emulation")
     p.add_argument("--recipes", nargs="+", default=["u8u8", "u8s8-reduced", "u8u8-smooth"])
     p.add_argument("--cpu", default="EPYC-Rome", help="qemu CPU model (EPYC-Rome: AVX2, no VNNI)")
     p.add_argument("--topics", nargs="*", default=[], help="SEED:TOPIC rankings to add")
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         print(f"{name}: scoring under qemu -cpu {args.cpu} ...", flush=True)
         subprocess.run(["qemu-x86_64", "-cpu", args.cpu, sys.executable, "-m",
-                        "bench.int8_emulation", "--topics", *args.topics, "--child", str(qfile),
+                        "bench.studies.int8_emulation", "--topics", *args.topics, "--child", str(qfile),
                         str(tok), str(out)], cwd=ROOT, check=True, stderr=subprocess.DEVNULL)
         got = json.loads(out.read_text())
         a, f = np.array(got["fixed64"]), np.array(ref["fixed64"])

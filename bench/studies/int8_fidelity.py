@@ -10,7 +10,7 @@ each from a lexical first stage):
 - fp32, int8 and the cascade (exact top 10) timed per request, round-robin, medians, with the
   cascade's re-scored share; and whether each cascade top 10 equals fp32's.
 
-    .venv/bin/python -m bench.int8_fidelity [--fixture trained prose-head] [--rounds 3]
+    .venv/bin/python -m bench.studies.int8_fidelity [--fixture trained prose-head] [--rounds 3]
 
 Writes bench/results/int8-fidelity-latest.json. Takes ~5-10 minutes a fixture on 2 cores.
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results" / "int8-fidelity-latest.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "int8-fidelity-latest.json"
 
 
 def checkpoint(name: str, root: Path) -> Path:

@@ -12,7 +12,7 @@ never saw, 100 candidates each). Per configuration:
   squares, so the shares of the nodes sum to ~1 when they are independent);
 - max_abs: the largest |int8 - fp32| in logits.
 
-    .venv/bin/python -m bench.int8_layers [--fixture trained prose-head] [--requests 8]
+    .venv/bin/python -m bench.studies.int8_layers [--fixture trained prose-head] [--requests 8]
 
 Writes bench/results/int8-layers-latest.json. ~7 minutes a 6-layer fixture on 2 cores.
 """
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger("int8_layers")
-RESULTS = Path(__file__).resolve().parent / "results" / "int8-layers-latest.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "int8-layers-latest.json"
 
 
 def error_figures(ref: np.ndarray, got: np.ndarray, groups: np.ndarray,

@@ -1,8 +1,7 @@
 """int8 recipes side by side on the realistic fixture: fidelity against fp32 and speed.
 
-    python -m bench.int8_recipes [--recipes u8s8 u8s8-smooth u8u8 u8u8-smooth u8s8-reduced
-                                  s8s8-qdq-static u8s8-qdq-static-unfused-smooth
-                                  u8s8-reduced+search] [--emulate CPU]
+    python -m bench.studies.int8_recipes [--recipes u8s8 u8s8-smooth u8u8 u8u8-smooth
+                                          u8s8-reduced u8s8-reduced+search] [--emulate CPU]
 
 Builds the realistic fixture (the real MiniLM encoder with a fitted head) and its fp32 export
 once, quantizes it with each recipe, and scores 8 queries x 100 passages (the tests' evaluation
@@ -12,13 +11,6 @@ taken (median of three passes). `--emulate EPYC-Rome` runs the int8 scoring unde
 AVX-512, no VNNI) as on a Zen 2/3 CPU, so the fidelity is that of AVX2 machines; emulated times
 mean nothing (one pass).
 
-Besides the exporter's dynamic recipes, `s8s8-qdq-static` is the static candidate: int8
-activations and weights in QDQ form, per-channel weights, activation ranges calibrated (min/max)
-on passages the evaluation never sees (seed 7000). The fused Attention has no QDQ form, so only
-the MatMuls outside it are quantized; `-unfused` splits the attention first so that its QKV
-projection is quantized too, `u8s8-` takes uint8 asymmetric activations, `-smooth` applies the
-exporter's outlier smoothing first (see `static_recipe`). Measured here only; the exporter does
-not offer them.
 A name ending in `+search` runs the exporter's own mixed-precision search on that recipe (its
 check, on its ranking set, seed 5000) and evaluates what the search settles on; the trail is
 saved with the row.
@@ -37,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "models" / ".int8-recipes"
 
 
@@ -72,7 +64,7 @@ def evaluate(model_dir: Path, model_file: Path, variant: str, repeats: int = 3) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.int8_recipes")
+    p = argparse.ArgumentParser(prog="python -m bench.studies.int8_recipes")
     p.add_argument("--recipes", nargs="+",
                    default=["u8s8", "u8s8-smooth", "u8u8", "u8u8-smooth", "u8s8-reduced"])
     p.add_argument("--emulate", help="a qemu CPU model (EPYC-Rome: AVX2 without VNNI)")
@@ -88,11 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     from crossrank.runtime.cpu import detect_isa
     from crossrank.runtime.scores import spearman
 
-    unknown = [n for n in args.recipes
-               if n not in STATIC and n.removesuffix(SEARCH) not in quantize.RECIPES]
+    unknown = [n for n in args.recipes if n.removesuffix(SEARCH) not in quantize.RECIPES]
     if unknown:
-        p.error(f"unknown recipe {', '.join(unknown)}; known: {', '.join(quantize.RECIPES)}, "
-                f"{', '.join(STATIC)} (a dynamic recipe may end in {SEARCH})")
+        p.error(f"unknown recipe {', '.join(unknown)}; known: {', '.join(quantize.RECIPES)} "
+                f"(each may end in {SEARCH})")
     fp32_dir = prepare()
     ref = evaluate(fp32_dir, fp32_dir / "model.onnx", "fp32")
     where = f"emulated {args.emulate}" if args.emulate else f"this CPU ({detect_isa()})"
@@ -101,16 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.recipes:
         qfile = WORK / f"{name}.onnx"
         trail: list[dict[str, Any]] | None = None
-        if name in STATIC:
-            static_recipe(fp32_dir, name, qfile)
-        elif name.endswith(SEARCH):
+        if name.endswith(SEARCH):
             trail = quantize_with_search(fp32_dir, name.removesuffix(SEARCH), qfile)
         else:
             quantize.quantize(fp32_dir / "model.onnx", qfile, recipe_isa(name),
                               quantize.RECIPES[name])
         result = WORK / f"{name}-{args.emulate or 'native'}.json"
-        cmd = [sys.executable, "-m", "bench.int8_recipes", "--child", str(fp32_dir), str(qfile),
-               str(result), "1" if args.emulate else "3"]  # emulated times mean nothing
+        cmd = [sys.executable, "-m", "bench.studies.int8_recipes", "--child", str(fp32_dir),
+               str(qfile), str(result), "1" if args.emulate else "3"]  # emulated times mean nothing
         if args.emulate:
             if shutil.which("qemu-x86_64") is None:
                 print("qemu-x86_64 is not installed (apt-get install qemu-user)", file=sys.stderr)
@@ -153,116 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({**before, "rows": kept + rows}, indent=2))
     print(f"saved {out}")
     return 0
-
-
-STATIC = tuple(f"{a}-qdq-static{u}{m}" for a in ("s8s8", "u8s8") for u in ("", "-unfused")
-               for m in ("", "-smooth"))
-
-
-def static_recipe(fp32_dir: Path, name: str, dst: Path) -> None:
-    """A static recipe by name: `s8s8` or `u8s8` (activations x weights), `-unfused` to quantize
-    the attention's QKV projection too (bench.int8_static.unfuse_attention), `-smooth` for the
-    exporter's outlier smoothing of the fp32 model first."""
-    from bench.int8_static import unfuse_attention
-    from crossrank.export import quantize
-
-    src = fp32_dir / "model.onnx"
-    work = dst.with_name(dst.stem + ".work")
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        if name.endswith("-smooth"):
-            quantize.smooth_all_roles(src, work / "smoothed.onnx", quantize.SMOOTH_ALPHA,
-                                      fp32_dir / "tokenizer.json")
-            src = work / "smoothed.onnx"
-        if "-unfused" in name:
-            unfuse_attention(src, work / "unfused.onnx")
-            src = work / "unfused.onnx"
-        quantize_static_qdq(fp32_dir, dst, src=src, activations=name[:2])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def quantize_static_qdq(fp32_dir: Path, dst: Path, src: Path | None = None,
-                        activations: str = "s8") -> None:
-    """Static QDQ int8 with min/max calibration on held-out passages (seed 7000, 8 topics x 16),
-    of src (default: the fp32 export's model.onnx): per-channel int8 weights, activations int8
-    symmetric ("s8") or uint8 asymmetric ("u8", the operand VNNI's u8 x s8 product takes).
-
-    The quantizer puts a QuantizeLinear/DequantizeLinear pair on an activation only when ONNX
-    shape inference knows that tensor's type, and ONNX's inference stops at ONNX Runtime's fused
-    operators (SkipLayerNormalization and the like): without the symbolic inference run first,
-    every activation stays fp32 and the file is weight-only int8. Refused when that happens."""
-    import tempfile
-
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from tokenizers import Tokenizer
-
-    from crossrank.export.corpus import TOPICS, passages_for
-
-    tok = Tokenizer.from_file(str(fp32_dir / "tokenizer.json"))
-    tok.enable_truncation(512)
-    tok.enable_padding()
-    batches = []
-    for topic in TOPICS:
-        q, passages = passages_for(topic, 16, seed=7000)
-        enc = tok.encode_batch([(q, p) for p in passages])
-        batches.append({
-            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
-        })
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.it = iter(batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.it, None)
-
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-    with tempfile.TemporaryDirectory() as tmp:
-        typed = Path(tmp) / "typed.onnx"
-        onnx.save(SymbolicShapeInference.infer_shapes(onnx.load(str(src or fp32_dir / "model.onnx")),
-                                                      auto_merge=True), str(typed))
-        quantize_static(
-            str(typed), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8 if activations == "s8" else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, per_channel=True,
-            op_types_to_quantize=["MatMul"], calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": activations == "s8", "MatMulConstBOnly": True,
-                           "OpTypesToExcludeOutputQuantization": ["MatMul"]},
-        )
-    model = onnx.load(str(dst))
-    if not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
-        raise RuntimeError(f"{dst}: no activation was quantized (weight-only int8)")
-    _bypass_fake_quant(model.graph)
-    onnx.save(model, str(dst))
-
-
-def _bypass_fake_quant(graph: Any) -> None:
-    """Give every consumer of a quantized activation that is not a MatMul (the residual input of
-    the next SkipLayerNormalization) the fp32 tensor back. The quantizer hands them the
-    dequantized copy, which rounds the residual to int8 as well and, with two consumers on one
-    DequantizeLinear, keeps ONNX Runtime from fusing the MatMul into an integer kernel."""
-    producer = {o: n for n in graph.node for o in n.output}
-    original = {}
-    for n in graph.node:
-        q = producer.get(n.input[0]) if n.op_type == "DequantizeLinear" else None
-        if q is not None and q.op_type == "QuantizeLinear":
-            original[n.output[0]] = q.input[0]
-    for n in graph.node:
-        if n.op_type != "MatMul":
-            for k, name in enumerate(n.input):
-                if name in original:
-                    n.input[k] = original[name]
 
 
 SEARCH = "+search"

@@ -1,6 +1,6 @@
 """How much tokenization the CUDA pipelines hide, measured on any machine with a simulated GPU.
 
-    python -m bench.overlap_sim [--chunks 2000 100] [--ratio 1.6] [--rounds 5]
+    python -m bench.studies.overlap_sim [--chunks 2000 100] [--ratio 1.6] [--rounds 5]
 
 The GPU is replaced by a device that takes rows x width / rate seconds per batch and holds no
 CPU or GIL while it "runs" (it sleeps, as a thread waiting in ONNX Runtime's CUDA run does). The
@@ -39,7 +39,7 @@ from crossrank.runtime.service import ScoreRequest, Service
 from crossrank.runtime.session import usable_cores
 from crossrank.runtime.tokenization import PairTokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class SimulatedDevice:

@@ -1,6 +1,6 @@
 """Where the CPU time of a large request goes before the model runs: tokenizing and padding.
 
-    python -m bench.tokenize_profile [--tokenizer PATH] [--chunks 2000 100] [--rounds 7]
+    python -m bench.studies.tokenize_profile [--tokenizer PATH] [--chunks 2000 100] [--rounds 7]
 
 Side by side in one run, on fresh texts each round (no tokenizer cache sees a text twice): the
 library's pair encoding (every pair tokenized with its query), crossrank's fast path (query once,
@@ -25,7 +25,7 @@ from crossrank.runtime.tokenization import PairTokenizer
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.tokenize_profile")
+    p = argparse.ArgumentParser(prog="python -m bench.studies.tokenize_profile")
     p.add_argument("--tokenizer", default="models/stand-in-L-12/tokenizer.json")
     p.add_argument("--chunks", type=int, nargs="+", default=[2000, 100])
     p.add_argument("--rounds", type=int, default=7)

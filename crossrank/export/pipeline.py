@@ -476,7 +476,7 @@ def _mixed_precision(staging: Path, recipe: dict[str, Any], check: _Int8Check,
 
     Every node (a layer's fused attention, attention output, feed-forward in or out) is ranked
     by the error it adds alone in int8 (check.quick; squares of independent errors add, so the
-    ranking apportions int8's error: bench/int8_layers.py found one layer's feed-forward output
+    ranking apportions int8's error: bench/studies/int8_layers.py found one layer's feed-forward output
     carrying 81% of it on the trained fixture). Then the smallest m for which the m most harmful
     nodes kept in fp32 pass is found by bisection, taking that more nodes in fp32 never hurt:
     m = 0 is the full int8, which failed; the largest m allowed (MAX_FP32_WEIGHT_SHARE) is

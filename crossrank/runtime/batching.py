@@ -78,7 +78,7 @@ def slices_by_size(sizes: Sequence[int] | np.ndarray, parts: int) -> list[np.nda
     run starts the device early, equal runs after it keep each run's tokenizing shorter than the
     device's work on the run before, and runs of similar lengths plan into batches as tightly as
     the whole request would (the plan sorts by length anyway). Character counts are a good
-    enough size before tokenizing (bench/overlap_sim.py measured these choices).
+    enough size before tokenizing (bench/studies/overlap_sim.py measured these choices).
     """
     w = np.asarray(sizes, dtype=np.int64)
     order = np.argsort(w, kind="stable")

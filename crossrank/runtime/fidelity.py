@@ -140,7 +140,7 @@ def rms_error_over_spread(ref: np.ndarray, got: np.ndarray, groups: Sequence[int
                           scales: Mapping[int, Scale] | None = None) -> float:
     """Root-mean-square of (lossy - fp32) / (the request's fp32 std) over all pairs: the error's
     size, scale-free. Squares of independent errors add, so it apportions error between sources
-    (the mixed-precision search, bench/int8_layers.py)."""
+    (the mixed-precision search, bench/studies/int8_layers.py)."""
     ref = np.asarray(ref, dtype=np.float64)
     diff = np.asarray(got, dtype=np.float64) - ref
     g = np.asarray(groups)
