@@ -197,7 +197,7 @@ def test_mixed_precision_keeps_the_harmful_nodes_in_fp32(tiny_dir: Path, tmp_pat
             # quantized nodes become DynamicQuantizeMatMul / QAttention named after the original
             return {f for f in every for n in graph.node
                     if n.op_type not in ("MatMul", "Mul", "Attention")  # Mul: the smoothing
-                    and n.name.startswith(f)}
+                    and n.name.startswith(f) and "_per_token" not in n.name}
 
         def quick(self) -> float:
             return sum(1.0 if f in bad_nodes else 0.1 if f in ffn_out else 0.01
@@ -212,7 +212,7 @@ def test_mixed_precision_keeps_the_harmful_nodes_in_fp32(tiny_dir: Path, tmp_pat
                     "rms_error_over_spread": 0.3 if bad else rms}
 
     recipe = quantize.quantize(staging / "model.onnx", staging / "model_int8.onnx", "avx2")
-    assert recipe["name"] == "u8u8-smooth" and recipe["fp32_nodes"] == []
+    assert recipe["name"] == "u8u8-smooth-pertoken" and recipe["fp32_nodes"] == []
     assert Check().in_int8() == set(every)  # the head's Gemms are not among them: fp32
     found = pipeline._mixed_precision(staging, recipe, Check())  # type: ignore[arg-type]
     kept = set(ffn_out) if hair else set(bad_nodes)
@@ -301,11 +301,12 @@ def test_a_model_with_a_short_position_table_exports_int8(tmp_path: Path) -> Non
 def test_int8_recipe_per_cpu_class() -> None:
     from crossrank.export.quantize import recipe_for
 
-    assert recipe_for("avx512_vnni").name == "u8s8-smooth"
-    assert recipe_for("arm64").name == "u8s8-smooth"
+    assert recipe_for("avx512_vnni").name == "u8s8-smooth-pertoken"
+    assert recipe_for("arm64").name == "u8s8-smooth-pertoken"
     avx2 = recipe_for("avx2")
     assert avx2.weights == "uint8" and not avx2.reduce_range  # no int16 saturation, 8-bit weights
-    assert all(recipe_for(isa).smooth_alpha == 0.85 for isa in ("avx512_vnni", "avx2", "arm64"))
+    assert all(recipe_for(isa).smooth_alpha == 0.5 for isa in ("avx512_vnni", "avx2", "arm64"))
+    assert all(recipe_for(isa).per_token == ("ffn-out",) for isa in ("avx512_vnni", "avx2", "arm64"))
     with pytest.raises(ExportError):
         recipe_for("sse2")
 
@@ -323,7 +324,7 @@ def test_activation_read_like_sentence_transformers() -> None:
 def test_isa_detection_and_override(tmp_path: Path, tiny_dir: Path) -> None:
     assert detect_isa() in ("avx512_vnni", "avx2", "arm64")
     recipe = quantize(tiny_dir / "model.onnx", tmp_path / "q.onnx", "avx2")
-    assert recipe["name"] == "u8u8-smooth" and recipe["reduce_range"] is False
+    assert recipe["name"] == "u8u8-smooth-pertoken" and recipe["reduce_range"] is False
     assert recipe["isa"] == "avx2" and recipe["weights"] == "uint8"
     with pytest.raises(ExportError):
         quantize(tiny_dir / "model.onnx", tmp_path / "q2.onnx", "sse2")

@@ -67,3 +67,62 @@ def test_smoothing_without_a_tokenizer_is_a_clear_error(tiny_dir: Path, tmp_path
     shutil.copy(tiny_dir / "model.onnx", tmp_path / "model.onnx")
     with pytest.raises(ExportError, match="tokenizer"):
         quantize.quantize(tmp_path / "model.onnx", tmp_path / "q.onnx", "avx2")
+
+
+def _one_matmul(w: np.ndarray, path: Path, opset: int = 17) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, w.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, w.shape[1]])],
+        [numpy_helper.from_array(w.astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]),
+              str(path))
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_per_token_ranges_keep_the_function_and_spare_the_ordinary_tokens(
+        opset: int, tmp_path: Path) -> None:
+    """A few tokens tens of times larger than the rest set dynamic int8's one range per tensor;
+    with a range per token the other tokens' error falls, and the fp32 function is unchanged."""
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(64, 24))
+    x = rng.normal(size=(1, 40, 64)).astype(np.float32)
+    x[0, [0, 17]] *= 40.0  # two outlier tokens, as [CLS] and [SEP] after GELU
+    _one_matmul(w, tmp_path / "f.onnx", opset)
+    shutil.copy(tmp_path / "f.onnx", tmp_path / "t.onnx")
+    assert smooth.per_token_scales(tmp_path / "t.onnx", ["mm"]) == 1
+
+    def run(f: str) -> np.ndarray:
+        sess = ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"])
+        out: np.ndarray = np.asarray(sess.run(None, {"x": x})[0])[0]
+        return out
+
+    exact = (x[0].astype(np.float64) @ w)
+    assert np.abs(run("t.onnx") - exact).max() < 1e-4 * np.abs(exact).max()
+    for f in ("f", "t"):
+        quantize._quantize_dynamic(tmp_path / f"{f}.onnx", tmp_path / f"{f}q.onnx",
+                                   RECIPES["u8s8"], ["mm"])
+    ordinary = np.ones(40, bool)
+    ordinary[[0, 17]] = False
+    plain = np.abs(run("fq.onnx") - exact)[ordinary].mean()
+    per_token = np.abs(run("tq.onnx") - exact)[ordinary].mean()
+    assert per_token < plain / 5
+
+
+def test_a_per_token_recipe_records_its_nodes_and_leaves_the_source_alone(
+        tiny_dir: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    src = tmp_path / "model.onnx"
+    shutil.copy(tiny_dir / "model.onnx", src)
+    before = src.read_bytes()
+    bare = dataclasses.replace(RECIPES["u8s8"], name="u8s8-pertoken", per_token=("ffn-out",))
+    rec = quantize.quantize(src, tmp_path / "q.onnx", "avx512_vnni", bare)
+    layers = len(matmul_roles(src)["ffn-out"])
+    assert rec["per_token_ranges"] == {"roles": ["ffn-out"], "nodes": layers}
+    assert src.read_bytes() == before  # the rewrite went to a scratch copy, now removed
+    assert not list(tmp_path.glob("*.smoothed.onnx"))
+    assert quantize.quantize(src, tmp_path / "p.onnx", "avx512_vnni",
+                             RECIPES["u8s8"])["per_token_ranges"] is None
