@@ -16,7 +16,7 @@ Recipes ending in `-smooth` first move activation outliers into the weights (smo
 "int8 recipes" has the figures per CPU class). Recipes ending in `-pertoken` (the defaults) also
 give the feed-forward outputs' activations one range per token (smooth.per_token_scales), with
 smoothing at alpha 0.5: on the trained fixture's unseen requests the error fell from 0.21 to
-0.06 x std for ~6% of int8's speed (docs/int8.md).
+0.06 x std for ~7% of int8's speed (docs/int8.md).
 """
 
 from __future__ import annotations
@@ -200,8 +200,8 @@ def smooth_all_roles(src: Path, dst: Path, alpha: float, tokenizer_file: Path,
 
 class Quantizer:
     """One fp32 model quantized as often as a mixed-precision search asks, with different nodes
-    kept in fp32: the smoothing (its calibration run is most of a quantization's time) runs
-    once, into a file beside the output that close() removes."""
+    kept in fp32: the smoothing (its calibration run is most of a quantization's time) and the
+    per-token rewrite run once, into a file beside the output that close() removes."""
 
     def __init__(self, src: Path, dst: Path, isa: str, recipe: Recipe | None = None,
                  tokenizer_file: Path | None = None, max_length: int = 512) -> None:
@@ -209,22 +209,23 @@ class Quantizer:
         self.recipe = recipe or recipe_for(isa)
         self.smoothing: dict[str, Any] | None = None
         self.src = src
-        self._smoothed = dst.with_name(dst.stem + ".smoothed.onnx")
+        self._work = dst.with_name(dst.stem + ".smoothed.onnx")
         self.per_token: dict[str, Any] | None = None
         try:
             if self.recipe.smooth_alpha is not None:
                 self.smoothing = smooth_all_roles(
-                    src, self._smoothed, self.recipe.smooth_alpha,
+                    src, self._work, self.recipe.smooth_alpha,
                     tokenizer_file or src.parent / "tokenizer.json", max_length)
-                self.src = self._smoothed
-            # named before the per-token rewrite, whose extra nodes the role finder would cross
-            self._quantizable = quantizable_nodes(self.src)
+                self.src = self._work
+            # roles named before the per-token rewrite, whose extra nodes the role finder would
+            # cross; node names survive it
             roles = matmul_roles(self.src)
+            self._quantizable = quantizable_nodes(self.src, roles)
             chosen = [n for role in self.recipe.per_token for n in roles.get(role, [])]
             if chosen:
                 if self.src == src:  # the rewrite is in place: never on the caller's file
-                    onnxfile.copy(src, self._smoothed)
-                    self.src = self._smoothed
+                    onnxfile.copy(src, self._work)
+                    self.src = self._work
                 self.per_token = {"roles": list(self.recipe.per_token),
                                   "nodes": smooth.per_token_scales(self.src, chosen)}
         except BaseException:
@@ -245,7 +246,7 @@ class Quantizer:
                 "per_token_ranges": self.per_token, "embedding": embedding}
 
     def close(self) -> None:
-        onnxfile.remove(self._smoothed)
+        onnxfile.remove(self._work)
 
     def __enter__(self) -> Quantizer:
         return self
@@ -321,14 +322,17 @@ def quantize_embeddings(model_file: Path) -> dict[str, Any] | None:
     return None
 
 
-def quantizable_nodes(model_file: Path) -> list[str]:
+def quantizable_nodes(model_file: Path,
+                      roles: dict[str, list[str]] | None = None) -> list[str]:
     """The nodes int8 quantizes: the encoder layers' roles (matmul_roles), in graph order. The
     head (the pooler and classifier: Gemm nodes, or a MatMul after pooling, on one vector per
     pair) stays fp32: int8 would save nothing there, and on the prose-head fixture its error
-    alone was 7% of int8's (bench/studies/int8_layers.py)."""
+    alone was 7% of int8's (bench/studies/int8_layers.py). roles: matmul_roles(model_file),
+    where the caller has it already."""
     import onnx
 
-    chosen = {n for ns in matmul_roles(model_file).values() for n in ns}
+    found = matmul_roles(model_file) if roles is None else roles
+    chosen = {n for ns in found.values() for n in ns}
     graph = onnx.load(str(model_file), load_external_data=False).graph
     return [n.name for n in graph.node if n.name in chosen]
 
