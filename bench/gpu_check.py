@@ -95,13 +95,14 @@ def measure(args: argparse.Namespace) -> int:
     gpu = "cpu" if args.cpu_dry_run else "cuda"
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
+    import functools
     from dataclasses import replace
 
     from bench.studies.overlap_sim import server_path
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
     from crossrank.export.corpus import TOPICS, passages_for
-    from crossrank.runtime import batching
+    from crossrank.runtime import batching, loader
     from crossrank.runtime.scorer import Scorer
     from crossrank.runtime.scores import spearman
 
@@ -142,7 +143,7 @@ def measure(args: argparse.Namespace) -> int:
             speed.append(row(n, tokens, "model only (pre-padded)", mo, budget=budget))
         default = s.policy.slices
         for k in (1, 2, 4, 6, 8):  # how many parts a request is tokenized in (1: no overlap)
-            sk = s.derive(policy=replace(s.policy, slices=k))
+            sk = Scorer(loader.reload(s.runtime, policy=functools.partial(replace, slices=k)))
             med = median_seconds(sk.score, QUERY, docs, rounds=rounds)
             speed.append(row(n, tokens, "crossrank fp16 end to end", med, slices=k))
             sk.close()

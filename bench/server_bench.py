@@ -112,7 +112,7 @@ def while_busy(base: str, n: int = 30) -> dict[str, float]:
 def tiny_model() -> Path:
     """The 2-layer model's fp32 export, built offline once and reused."""
     from crossrank.export.pipeline import Options, run
-    from crossrank.export.standin import build_tiny
+    from fixtures.tiny import build_tiny
 
     ckpt = ROOT / "models" / ".tiny-checkpoint"
     if not (ckpt / "config.json").is_file():

@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 
 from bench.workload import QUERY, chunks, with_overlong
-from crossrank.runtime.options import ScoreOptions
+from crossrank.runtime.options import DEFAULT_WINDOWS, ScoreOptions, ScoreRequest
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.service import ScoreRequest
 from crossrank.runtime.windows import Windows
 
 
@@ -44,8 +43,10 @@ def test_overflow_cost(benchmark: Any, scorer: Scorer, overflow: str) -> None:
     options = ScoreOptions(overflow=overflow)
     benchmark.pedantic(lambda: scorer.score_request(ScoreRequest(QUERY, docs, options)),
                        rounds=3, warmup_rounds=1)
-    enc = (scorer.tokenizer.encode(QUERY, docs) if overflow == "truncate" else
-           Windows(scorer.tokenizer).encode(QUERY, docs))
+    tok = scorer.tokenizer
+    enc = tok.encode(QUERY, docs)
+    if overflow == "split":
+        enc = Windows(tok.library, tok.max_length, DEFAULT_WINDOWS).encode(QUERY, docs, enc)
     benchmark.extra_info["rows"] = enc.n_rows
     benchmark.extra_info["tokens"] = int(enc.lengths.sum())
     print(f"\n{overflow}: {enc.n_rows} rows, {int(enc.lengths.sum())} tokens, "

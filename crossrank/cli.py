@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank import __version__
+from crossrank.runtime.choices import ACTIVATIONS, OVERFLOW_MODES
 
 log = logging.getLogger("crossrank.cli")
 
@@ -135,14 +136,14 @@ def _serve(args: argparse.Namespace) -> int:
     model_dir = Path(s.resolved_model_dir(args.stand_in))
     if not s.model_dir and not (model_dir / "manifest.json").is_file():
         _export_for_serving(s.model, s.models_root, args.stand_in, model_dir)
-    from crossrank.runtime import serving
+    from crossrank.runtime import loader
 
-    built = serving.build(s, model_dir=model_dir)
+    runtime = loader.load(s.runtime_config(model_dir))
     if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_key:
         log.warning("listening on %s without an API key: anyone who can reach it can use it",
                     s.host)
     log.info("listening on http://%s:%d", s.host, s.port)
-    serve(built, s, sock)
+    serve(runtime, s, sock)
     return 0
 
 
@@ -253,9 +254,10 @@ def _score_parser(sub: Any) -> None:
     _add_model_args(p)
     p.add_argument("--query", help="the query; the input then holds only the chunks")
     p.add_argument("--top-k", type=int, help="keep the best K")
-    p.add_argument("--activation", default="model", choices=("model", "identity", "sigmoid"),
+    p.add_argument("--activation", default="model", choices=ACTIVATIONS,
                    help="model: the model's own (raw logits for ms-marco); identity; sigmoid")
-    p.add_argument("--overflow", default="truncate", help="truncate | split (long chunks)")
+    p.add_argument("--overflow", default="truncate", choices=OVERFLOW_MODES,
+                   help="long chunks: truncate or split into windows")
     p.add_argument("--with-text", action="store_true",
                    help="answer objects {index, score, text} instead of [index, score] pairs")
     p.add_argument("--variant", default="auto")
@@ -324,10 +326,9 @@ def _score(args: argparse.Namespace) -> int:
         raise UsageError("--top-k must be positive")
     text = sys.stdin.read() if args.input == "-" else _read_file(args.input)
     requests, lines = _read_requests(text, args.query)
-    from crossrank.runtime.options import ScoreOptions
+    from crossrank.runtime.options import ScoreOptions, ScoreRequest
     from crossrank.runtime.scorer import Scorer
     from crossrank.runtime.scores import rank
-    from crossrank.runtime.service import ScoreRequest
 
     options = ScoreOptions(overflow=args.overflow)
     with Scorer.from_dir(_model_dir(args), variant=args.variant,
@@ -372,18 +373,23 @@ def _int8_check(md: Any) -> dict[str, Any]:
     verified int8 scores, or else does its own int8 pass the export's gate?"""
     from dataclasses import asdict
 
-    from crossrank.runtime import selfcheck
-    from crossrank.runtime.scorer import Scorer
+    from crossrank.runtime import loader, selfcheck
+    from crossrank.runtime.config import RuntimeConfig
 
     record = md.int8_self_check()
     if not record:
         return asdict(selfcheck.Int8Check(status="unavailable"))
-    with Scorer.from_dir(md.path, variant="int8", provider="cpu", int8_check=False) as s:
-        return asdict(s.self_check(md))
+    rt = loader.load(RuntimeConfig(model_dir=str(md.path), variant="int8", provider="cpu",
+                                   int8_check=False))
+    try:
+        return asdict(loader.self_check(rt, md))
+    finally:
+        rt.close()
 
 
 def _info(args: argparse.Namespace) -> int:
     from crossrank.runtime import cpu, modeldir
+    from crossrank.runtime.loader import judged
 
     args.model_dir = args.model_dir or None
     md = modeldir.load(_model_dir(args))
@@ -433,24 +439,16 @@ def _info(args: argparse.Namespace) -> int:
     if checked:
         check = summary["int8_check"]
         when = "cached" if check.get("cached") else f"{check['seconds']:.2f}s"
-        j = check.get("judgement") or {}
         if check["status"] == "passed" and check.get("how") == "judged":
-            print(f"  int8 check  passed on this CPU's own int8 ({when}): its kernels differ "
-                  f"from the exporting CPU's (max |diff| {check['max_abs_diff']:.2g}), and it "
-                  f"passes the export's gate on {j.get('requests')} check requests: clear "
-                  f"misses {j.get('clear_misses')}, worst graded NDCG@10 "
-                  f"{j.get('worst_graded_ndcg', 0):.4f}; cascade bound here "
-                  f"{check.get('error_bound')}")
+            print(f"  int8 check  passed on this CPU's own int8 ({when}): {judged(check)}; "
+                  f"cascade bound here {check.get('error_bound')}")
         elif check["status"] == "passed":
             print(f"  int8 check  passed on this CPU: {check['pairs']} pairs reproduce the "
                   f"verified int8 scores to {check['max_abs_diff']:.2g} (tolerance "
                   f"{check['tolerance']:.2g}, {when})")
         elif check["status"] == "failed" and check.get("how") == "judged":
-            print(f"  int8 check  FAILED on this CPU ({when}): its int8 fails the export's "
-                  f"gate on {j.get('requests')} check requests (clear misses "
-                  f"{j.get('clear_misses')}, worst graded NDCG@10 "
-                  f"{j.get('worst_graded_ndcg', 0):.4f}); `crossrank serve` will serve fp32 "
-                  f"here (or int8 behind --cascade K)")
+            print(f"  int8 check  FAILED on this CPU ({when}): its int8 {judged(check)}; "
+                  f"`crossrank serve` will serve fp32 here (or int8 behind --cascade K)")
         elif check["status"] == "failed":
             print(f"  int8 check  FAILED on this CPU: int8 scores differ from the verified ones "
                   f"by up to {check['max_abs_diff']:.3g} (tolerance {check['tolerance']:.2g}); "

@@ -85,7 +85,7 @@ class RayServeConfig:
 
 def _typed(name: str, raw: Any, kind: type) -> Any:
     if kind is bool:
-        return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
+        return settings_mod.switch(raw, name)
     try:
         return kind(raw)
     except (TypeError, ValueError) as exc:
@@ -141,10 +141,11 @@ def deployment(cfg: RayServeConfig) -> Any:
 
     def asgi_app() -> Any:
         # Runs in each replica's process: the one engine, the same app as `crossrank serve`.
-        from crossrank.runtime import serving
+        from crossrank.runtime import loader
         from crossrank.runtime.server import create_app
 
-        return _NamedReplica(create_app(serving.build(settings), settings), _replica_name())
+        runtime = loader.load(settings.runtime_config())
+        return _NamedReplica(create_app(runtime, settings), _replica_name())
 
     class Crossrank:
         """One replica: the ASGI app above (serve.ingress) plus what Ray asks of it."""
@@ -152,7 +153,7 @@ def deployment(cfg: RayServeConfig) -> Any:
         def record_autoscaling_stats(self) -> dict[str, float]:
             app = getattr(self, "app", None)
             state = getattr(getattr(app, "inner", None), "state", None)
-            queued = state.crossrank.scorer.engine.queued_tokens if state is not None else 0
+            queued = state.crossrank.runtime.engine.queued_tokens if state is not None else 0
             return {"queued_tokens": float(queued)}
 
     return serve.deployment(**options)(serve.ingress(asgi_app)(Crossrank))

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from crossrank.export.pipeline import Options, run
-from crossrank.export.standin import build_tiny
 from fixtures import reranker
+from fixtures.tiny import build_tiny
+from tests.fake import fake_dir
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,6 +28,12 @@ def _int8_verdict_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         os.environ.pop("CROSSRANK_CACHE_DIR", None)
     else:
         os.environ["CROSSRANK_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def fake_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory for the fake runner (tests/fake.py): no torch, no ONNX."""
+    return fake_dir(tmp_path_factory.mktemp("fake") / "model")
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from crossrank.runtime import batching
+from crossrank.runtime import batching, loader
 from crossrank.runtime.engine import Runner
-from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.server import bind, serve
 from crossrank.runtime.settings import Settings
 
@@ -40,8 +40,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     settings = Settings(model_dir=model_dir, port=port, graceful_shutdown_s=float(grace))
     sock = bind(settings.host, settings.port)
-    base = Scorer.from_dir(model_dir, variant="fp32")
-    serve(base.derive(session=FileGatedSession(base.engine.session, gate)), settings, sock)
+    runtime = loader.load(replace(settings.runtime_config(), variant="fp32"),
+                          runner=lambda open_session: FileGatedSession(open_session(), gate))
+    serve(runtime, settings, sock)
 
 
 if __name__ == "__main__":

@@ -12,18 +12,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from crossrank.runtime import batching
+from crossrank.runtime import batching, loader
 from crossrank.runtime.engine import Runner
-from crossrank.runtime.profiles import PROFILES
+from crossrank.runtime.options import WindowLimits
+from crossrank.runtime.profiles import PROFILES, BatchPolicy
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.settings import Settings, add_arguments, from_namespace
+from crossrank.runtime.tokenization import PairTokenizer
+from crossrank.runtime.windows import Windows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,16 +59,47 @@ class GatedSession:
         return self.inner.run(batch)
 
 
-def gated(scorer: Scorer, **kwargs: Any) -> tuple[Scorer, GatedSession]:
-    """A scorer on the same model whose batches go through a GatedSession."""
-    session = GatedSession(scorer.engine.session, **kwargs)
-    return scorer.derive(session=session), session
+def reloaded(scorer: Scorer, *, runner: loader.RunnerSeam | None = None,
+             policy: BatchPolicy | None = None, **config: Any) -> Scorer:
+    """The scorer's model loaded again (its own engine and service) with some of its
+    configuration changed, a runner seam, or this batch policy; the seams the scorer was loaded
+    with carry over unless replaced."""
+    return Scorer(loader.reload(scorer.runtime, runner=runner,
+                                policy=None if policy is None else (lambda _: policy), **config))
+
+
+def gated(scorer: Scorer, *, gated: bool = True, fail: Iterable[int] = (),
+          **config: Any) -> tuple[Scorer, GatedSession]:
+    """A scorer on the same model (configuration changes applied) whose batches go through a
+    GatedSession."""
+    made: list[GatedSession] = []
+
+    def runner(open_session: Callable[[], Runner]) -> Runner:
+        made.append(GatedSession(open_session(), gated=gated, fail=fail))
+        return made[-1]
+
+    held = reloaded(scorer, runner=runner, **config)
+    return held, made[-1]
 
 
 def cuda_like(scorer: Scorer, slices: int = 4) -> Scorer:
     """The CUDA profile's pipeline and shape rounding, on this CPU session, with small batches."""
-    policy = replace(PROFILES["cuda"].batch, token_budget=2048, max_rows=16, slices=slices)
-    return scorer.derive(policy=policy)
+    return reloaded(scorer, policy=replace(PROFILES["cuda"].batch, token_budget=2048,
+                                           max_rows=16, slices=slices))
+
+
+def app_for(scorer: Scorer, settings: Settings | None = None) -> Any:
+    """The HTTP app on the scorer's runtime with these settings' HTTP fields (the runtime's own
+    fields, such as window limits or the queue bound, are the scorer's: see `reloaded`)."""
+    from crossrank.runtime.config import RuntimeConfig
+    from crossrank.runtime.server import create_app
+
+    settings = settings or Settings()
+    runtime_fields = {f.name for f in fields(RuntimeConfig)}
+    changed = [f.name for f in fields(Settings) if f.name in runtime_fields
+               and getattr(settings, f.name) != getattr(Settings(), f.name)]
+    assert not changed, f"runtime fields belong to the scorer (helpers.reloaded): {changed}"
+    return create_app(scorer.runtime, settings)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
@@ -157,3 +191,11 @@ def start(model_dir: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
             time.sleep(0.2)
     proc.kill()
     raise AssertionError("server did not become healthy in 60 s")
+
+
+def split(tokenizer: PairTokenizer, limits: WindowLimits, query: str, chunks: list[str],
+          with_truncation: bool = False) -> batching.Encoded:
+    """overflow="split" for one query, as the service does it: the pairs encoded, then the
+    over-long ones as windows."""
+    return Windows(tokenizer.library, tokenizer.max_length, limits).encode(
+        query, chunks, tokenizer.encode(query, chunks), with_truncation)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from crossrank.runtime import cascade, fidelity
-from crossrank.runtime.options import ScoreOptions
+from crossrank.runtime.options import ScoreOptions, ScoreRequest
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.service import ScoreRequest
-from tests.helpers import shipped_int8
+from tests.helpers import app_for, shipped_int8
 
 
 def merged(fp32: np.ndarray, int8: np.ndarray, k: int, bound: float) -> tuple[np.ndarray, int]:
@@ -94,7 +93,7 @@ def test_each_shape_asks_for_its_own_top_k() -> None:
     from crossrank.runtime import api
     from crossrank.runtime.options import RequestLimits
 
-    lim = RequestLimits()
+    lim = RequestLimits(max_chunks=1000, overflow_default="truncate")
     docs = ["a", "b", "c", "d"]
     assert api.parse_score({"query": "q", "chunks": docs}, lim).request.options.exact_top_k is None
     assert api.parse_score({"query": "q", "chunks": docs, "exact_top_k": 2},
@@ -114,11 +113,9 @@ def test_each_shape_asks_for_its_own_top_k() -> None:
 
 
 def test_the_server_serves_the_cascade_and_counts_it(realistic_dir: Path) -> None:
-    from dataclasses import replace
 
     from starlette.testclient import TestClient
 
-    from crossrank.runtime.server import create_app
     from crossrank.runtime.settings import Settings
     from fixtures import prose
 
@@ -128,7 +125,7 @@ def test_the_server_serves_the_cascade_and_counts_it(realistic_dir: Path) -> Non
     with Scorer.from_dir(realistic_dir, variant="fp32") as f32:
         want = f32.score(r.query, chunks)[:5]
     cas = Scorer.from_dir(realistic_dir, cascade=10)
-    with TestClient(create_app(cas, replace(Settings(), cascade=10))) as client:
+    with TestClient(app_for(cas, Settings())) as client:
         got = client.post("/rerank", json={"query": r.query, "documents": chunks, "top_n": 5,
                                            "return_documents": False, "raw_scores": True})
         assert got.status_code == 200

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.server import create_app
 from crossrank.runtime.settings import Settings
+from tests.fake import fake_scorer
+from tests.helpers import app_for
 
 cohere = pytest.importorskip("cohere")
 
@@ -23,28 +23,28 @@ DOCS = [
 
 
 @pytest.fixture(scope="module")
-def http(tiny_dir: Path) -> Iterator[TestClient]:
-    scorer = Scorer.from_dir(tiny_dir, variant="fp32")
-    with TestClient(create_app(scorer, Settings(api_key="k")), base_url="http://testserver") as c:
+def http(fake_model_dir: Path) -> Iterator[TestClient]:
+    scorer = fake_scorer(fake_model_dir)
+    with TestClient(app_for(scorer, Settings(api_key="k")), base_url="http://testserver") as c:
         c.headers["authorization"] = "Bearer k"
         yield c
 
 
-def expected(tiny_dir: Path) -> list[int]:
-    return [i for i, _ in Scorer.from_dir(tiny_dir, variant="fp32").score(QUERY, DOCS)]
+def expected(fake_model_dir: Path) -> list[int]:
+    return [i for i, _ in fake_scorer(fake_model_dir).score(QUERY, DOCS)]
 
 
-def test_cohere_v2_sdk(http: TestClient, tiny_dir: Path) -> None:
+def test_cohere_v2_sdk(http: TestClient, fake_model_dir: Path) -> None:
     co = cohere.ClientV2(api_key="k", base_url="http://testserver", httpx_client=http)
     res = co.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS, top_n=2)
-    assert [r.index for r in res.results] == expected(tiny_dir)[:2]
+    assert [r.index for r in res.results] == expected(fake_model_dir)[:2]
     assert all(0 < r.relevance_score < 1 for r in res.results)
 
 
-def test_cohere_v1_sdk(http: TestClient, tiny_dir: Path) -> None:
+def test_cohere_v1_sdk(http: TestClient, fake_model_dir: Path) -> None:
     co = cohere.Client(api_key="k", base_url="http://testserver", httpx_client=http)
     res = co.rerank(model="rerank-english-v3.0", query=QUERY, documents=DOCS,
                     return_documents=True)
-    assert [r.index for r in res.results] == expected(tiny_dir)
+    assert [r.index for r in res.results] == expected(fake_model_dir)
     assert res.results[0].document is not None
     assert res.results[0].document.text == DOCS[res.results[0].index]

@@ -287,10 +287,10 @@ def test_a_graph_without_recognised_layers_gets_no_int8(tiny_ckpt: Path, tmp_pat
 def test_a_model_with_a_short_position_table_exports_int8(tmp_path: Path) -> None:
     """128 positions: calibration, checks and serving all truncate at the model's limit (pairs
     past it would index beyond the position table)."""
-    from crossrank.export.standin import TINY, build_random
     from crossrank.runtime.scorer import Scorer
+    from fixtures.tiny import build_tiny
 
-    ckpt = build_random(tmp_path / "ckpt", {**TINY, "max_position_embeddings": 128})
+    ckpt = build_tiny(tmp_path / "ckpt", max_position_embeddings=128)
     out = run(Options(model=str(ckpt), out_dir=tmp_path / "m", variants=("fp32", "int8")))
     m = json.loads((out / "manifest.json").read_text())
     assert m["max_length"] == 128 and m["variants"]["int8"]["recipe"]["smoothing"]["nodes"]

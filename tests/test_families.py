@@ -17,12 +17,12 @@ from starlette.testclient import TestClient
 
 from crossrank.export import ExportError, convert, quantize
 from crossrank.export.pipeline import Options, run
-from crossrank.runtime.options import ScoreOptions
+from crossrank.runtime import loader
+from crossrank.runtime.options import ScoreOptions, ScoreRequest
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.server import create_app
-from crossrank.runtime.service import ScoreRequest
 from crossrank.runtime.settings import Settings
 from fixtures import families
+from tests.helpers import app_for
 
 QUERY = "Who was the first person to walk on the moon?"
 DOCS = [
@@ -100,7 +100,7 @@ def test_scores_match_sentence_transformers(family_dir: tuple[str, Path, Path],
 
 def test_every_request_shape_ranks_alike(scorer: Scorer) -> None:
     order = [i for i, _ in scorer.score(QUERY, DOCS)]
-    with TestClient(create_app(scorer, Settings()), raise_server_exceptions=False) as c:
+    with TestClient(app_for(scorer, Settings()), raise_server_exceptions=False) as c:
         answers: dict[str, Any] = {
             "/score": c.post("/score", json={"query": QUERY, "chunks": DOCS}),
             "/rerank tei": c.post("/rerank", json={"query": QUERY, "texts": DOCS}),
@@ -142,8 +142,8 @@ def test_smoothing_keeps_the_fp32_function(family_dir: tuple[str, Path, Path],
     rec = quantize.smooth_all_roles(out / "model.onnx", dst, 0.85, out / "tokenizer.json")
     assert rec["nodes"] > 0
     pairs = [(QUERY, d) for d in DOCS]
-    with Scorer.from_files(out / "model.onnx", out / "tokenizer.json", 512) as a, \
-            Scorer.from_files(dst, out / "tokenizer.json", 512) as b:
+    with Scorer(loader.load_files(out / "model.onnx", out / "tokenizer.json", 512)) as a, \
+            Scorer(loader.load_files(dst, out / "tokenizer.json", 512)) as b:
         want, got = a.predict(pairs), b.predict(pairs)
     assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
 
@@ -172,8 +172,8 @@ def test_token_embeddings_in_int8(family_dir: tuple[str, Path, Path], tmp_path: 
     else:
         assert recipe["embedding"]["rows"] == vocab and recipe["embedding"]["bytes_saved"] > 0
     pad = json.loads((out / "manifest.json").read_text())["pad_token_id"]
-    with Scorer.from_files(out / "model_int8.onnx", out / "tokenizer.json", 512,
-                           pad_token_id=pad) as s:  # shipped, or kept for the cascade
+    with Scorer(loader.load_files(out / "model_int8.onnx", out / "tokenizer.json", 512,
+                                  pad_token_id=pad)) as s:  # shipped, or kept for the cascade
         assert len(s.predict([(QUERY, d) for d in DOCS])) == len(DOCS)
 
 

@@ -16,11 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.server import create_app
 from crossrank.runtime.service import parts_of
 from crossrank.runtime.settings import Settings
-from tests.helpers import ROOT, cuda_like, free_port, gated, start, wait_until
+from tests.fake import fake_scorer
+from tests.helpers import ROOT, app_for, cuda_like, free_port, gated, start, wait_until
 
 
 async def asgi_post(app: Any, path: str, body: dict[str, Any], leave: asyncio.Event) -> int:
@@ -51,11 +50,11 @@ async def asgi_post(app: Any, path: str, body: dict[str, Any], leave: asyncio.Ev
 
 
 @pytest.mark.parametrize("sliced", [False, True])
-def test_disconnected_client_frees_its_queued_work(tiny_dir: Path, sliced: bool) -> None:
-    base = Scorer.from_dir(tiny_dir, variant="fp32")
+def test_disconnected_client_frees_its_queued_work(fake_model_dir: Path, sliced: bool) -> None:
+    base = fake_scorer(fake_model_dir)
     # sliced: the CUDA profile's settings, so the leaving request is queued in several parts
     scorer, session = gated(cuda_like(base) if sliced else base)
-    app = create_app(scorer, Settings())
+    app = app_for(scorer, Settings())
     leaving = [f"b {i} " * (1 + i % 9) for i in range(100 if sliced else 7)]
     assert len(parts_of(leaving, scorer.policy)) == (4 if sliced else 1)
     stay_tokens = int(scorer.tokenizer.encode("q", ["a"]).lengths.sum())

@@ -19,15 +19,16 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.applications import Starlette
 
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.server import create_app
 from crossrank.runtime.settings import Settings
+from tests.fake import fake_scorer
+from tests.helpers import app_for
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(tiny_dir: Path) -> Iterator[Starlette]:
-    scorer = Scorer.from_dir(tiny_dir, variant="fp32")
+def fuzz_app(fake_model_dir: Path) -> Iterator[Starlette]:
+    scorer = fake_scorer(fake_model_dir)
     # The engine runs from the scorer's start; the ASGI transport does not run the lifespan.
-    yield create_app(scorer, replace(Settings(), max_chunks=16, request_timeout_s=20))
+    yield app_for(scorer, replace(Settings(), max_chunks=16, request_timeout_s=20))
     scorer.close()
 
 
@@ -82,8 +83,8 @@ def pair_lists_differ(body: Any) -> bool:
 
 
 @pytest.fixture(scope="module")
-def scorer(tiny_dir: Path) -> Scorer:
-    return Scorer.from_dir(tiny_dir, variant="fp32")
+def scorer(fake_model_dir: Path) -> Scorer:
+    return fake_scorer(fake_model_dir)
 
 
 EDGE_TEXT = st.one_of(

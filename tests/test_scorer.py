@@ -20,7 +20,7 @@ from crossrank.runtime.profiles import PROFILES
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.scores import rank, sigmoid
 from crossrank.runtime.service import parts_of
-from tests.helpers import gated, shipped_int8, wait_until
+from tests.helpers import gated, reloaded, shipped_int8, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY = "Who was the first person to walk on the moon?"
@@ -224,13 +224,14 @@ def test_pipelined_path_gives_the_same_scores(realistic_dir: Path) -> None:
     plain = Scorer.from_dir(realistic_dir, variant="fp32", token_budget=1024, max_rows=8)
     chunks = varied_chunks(70)
     expected = plain.logits(QUERY, chunks)
-    piped = plain.derive(policy=replace(plain.policy, pipeline=True, slices=5))
+    piped = reloaded(plain, policy=replace(plain.policy, pipeline=True, slices=5))
     assert len(parts_of(chunks, piped.policy)) == 5
     for multiple, rows in ((1, 1), (64, 1), (64, 16)):  # CUDA rounds shapes: same scores
-        shaped = piped.derive(policy=replace(piped.policy, pad_multiple=multiple,
-                                             row_multiple=rows))
-        assert np.abs(expected - shaped.logits(QUERY, chunks)).max() <= 1e-4
-    assert plain.policy.pipeline is False  # deriving never changes the original
+        with reloaded(piped, policy=replace(piped.policy, pad_multiple=multiple,
+                                            row_multiple=rows)) as shaped:
+            assert np.abs(expected - shaped.logits(QUERY, chunks)).max() <= 1e-4
+    piped.close()
+    assert plain.policy.pipeline is False  # reloading never changes the original
 
 
 def test_pipeline_is_on_with_cuda_only_unless_asked(tiny_dir: Path) -> None:
@@ -384,7 +385,7 @@ def test_int8_failing_the_gate_here_serves_fp32_and_says_why(
     want = Scorer.from_dir(realistic_dir, variant="fp32").logits(QUERY, ["a", "moon landing"])
     assert np.allclose(s.logits(QUERY, ["a", "moon landing"]), want)
     # an explicit int8 request is checked too; the flag skips the check and serves int8 as is
-    assert Scorer.from_dir(d, variant="int8").info.variant == "fp32"  # type: ignore[union-attr]
+    assert Scorer.from_dir(d, variant="int8").info.variant == "fp32"
     skipped = Scorer.from_dir(d, int8_check=False)
     assert skipped.info is not None and skipped.info.variant == "int8"
     assert skipped.info.int8_check is not None

@@ -16,11 +16,10 @@ from starlette.testclient import TestClient
 from crossrank.runtime.options import WindowLimits
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.scores import sigmoid
-from crossrank.runtime.server import create_app
 from crossrank.runtime.service import parts_of
 from crossrank.runtime.settings import Settings
-from crossrank.runtime.windows import Windows
-from tests.helpers import cuda_like, gated, library, wait_until
+from tests.fake import fake_scorer
+from tests.helpers import app_for, cuda_like, gated, library, reloaded, split, wait_until
 
 SEED_QUERY = "Who was the first person to walk on the moon?"
 SEED_CHUNKS = [
@@ -31,12 +30,12 @@ SEED_CHUNKS = [
 
 
 @pytest.fixture(scope="module")
-def scorer(tiny_dir: Path) -> Scorer:
-    return Scorer.from_dir(tiny_dir, variant="fp32")
+def scorer(fake_model_dir: Path) -> Scorer:
+    return fake_scorer(fake_model_dir)
 
 
 def make_client(scorer: Scorer, **overrides: Any) -> TestClient:
-    return TestClient(create_app(scorer, replace(Settings(), **overrides)),
+    return TestClient(app_for(scorer, replace(Settings(), **overrides)),
                       raise_server_exceptions=False)
 
 
@@ -120,11 +119,11 @@ def test_cohere_rerank(client: TestClient, scorer: Scorer, version: str) -> None
 
 
 def test_cohere_max_tokens_per_doc_cuts_documents(client: TestClient, scorer: Scorer,
-                                                  tiny_dir: Path) -> None:
+                                                  fake_model_dir: Path) -> None:
     doc = "Neil Armstrong walked on the moon. " + "filler words here " * 50
     cut = client.post("/v2/rerank", json={"query": SEED_QUERY, "documents": [doc],
                                           "max_tokens_per_doc": 7})
-    head = library(tiny_dir / "tokenizer.json").encode(doc, add_special_tokens=False).offsets[6][1]
+    head = library(fake_model_dir / "tokenizer.json").encode(doc, add_special_tokens=False).offsets[6][1]
     expected = float(sigmoid(scorer.logits(SEED_QUERY, [doc[:head]]))[0])
     assert cut.json()["results"][0]["relevance_score"] == pytest.approx(expected, abs=1e-6)
 
@@ -147,7 +146,7 @@ def test_health_info_metrics_openapi(client: TestClient) -> None:
 
 
 def test_health_is_503_when_the_engine_is_gone(scorer: Scorer) -> None:
-    own = scorer.derive()
+    own = reloaded(scorer)
     with make_client(own) as c:
         own.close()
         assert_error(c.post("/score", json={"query": "q", "chunks": ["a"]}), 503)
@@ -257,8 +256,9 @@ def tokens(scorer: Scorer, query: str, chunks: list[str]) -> int:
     return int(scorer.tokenizer.encode(query, chunks).lengths.sum())
 
 
-def test_concurrent_requests_batch_together_and_get_their_own_answers(tiny_dir: Path) -> None:
-    base = Scorer.from_dir(tiny_dir, variant="fp32", token_budget=100_000, max_rows=512)
+def test_concurrent_requests_batch_together_and_get_their_own_answers(fake_model_dir: Path
+                                                                      ) -> None:
+    base = fake_scorer(fake_model_dir, token_budget=100_000, max_rows=512)
     scorer, session = gated(base)
     requests = [(f"query {k}", [f"chunk {k} {j}" for j in range(5)]) for k in range(6)]
     total = sum(tokens(base, q, ch) for q, ch in requests)
@@ -277,8 +277,8 @@ def test_concurrent_requests_batch_together_and_get_their_own_answers(tiny_dir: 
 
 
 def test_overload_answers_429_at_once(scorer: Scorer) -> None:
-    held, session = gated(scorer)
-    with make_client(held, max_queued_tokens=50) as c, ThreadPoolExecutor(2) as pool:
+    held, session = gated(scorer, max_queued_tokens=50)
+    with make_client(held) as c, ThreadPoolExecutor(2) as pool:
         first = pool.submit(c.post, "/score", json={"query": "q", "chunks": ["a b c"] * 3})
         assert session.entered.wait(60)
         r = c.post("/score", json={"query": "q", "chunks": ["x y z"] * 20})
@@ -399,11 +399,11 @@ def test_sliced_request_errors_name_the_callers_index(piped: Scorer) -> None:
 
 def test_accepted_sliced_request_is_not_refused_halfway(piped: Scorer) -> None:
     texts = mixed_texts(150)
-    held, session = gated(piped)
     first_part = tokens(piped, "q", [texts[i] for i in parts_of(texts, piped.policy)[0]])
     total = tokens(piped, "q", texts)
     small = tokens(piped, "q", ["a"])
-    with make_client(held, max_queued_tokens=first_part + 10) as c, ThreadPoolExecutor(2) as pool:
+    held, session = gated(piped, max_queued_tokens=first_part + 10)
+    with make_client(held) as c, ThreadPoolExecutor(2) as pool:
         first = pool.submit(c.post, "/score", json={"query": "q", "chunks": ["a"]})
         assert session.entered.wait(60)  # holds the device: its tokens stay queued
         big = pool.submit(c.post, "/score", json={"query": "q", "chunks": texts})
@@ -428,13 +428,14 @@ def test_failed_part_fails_the_sliced_request_and_nothing_hangs(piped: Scorer) -
 def test_sliced_request_keeps_the_window_caps_per_request(piped: Scorer) -> None:
     texts = mixed_texts(150)  # texts[5] is ~700 tokens: more than one window
     body = {"query": "q", "chunks": texts, "overflow": "split"}
-    need = Windows(piped.tokenizer, WindowLimits(128, 16, 10_000)).encode("q", texts).n_rows
+    need = split(piped.tokenizer, WindowLimits(128, 16, 10_000), "q", texts).n_rows
     assert need > 150 and len(parts_of(texts, piped.policy)) == 4  # each part is under `need`
-    with make_client(piped, max_windows_per_request=need - 1) as c:
+    under = reloaded(piped, max_windows_per_request=need - 1)
+    with make_client(under) as c:
         err = assert_error(c.post("/score", json=body), 422)["error"]
         assert "per request" in err
-        assert wait_until(lambda: piped.engine.queued_tokens == 0)
-    with make_client(piped, max_windows_per_request=need) as c:
+        assert wait_until(lambda: under.engine.queued_tokens == 0)
+    with make_client(reloaded(piped, max_windows_per_request=need)) as c:
         assert c.post("/score", json=body).status_code == 200
-    with make_client(piped, max_windows_per_chunk=1) as c:
+    with make_client(reloaded(piped, max_windows_per_chunk=1)) as c:
         assert "chunk 5 needs" in assert_error(c.post("/score", json=body), 422)["error"]

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from crossrank.runtime.options import ScoreOptions
+from crossrank.runtime.options import ScoreOptions, ScoreRequest
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.scores import sigmoid
-from crossrank.runtime.server import create_app
-from crossrank.runtime.service import ScoreRequest
 from crossrank.runtime.settings import Settings
+from tests.fake import fake_scorer
+from tests.helpers import app_for
 
 QUERY = "Who was the first person to walk on the moon?"
 DOCS = [
@@ -31,13 +31,13 @@ LONG = "The committee met on Tuesday to review the annual budget. " * 60  # ~720
 
 
 @pytest.fixture(scope="module")
-def scorer(tiny_dir: Path) -> Scorer:
-    return Scorer.from_dir(tiny_dir, variant="fp32")
+def scorer(fake_model_dir: Path) -> Scorer:
+    return fake_scorer(fake_model_dir)
 
 
 @pytest.fixture(scope="module")
 def client(scorer: Scorer) -> Iterator[TestClient]:
-    with TestClient(create_app(scorer, Settings()), raise_server_exceptions=False) as c:
+    with TestClient(app_for(scorer, Settings()), raise_server_exceptions=False) as c:
         yield c
 
 
@@ -144,7 +144,7 @@ def test_rerank_documents_shape(client: TestClient, scorer: Scorer) -> None:
     assert [x["relevance_score"] for x in objects["results"]] == pytest.approx(
         sorted(logits.tolist(), reverse=True), abs=1e-6)
     unnamed = client.post("/rerank", json={"query": QUERY, "documents": DOCS}).json()
-    assert unnamed["model"] == scorer.info.name  # type: ignore[union-attr]
+    assert unnamed["model"] == scorer.info.name
 
 
 def test_infinity_client_with_only_base_url_changed(client: TestClient, scorer: Scorer) -> None:

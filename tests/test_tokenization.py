@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crossrank.export.corpus import UNICODE
+from crossrank.runtime.batching import Encoded
 from crossrank.runtime.errors import ConfigError, ModelLoadError
-from crossrank.runtime.tokenization import Encoded, PairTokenizer
+from crossrank.runtime.tokenization import PairTokenizer
 from tests.helpers import full_length, row
 
 LONG = "the moon landing " * 400

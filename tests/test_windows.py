@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +10,9 @@ from starlette.testclient import TestClient
 
 from crossrank.runtime import batching
 from crossrank.runtime.errors import LimitExceeded
-from crossrank.runtime.options import ScoreOptions, WindowLimits
+from crossrank.runtime.options import ScoreOptions, ScoreRequest, WindowLimits
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.server import create_app
-from crossrank.runtime.service import ScoreRequest
-from crossrank.runtime.settings import Settings
-from crossrank.runtime.windows import Windows
-from tests.helpers import row
+from tests.helpers import app_for, reloaded, row, split
 
 QUERY = "Who was the first person to walk on the moon?"
 FILLER = "The committee met on Tuesday to review the annual budget. " * 60  # ~720 tokens
@@ -83,7 +78,7 @@ def test_answer_past_the_limit(scorer: Scorer) -> None:
 def test_windows_fit_and_cover_every_token(scorer: Scorer) -> None:
     tok = scorer.tokenizer
     chunk = " ".join(f"w{i}" for i in range(1500))
-    enc = Windows(tok, WindowLimits(64, 16, 100)).encode(QUERY, [chunk, "short"])
+    enc = split(tok, WindowLimits(64, 16, 100), QUERY, [chunk, "short"])
     assert enc.owner is not None and enc.n_chunks == 2
     assert (enc.lengths <= tok.max_length).all()
     chunk_ids = tok.library.encode(chunk, add_special_tokens=False).ids
@@ -101,15 +96,15 @@ def test_windows_fit_and_cover_every_token(scorer: Scorer) -> None:
 def test_window_caps(scorer: Scorer) -> None:
     chunk = "moon " * 3000
     with pytest.raises(LimitExceeded, match="per chunk"):
-        Windows(scorer.tokenizer, WindowLimits(128, 2, 100)).encode(QUERY, [chunk])
+        split(scorer.tokenizer, WindowLimits(128, 2, 100), QUERY, [chunk])
     with pytest.raises(LimitExceeded, match="per request"):
-        Windows(scorer.tokenizer, WindowLimits(128, 16, 10)).encode(QUERY, [chunk, chunk])
+        split(scorer.tokenizer, WindowLimits(128, 16, 10), QUERY, [chunk, chunk])
 
 
 def test_split_and_report_over_http(scorer: Scorer) -> None:
     long_chunk = FILLER + ANSWER
     chunks = [long_chunk, "Bread needs flour and water."]
-    with TestClient(create_app(scorer, replace(Settings(), max_windows_per_chunk=3))) as c:
+    with TestClient(app_for(reloaded(scorer, max_windows_per_chunk=3))) as c:
         plain = c.post("/score", json={"query": QUERY, "chunks": chunks})
         assert "x-truncated-count" not in plain.headers  # off by default: the seed's bytes
         reported = c.post("/score", json={"query": QUERY, "chunks": chunks,
@@ -117,9 +112,9 @@ def test_split_and_report_over_http(scorer: Scorer) -> None:
         assert reported.headers["x-truncated-count"] == "1"
         assert reported.headers["x-truncated-chunks"].startswith("0:")
         assert reported.json() == plain.json()
-        split = c.post("/score", json={"query": QUERY, "chunks": chunks, "overflow": "split"})
+        parts = c.post("/score", json={"query": QUERY, "chunks": chunks, "overflow": "split"})
         expected = split_logits(scorer, chunks)
-        assert dict((i, s) for i, s in split.json())[0] == pytest.approx(float(expected[0]),
+        assert dict((i, s) for i, s in parts.json())[0] == pytest.approx(float(expected[0]),
                                                                         abs=1e-5)
         for path, body in [("/rerank", {"query": QUERY, "texts": chunks}),
                            ("/v2/rerank", {"query": QUERY, "documents": chunks})]:
@@ -136,8 +131,8 @@ def test_split_and_report_over_http(scorer: Scorer) -> None:
 
 def test_query_too_long_for_a_window_falls_back_to_truncation(scorer: Scorer) -> None:
     long_query = "moon " * 600
-    enc = Windows(scorer.tokenizer, WindowLimits(128, 16, 100)).encode(
-        long_query, [FILLER, "short"], with_truncation=True)
+    enc = split(scorer.tokenizer, WindowLimits(128, 16, 100), long_query, [FILLER, "short"],
+                with_truncation=True)
     assert enc.owner is not None and enc.owner.tolist() == [0, 1]
     assert enc.truncated is not None and (enc.truncated > 0).all()  # both pairs were cut
     assert (enc.lengths == 512).all()

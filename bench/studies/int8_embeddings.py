@@ -29,7 +29,7 @@ def main() -> int:
     from onnxruntime.transformers.optimizer import optimize_model
 
     from crossrank.export import checkset, convert, quantize
-    from crossrank.runtime import fidelity
+    from crossrank.runtime import fidelity, loader
     from crossrank.runtime.scorer import Scorer
     from fixtures import reranker
 
@@ -53,7 +53,7 @@ def main() -> int:
             cs = checkset.load(name)
             scores = []
             for f in ("fp32.onnx", "table.onnx"):
-                with Scorer.from_files(w / f, w / "tokenizer.json", 512) as s:
+                with Scorer(loader.load_files(w / f, w / "tokenizer.json", 512)) as s:
                     scores.append(s.predict(list(cs.pairs)))
             ref, got = scores
             out[name] = {"judgement": fidelity.judge(ref, got, cs.groups, cs.labels).as_dict(),

@@ -44,7 +44,7 @@ def checkpoint(name: str, root: Path) -> Path:
 
 def measure(name: str, rounds: int, k: int = 10) -> dict[str, Any]:
     from crossrank.export.pipeline import Options, run
-    from crossrank.runtime import fidelity
+    from crossrank.runtime import fidelity, loader
     from crossrank.runtime.modeldir import VARIANT_FILES
     from crossrank.runtime.scorer import Scorer
     from fixtures import prose
@@ -58,8 +58,8 @@ def measure(name: str, rounds: int, k: int = 10) -> dict[str, Any]:
         v = entry["verification"]
         reqs = prose.requests("test")
         f32 = Scorer.from_dir(out, variant="fp32")
-        i8 = Scorer.from_files(out / VARIANT_FILES["int8"], out / "tokenizer.json",
-                               f32.engine.max_length, variant="int8")
+        i8 = Scorer(loader.load_files(out / VARIANT_FILES["int8"], out / "tokenizer.json",
+                                      f32.engine.max_length, variant="int8"))
         cas = Scorer.from_dir(out, cascade=k)
         ref, got, groups, labels = [], [], [], []
         times: dict[str, list[float]] = {"fp32": [], "int8": [], "cascade": []}

@@ -47,11 +47,12 @@ def prepare() -> Path:
 def evaluate(model_dir: Path, model_file: Path, variant: str, repeats: int = 3) -> dict[str, Any]:
     """Logits for the evaluation set with one model file, and the seconds it took."""
     from crossrank.export.corpus import TOPICS, passages_for
+    from crossrank.runtime import loader
     from crossrank.runtime.scorer import Scorer
 
     out: dict[str, Any] = {}
-    with Scorer.from_files(model_file, model_dir / "tokenizer.json", 512,
-                           variant=variant) as scorer:
+    with Scorer(loader.load_files(model_file, model_dir / "tokenizer.json", 512,
+                                  variant=variant)) as scorer:
         times = []
         for _ in range(repeats):  # the machine is noisy: the median of three passes
             t0 = time.perf_counter()

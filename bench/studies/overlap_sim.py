@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -31,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from bench.workload import QUERY, chunks
-from crossrank.runtime import batching
-from crossrank.runtime.engine import Engine
+from crossrank.runtime import batching, loader
+from crossrank.runtime.config import RuntimeConfig
+from crossrank.runtime.options import ScoreRequest
 from crossrank.runtime.profiles import PROFILES
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.service import ScoreRequest, Service
 from crossrank.runtime.session import usable_cores
 from crossrank.runtime.tokenization import PairTokenizer
 
@@ -59,10 +60,14 @@ class SimulatedDevice:
         return np.zeros(batch.rows, dtype=np.float32)
 
 
-def make_scorer(tokenizer: PairTokenizer, device: SimulatedDevice) -> Scorer:
-    """A scorer with the CUDA profile's batch policy on the simulated device."""
-    engine = Engine(device, PROFILES["cuda"].batch, max_length=tokenizer.max_length)
-    return Scorer(tokenizer, engine, activation="identity", profile=PROFILES["cuda"])
+def make_scorer(model_dir: Path, device: SimulatedDevice) -> Scorer:
+    """A scorer with the CUDA profile's batch policy and tokenizer threads on the simulated
+    device (the model directory gives the tokenizer)."""
+    config = RuntimeConfig(model_dir=str(model_dir), variant="fp32", provider="cpu",
+                           tokenizer="tokenizers", tokenizer_threads=usable_cores(),
+                           activation="identity")
+    return Scorer(loader.load(config, runner=lambda _open: device,
+                              policy=lambda _profiles: PROFILES["cuda"].batch))
 
 
 def device_seconds(scorer: Scorer, device: SimulatedDevice, texts: list[str]) -> float:
@@ -77,8 +82,8 @@ def server_path(scorer: Scorer, sliced: bool = True) -> Callable[[list[str]], An
     runs (large runs off the loop), each queued for the engine as soon as it is ready
     (sliced=False: in one run)."""
     if not sliced:
-        scorer = scorer.derive(policy=replace(scorer.policy, slices=1))
-    service = Service(scorer.tokenizer, scorer.engine)
+        scorer = Scorer(loader.reload(scorer.runtime, policy=functools.partial(replace, slices=1)))
+    service = scorer.runtime.service
     loop = asyncio.new_event_loop()
 
     def call(texts: list[str]) -> Any:
@@ -123,14 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     if not tok_file.is_file():
         print(f"no tokenizer at {tok_file}: run `make export STANDIN=1` first", file=sys.stderr)
         return 2
-    tokenizer = PairTokenizer(tok_file, 512, threads=usable_cores())
+    tokenizer = PairTokenizer(tok_file, 512, threads=usable_cores())  # for timing alone
     calib = chunks(2000, seed=999)
     tok_s = float(np.median([_seconds(tokenizer.encode, QUERY, calib) for _ in range(3)]))
     probe = SimulatedDevice(rate=1.0, launch_s=0.0)
-    scorer = make_scorer(tokenizer, probe)
+    scorer = make_scorer(Path(args.model_dir), probe)
     rate = device_seconds(scorer, probe, calib) / (args.ratio * tok_s)
     device = SimulatedDevice(rate=rate)
-    scorer = make_scorer(tokenizer, device)
+    scorer.close()
+    scorer = make_scorer(Path(args.model_dir), device)
     print(f"{usable_cores()} cores; tokenizing 2000 chunks: {tok_s * 1e3:.0f} ms; simulated "
           f"device {rate / 1e6:.2f}M padded tokens/s (ratio {args.ratio})", flush=True)
 

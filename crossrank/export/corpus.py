@@ -162,15 +162,3 @@ def mixed_chunks(n: int, seed: int = 0) -> list[str]:
             k = rng.randint(42, 70)
         out.append(" ".join(rng.choice(sentences) for _ in range(k)))
     return out
-
-
-def with_overlong(n: int, fraction: float = 0.2, seed: int = 0) -> list[str]:
-    """n chunks of typical length, `fraction` of them far over 512 tokens (~700-900)."""
-    rng = random.Random(seed)
-    sentences = [s for _, ss in TOPICS.values() for s in ss] + FILLER
-    out = []
-    for i in range(n):
-        k = rng.randint(55, 70) if i < round(n * fraction) else rng.randint(9, 22)
-        out.append(" ".join(rng.choice(sentences) for _ in range(k)))
-    rng.shuffle(out)
-    return out

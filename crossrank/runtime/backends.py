@@ -18,8 +18,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from crossrank.runtime.batching import Rows
+from crossrank.runtime.choices import TOKENIZER_BACKENDS
 from crossrank.runtime.errors import ConfigError
-from crossrank.runtime.options import TOKENIZER_BACKENDS
 
 log = logging.getLogger(__name__)
 

@@ -158,6 +158,26 @@ class Rows:
         return Rows(ids=self.ids[src], type_ids=self.type_ids[src], offsets=offsets_for(lens))
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """Unpadded token rows for pairs, with lengths known before any padding."""
+
+    rows: Rows
+    truncated: np.ndarray | None  # int64, tokens cut from each pair; None unless asked for
+    # With overflow="split" one chunk may become several rows (windows): owner[row] is its chunk.
+    owner: np.ndarray | None = None
+    n_chunks: int | None = None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 tokens per row after truncation."""
+        return self.rows.lengths
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows)
+
+
 def pad(rows: Rows, positions: np.ndarray, pad_id: int = 0, multiple: int = 1,
         cap: int = 0, row_multiple: int = 1) -> Batch:
     """Pad the selected rows to the longest among them, rounded up to `multiple` but never

@@ -47,6 +47,13 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def unchanged(path: Path, entry: Any) -> bool:
+    """The file hashes to what its manifest entry records (True when it records no hash): the one
+    check of a file against its manifest."""
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
+    return not expected or sha256(path) == expected
+
+
 @dataclass(frozen=True)
 class IsaCheck:
     """The int8 variant's instruction set against this CPU's."""
@@ -137,12 +144,11 @@ class ModelDir:
         path = self.path / INT8_CHECK_FILE
         if not entry or not path.is_file():
             return None
-        digest = sha256(path)
-        if digest != entry.get("sha256"):
+        if not entry.get("sha256") or not unchanged(path, entry):
             log.warning("%s does not match the hash in its manifest: ignored", path)
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8")), digest
+            return json.loads(path.read_text(encoding="utf-8")), str(entry["sha256"])
         except (ValueError, UnicodeDecodeError):
             log.warning("%s is not valid JSON: ignored", path)
             return None
@@ -189,8 +195,7 @@ class ModelDir:
                 raise ModelLoadError(f"{p} is missing (the weights of {name}). Export the model "
                                      "again with `crossrank export SOURCE --force`, or copy the "
                                      "whole directory.")
-            expected = files[part].get("sha256")
-            if expected and sha256(p) != expected:
+            if not unchanged(p, files[part]):
                 raise ModelLoadError(f"{p} does not match the hash in its manifest: it was "
                                      "changed or damaged after export. Export the model again "
                                      "with --force.")
@@ -200,8 +205,7 @@ class ModelDir:
         path = self.path / "tokenizer.json"
         if not path.is_file():
             raise ModelLoadError(f"{path} is missing. Export the model again with --force.")
-        expected = self.manifest.get("files", {}).get("tokenizer.json", {}).get("sha256")
-        if expected and sha256(path) != expected:
+        if not unchanged(path, self.manifest.get("files", {}).get("tokenizer.json")):
             raise ModelLoadError(f"{path} does not match the hash in its manifest. Export the "
                                  "model again with --force.")
         return path

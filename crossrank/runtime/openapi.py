@@ -14,7 +14,7 @@ from crossrank.runtime.api import (
     UNSUPPORTED_MIXEDBREAD,
     UNSUPPORTED_VLLM,
 )
-from crossrank.runtime.options import OVERFLOW_MODES, TRUNCATION_SIDES
+from crossrank.runtime.choices import OVERFLOW_MODES, TRUNCATION_SIDES
 
 _ERROR = {
     "type": "object",

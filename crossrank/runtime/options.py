@@ -1,37 +1,38 @@
-"""Per-request scoring options, request and window limits, option lists: plain frozen values,
-no heavy imports."""
+"""What one request is: its texts, its scoring options and its answer, with the request and
+window limits and option lists: plain frozen values, no heavy imports."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from crossrank.runtime.choices import OVERFLOW_MODES, TRUNCATION_SIDES
 from crossrank.runtime.errors import InvalidRequest
 
-OVERFLOW_MODES = ("truncate", "split")
-# Which end of an over-long pair is cut: right keeps the start (sentence-transformers), left the end.
-TRUNCATION_SIDES = ("right", "left")
-# What tokenizes texts: nanotoken when installed and in agreement with the library, or either.
-TOKENIZER_BACKENDS = ("auto", "nanotoken", "tokenizers")
+if TYPE_CHECKING:
+    import numpy as np
+
 
 
 @dataclass(frozen=True)
 class WindowLimits:
     """overflow="split": how windows overlap and how many a chunk and a request may need."""
 
-    stride: int = 128  # tokens shared by consecutive windows
-    max_per_chunk: int = 16
-    max_per_request: int = 2000
+    stride: int  # tokens shared by consecutive windows
+    max_per_chunk: int
+    max_per_request: int
 
 
-DEFAULT_WINDOWS = WindowLimits()
+DEFAULT_WINDOWS = WindowLimits(stride=128, max_per_chunk=16, max_per_request=2000)
 
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """What the server allows per request."""
+    """What the server allows per request (from its settings)."""
 
-    max_chunks: int = 1000  # texts / documents / chunks in one request
-    overflow_default: str = "truncate"  # for requests that do not say
+    max_chunks: int  # texts / documents / chunks in one request
+    overflow_default: str  # for requests that do not say
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,32 @@ class ScoreOptions:
 
     def __post_init__(self) -> None:
         if self.overflow not in OVERFLOW_MODES:
-            raise InvalidRequest(f"'overflow' must be one of {', '.join(OVERFLOW_MODES)}")
+            raise InvalidRequest(f"'overflow' must be one of {', '.join(map(repr, OVERFLOW_MODES))}")
         if self.truncation_side not in TRUNCATION_SIDES:
             raise InvalidRequest(f"truncation side must be one of {', '.join(TRUNCATION_SIDES)}")
         if self.exact_top_k is not None and self.exact_top_k < 1:
             raise InvalidRequest("'exact_top_k' must be a positive integer")
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One query against many texts, or (`query` a sequence) one query per text: pairs."""
+
+    query: str | Sequence[str]
+    texts: Sequence[str]
+    options: ScoreOptions = ScoreOptions()
+
+    @classmethod
+    def pairs(cls, pairs: Sequence[tuple[str, str]],
+              options: ScoreOptions | None = None) -> ScoreRequest:
+        """(query, text) pairs scored in order."""
+        return cls([q for q, _ in pairs], [t for _, t in pairs], options or ScoreOptions())
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One logit per text in the caller's order; tokens cut from each when asked for."""
+
+    logits: np.ndarray  # float32
+    truncated: np.ndarray | None  # int64, or None unless report_truncation
+    tokens: int = 0  # tokens scored, windows included

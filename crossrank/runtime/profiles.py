@@ -54,11 +54,25 @@ class ProviderProfile:
     # Per variant: rows per batch overriding batch.max_rows (dynamic int8 takes its activation
     # scales from the whole batch, so one row per run makes a pair's score its own; docs/performance.md)
     variant_max_rows: tuple[tuple[str, int], ...] = field(default=(("int8", 1),))
+    # int8 serves only after the start-up self-check (runtime/selfcheck.py): int8 kernels differ
+    # between CPUs, so the export's verdict may not hold here.
+    int8_self_check: bool = False
+    # int8 may serve behind the precision cascade (fp32 re-scores each request's top k).
+    cascade: bool = False
+    # Tokenizing in runs hides tokenizing behind the device; with nanotoken there is little left
+    # to hide and each run costs a hand-off (simulated device at the H200's ratio: 100 chunks
+    # 36.2 ms in one part vs 40.0 ms in runs; docs/performance.md "GPU"), so it tokenizes in one
+    # run unless pipelining was asked for explicitly.
+    slices_with_nanotoken: int = 1
 
-    def policy_for(self, variant: str) -> BatchPolicy:
-        """The batch policy for serving this variant on this provider."""
+    def policy_for(self, variant: str, tokenizer: str = "tokenizers") -> BatchPolicy:
+        """The batch policy for serving this variant on this provider with this tokenizer back
+        end (nanotoken or tokenizers)."""
         rows = dict(self.variant_max_rows).get(variant)
-        return self.batch if rows is None else replace(self.batch, max_rows=rows)
+        policy = self.batch if rows is None else replace(self.batch, max_rows=rows)
+        if tokenizer == "nanotoken" and policy.slices > self.slices_with_nanotoken:
+            policy = replace(policy, slices=self.slices_with_nanotoken)
+        return policy
 
     def describe(self) -> dict[str, object]:
         """JSON-able, for /info and `crossrank info`."""
@@ -79,6 +93,8 @@ PROFILES: dict[str, ProviderProfile] = {
         batch=BatchPolicy(token_budget=2048, max_rows=64),
         io_binding=False,
         tokenizer_threads=1,
+        int8_self_check=True,
+        cascade=True,
     ),
     # Measured on an H200 (docs/performance.md "GPU"): 32k-token batches; widths rounded to 64 tokens and rows
     # to 16 because cuDNN attention plans per shape (fresh 2000-chunk requests 1.08M tokens/s

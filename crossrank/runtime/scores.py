@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from crossrank.runtime.choices import ACTIVATIONS
 from crossrank.runtime.errors import ConfigError
 
 # What callers may ask for: the model's own activation, raw logits, or the logistic function.
-ACTIVATIONS = ("model", "identity", "sigmoid")
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crossrank.runtime import __version__, api, serving
+from crossrank.runtime import __version__, api
 from crossrank.runtime.cascade import CascadeStats
 from crossrank.runtime.engine import Hooks
 from crossrank.runtime.errors import (
@@ -53,10 +53,9 @@ from crossrank.runtime.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from crossrank.runtime.loader import Runtime
 from crossrank.runtime.openapi import document
-from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.service import Scored, ScoreRequest
-from crossrank.runtime.serving import Serving
+from crossrank.runtime.options import Scored, ScoreRequest
 from crossrank.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -204,21 +203,20 @@ def _loads(body: bytearray) -> Any:
 # -- the app --------------------------------------------------------------------------------------
 
 class App:
-    """Handlers bound to what serves (serving.build) and the settings: HTTP in, typed calls to
-    the one service, HTTP out."""
+    """Handlers bound to what serves (a Runtime from runtime/loader.py) and the settings' HTTP
+    fields: HTTP in, typed calls to the runtime's one service, HTTP out."""
 
-    def __init__(self, target: Serving | Scorer, settings: Settings) -> None:
-        built = target if isinstance(target, Serving) else serving.build(settings, scorer=target)
-        self.scorer = built.scorer
-        self.service = built.service
-        self.limits = built.limits
+    def __init__(self, runtime: Runtime, settings: Settings) -> None:
+        self.runtime = runtime
+        self.service = runtime.service
+        self.limits = settings.limits
         # What answers that carry a model name say when the client named none.
-        self.model_name = self.scorer.info.name if self.scorer.info else "crossrank"
+        self.model_name = runtime.info.name
         self.settings = settings
         self.metrics = Metrics()
-        if built.service.refiner is not None:
-            self.metrics.cascade(built.service.refiner.stats)
-        self.metrics.int8_check(self.scorer.info.int8_check if self.scorer.info else None)
+        if runtime.service.refiner is not None:
+            self.metrics.cascade(runtime.service.refiner.stats)
+        self.metrics.int8_check(runtime.info.int8_check)
         # Set when in-flight requests must give up: the graceful-shutdown window is about to end.
         self.shutdown_expired = asyncio.Event()
         self.closing = False  # SIGTERM received: /health answers 503 so balancers move on
@@ -312,7 +310,7 @@ class App:
 
     def respond(self, call: api.Call, scored: Scored) -> Response:
         """The call's answer rendered as JSON (the json module's bytes, as the seed's)."""
-        return JSONResponse(api.render(call, scored, self.scorer.activation, self.model_name),
+        return JSONResponse(api.render(call, scored, self.runtime.activation, self.model_name),
                             headers=api.truncation_headers(scored))
 
     # -- endpoints ------------------------------------------------------------------------------
@@ -334,14 +332,14 @@ class App:
         return await self.answer(request, api.parse_cohere(body, self.limits, version))
 
     async def health(self, request: Request) -> Response:
-        if self.scorer.engine.healthy and not self.closing:
+        if self.runtime.engine.healthy and not self.closing:
             return JSONResponse({"status": "ok"})
         return JSONResponse({"status": "unavailable", "error": "the model cannot score now",
                              "error_type": "unavailable"}, status_code=503)
 
     async def info(self, request: Request) -> Response:
-        d = self.scorer.describe()
-        s = self.settings
+        d = self.runtime.describe()
+        s, c = self.settings, self.runtime.config
         policy = d["batch_policy"]
         return JSONResponse({
             "model": d.get("name"),
@@ -367,16 +365,16 @@ class App:
             "limits": {
                 "max_chunks": s.max_chunks,
                 "max_body_bytes": s.max_body_bytes,
-                "max_queued_tokens": s.max_queued_tokens,
+                "max_queued_tokens": c.max_queued_tokens,
                 "request_timeout_s": s.request_timeout_s,
                 "overflow_default": s.overflow,
-                "window_stride": s.window_stride,
-                "max_windows_per_chunk": s.max_windows_per_chunk,
-                "max_windows_per_request": s.max_windows_per_request,
+                "window_stride": c.window_stride,
+                "max_windows_per_chunk": c.max_windows_per_chunk,
+                "max_windows_per_request": c.max_windows_per_request,
                 "token_budget": policy["token_budget"],
                 "max_rows": policy["max_rows"],
             },
-            "queued_tokens": self.scorer.engine.queued_tokens,
+            "queued_tokens": self.runtime.engine.queued_tokens,
             "auth": bool(s.api_key),
         })
 
@@ -403,19 +401,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": detail, "error_type": kind}, status_code=code, headers=headers)
 
 
-def create_app(target: Serving | Scorer, settings: Settings) -> Starlette:
-    """The ASGI app on what serves (a Scorer alone gets the settings' service and limits)."""
-    app_state = App(target, settings)
+def create_app(runtime: Runtime, settings: Settings) -> Starlette:
+    """The ASGI app on a loaded runtime, with the settings' HTTP fields."""
+    app_state = App(runtime, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        # The engine belongs to the scorer (the library may share it); the app only listens.
+        # The runtime belongs to its loader's caller (the library may share it); the app only
+        # listens.
         app_state.loop = asyncio.get_running_loop()
-        app_state.scorer.engine.add_hooks(app_state.metrics)
+        app_state.runtime.engine.add_hooks(app_state.metrics)
         try:
             yield
         finally:
-            app_state.scorer.engine.remove_hooks(app_state.metrics)
+            app_state.runtime.engine.remove_hooks(app_state.metrics)
 
     a = app_state
     routes = [
@@ -453,11 +452,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(target: Serving | Scorer, settings: Settings, sock: socket.socket) -> None:
+def serve(runtime: Runtime, settings: Settings, sock: socket.socket) -> None:
     """Run the app with uvicorn on an already bound socket until SIGTERM or SIGINT."""
     import uvicorn
 
-    app = create_app(target, settings)
+    app = create_app(runtime, settings)
     state: App = app.state.crossrank
     grace = settings.graceful_shutdown_s
     config = uvicorn.Config(

@@ -20,36 +20,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from crossrank.runtime import batching, cascade
+from crossrank.runtime.batching import Encoded
 from crossrank.runtime.engine import Engine, Job
 from crossrank.runtime.errors import DeadlineExceeded, InferenceError, InvalidRequest
-from crossrank.runtime.options import DEFAULT_WINDOWS, ScoreOptions, WindowLimits
+from crossrank.runtime.options import Scored, ScoreRequest, WindowLimits
 from crossrank.runtime.profiles import BatchPolicy
-from crossrank.runtime.tokenization import Encoded, PairTokenizer
+from crossrank.runtime.tokenization import PairTokenizer
 from crossrank.runtime.windows import Windows, per_text
-
-
-@dataclass(frozen=True)
-class ScoreRequest:
-    """One query against many texts, or (`query` a sequence) one query per text: pairs."""
-
-    query: str | Sequence[str]
-    texts: Sequence[str]
-    options: ScoreOptions = ScoreOptions()
-
-    @classmethod
-    def pairs(cls, pairs: Sequence[tuple[str, str]],
-              options: ScoreOptions | None = None) -> ScoreRequest:
-        """(query, text) pairs scored in order."""
-        return cls([q for q, _ in pairs], [t for _, t in pairs], options or ScoreOptions())
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One logit per text in the caller's order; tokens cut from each when asked for."""
-
-    logits: np.ndarray  # float32
-    truncated: np.ndarray | None  # int64, or None unless report_truncation
-    tokens: int = 0  # tokens scored, windows included
 
 
 def parts_of(texts: Sequence[str], policy: BatchPolicy) -> list[np.ndarray]:
@@ -121,21 +98,23 @@ class _Call:
         the texts of each distinct query as windows, rows put back in text order (a text's
         windows together)."""
         o, windows = self.request.options, self.service.windows
+        tok, side = self.service.tokenizer, self.request.options.truncation_side
         groups: dict[str, list[int]] = {}
         for i, q in enumerate(queries or ()):
             groups.setdefault(q, []).append(i)
         if len(groups) <= 1:
             query = queries[0] if queries else self.request.query
             assert isinstance(query, str)
-            return windows.encode(query, texts, o.report_truncation, idx, self._rows,
-                                  o.truncation_side)
+            return windows.encode(query, texts, tok.encode(query, texts, side=side),
+                                  o.report_truncation, idx, self._rows)
         encs, owners = [], []
         truncated = np.zeros(len(texts), dtype=np.int64) if o.report_truncation else None
         counted = self._rows
         for q, members in groups.items():
             pos = np.asarray(members, dtype=np.int64)
-            enc = windows.encode(q, [texts[i] for i in members], o.report_truncation, idx[pos],
-                                 counted, o.truncation_side)
+            mine = [texts[i] for i in members]
+            enc = windows.encode(q, mine, tok.encode(q, mine, side=side), o.report_truncation,
+                                 idx[pos], counted)
             counted += enc.n_rows
             assert enc.owner is not None
             encs.append(enc.rows)
@@ -206,12 +185,11 @@ class Service:
     refiner: for each one-query request, the pairs that could be in fp32's top k (k: the
     request's exact_top_k, else the refiner's default) are re-scored there (runtime/cascade.py)."""
 
-    def __init__(self, tokenizer: PairTokenizer, engine: Engine,
-                 windows: WindowLimits = DEFAULT_WINDOWS,
+    def __init__(self, tokenizer: PairTokenizer, engine: Engine, windows: WindowLimits,
                  max_queued_tokens: int | None = None, refiner: Refiner | None = None) -> None:
         self.tokenizer = tokenizer
         self.engine = engine
-        self.windows = Windows(tokenizer, windows)
+        self.windows = Windows(tokenizer.library, tokenizer.max_length, windows)
         self.max_queued_tokens = max_queued_tokens
         self.refiner = refiner
 

@@ -1,4 +1,5 @@
-"""Server settings: one frozen dataclass, built once at start-up from flags, then CROSSRANK_* env."""
+"""Server settings: the runtime's configuration plus the HTTP fields, one frozen dataclass built
+once at start-up from flags, then CROSSRANK_* env."""
 
 from __future__ import annotations
 
@@ -7,51 +8,52 @@ import functools
 import os
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
+from crossrank.runtime.choices import OVERFLOW_MODES
+from crossrank.runtime.config import RuntimeConfig, one_of
 from crossrank.runtime.errors import ConfigError
 from crossrank.runtime.modeldir import DEFAULT_MODEL, VARIANTS, export_name
-from crossrank.runtime.options import OVERFLOW_MODES, TOKENIZER_BACKENDS
+from crossrank.runtime.options import RequestLimits
 from crossrank.runtime.profiles import PROVIDER_CHOICES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything the server needs to know; defaults are the documented ones. None means the
-    provider profile's (or the machine's) choice."""
+class Settings(RuntimeConfig):
+    """Everything the server needs to know: the runtime's configuration (runtime/config.py,
+    where its defaults live) and the HTTP fields; defaults are the documented ones."""
 
     model: str = DEFAULT_MODEL  # hub id or checkpoint: exported into models_root when missing
     models_root: str = "models"
-    model_dir: str = ""  # an exported directory to serve as is ("": models_root/<model's name>)
-    provider: str = "auto"
-    variant: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
-    threads: int | None = None  # None: usable cores
-    spin: bool = True  # ONNX Runtime threads spin-wait between runs (faster, busier)
-    token_budget: int | None = None  # None: the provider's measured default
-    max_rows: int | None = None  # None: the variant's default
-    pipeline: bool | None = None  # None: the profile's (on with CUDA, off on CPUs)
-    tokenizer: str = "auto"  # auto | nanotoken | tokenizers
     max_chunks: int = 1000  # per request
     max_body_bytes: int = 16 * 1024 * 1024
-    max_queued_tokens: int = 200_000  # backpressure bound: above it, 429
+    max_queued_tokens: int = 200_000  # backpressure bound: above it, 429 (the library: none)
     request_timeout_s: float = 60.0  # deadline unless the request asks for less
     api_key: str = ""  # empty: no authentication
     overflow: str = "truncate"  # default for requests that do not say: truncate | split
-    window_stride: int = 128  # overflow=split: tokens shared by consecutive windows
-    max_windows_per_chunk: int = 16
-    max_windows_per_request: int = 2000
     max_connections: int = 256  # uvicorn limit_concurrency
     keepalive_timeout_s: float = 5.0
     graceful_shutdown_s: float = 30.0
     log_level: str = "info"
-    int8_check: bool = True  # serve int8 only if verified on this CPU (runtime/selfcheck.py)
-    cascade: int = 0  # int8 on CPU: fp32's exact top k per request (0: off)
+
+    def runtime_config(self, model_dir: Path | str | None = None) -> RuntimeConfig:
+        """What serves: the runtime's fields of these settings, for model_dir (default: the
+        settings' own directory)."""
+        values = {f.name: getattr(self, f.name) for f in fields(RuntimeConfig)}
+        values["model_dir"] = str(model_dir or self.resolved_model_dir())
+        return RuntimeConfig(**values)
+
+    @property
+    def limits(self) -> RequestLimits:
+        """What a request may hold, and what it gets when it does not say."""
+        return RequestLimits(max_chunks=self.max_chunks, overflow_default=self.overflow)
 
     def resolved_model_dir(self, stand_in: bool = False) -> str:
         """The directory to serve: model_dir when set, else where `crossrank export` writes the
@@ -79,6 +81,8 @@ _HELP = {
                 "has every core) | on | off",
     "tokenizer": "auto (nanotoken when installed and in agreement with the tokenizers library on "
                  "probe texts, else tokenizers) | nanotoken | tokenizers",
+    "tokenizer_threads": "threads that tokenize a large request (auto: the provider's: 1 on "
+                         "CPUs, where inference has every core; every core with CUDA)",
     "max_chunks": "most chunks/texts/documents in one request (422 above)",
     "max_body_bytes": "largest request body (413 above, checked before reading it all)",
     "max_queued_tokens": "tokens waiting for inference before new work gets 429",
@@ -99,6 +103,9 @@ _HELP = {
                   "unless this CPU reproduces the int8 scores the exporter verified (~0.5 s) "
                   "or else its own int8 passes the export's gate on the export's check "
                   "requests (cached per CPU); 0: skip the check",
+    "max_length": "tokens per pair, at most the model's (auto: the model's); less truncates "
+                  "sooner",
+    "activation": "what scores get: model (the export's activation) | identity | sigmoid",
     "cascade": "int8 on the CPU: K > 0 also loads fp32 and makes each request's top K "
                "(its own top_n/top_k when it names one) exactly fp32's scores and order, by "
                "re-scoring in fp32 the pairs int8 could misplace there; 0: off",
@@ -176,12 +183,7 @@ def convert(name: str, raw: Any, source: str | None = None) -> Any:
     if optional and (text in _AUTO or (kind is int and text == "0")):
         return None
     if kind is bool:
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        choices = "auto, on, off" if optional else "1 or 0 (true/false, on/off)"
-        raise ConfigError(f"{where}={raw!r}: choose {choices}")
+        return switch(raw, where, "auto, on, off" if optional else None)
     try:
         if kind is int:
             return int(raw)
@@ -192,33 +194,30 @@ def convert(name: str, raw: Any, source: str | None = None) -> Any:
     return raw
 
 
+def switch(raw: Any, where: str, choices: str | None = None) -> bool:
+    """A switch from text: 1/0, true/false, on/off, yes/no (a bool stays itself)."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{where}={raw!r}: choose {choices or '1 or 0 (true/false, on/off)'}")
+
+
 def checked(s: Settings) -> Settings:
     """The settings, if every value is in range; else ConfigError naming the first that is not."""
-    _one_of("provider", s.provider, PROVIDER_CHOICES)
-    _one_of("variant", s.variant, VARIANTS)
+    s.checked()  # the runtime's fields
     if not 0 < s.port < 65536:
         raise ConfigError(f"port must be 1-65535, not {s.port}")
     for name in ("max_chunks", "max_body_bytes", "max_queued_tokens", "max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be positive")
-    _one_of("overflow", s.overflow, OVERFLOW_MODES)
-    if not 0 <= s.window_stride <= 256:
-        raise ConfigError("window_stride must be between 0 and 256 tokens")
-    if s.max_windows_per_chunk < 1 or s.max_windows_per_request < 1:
-        raise ConfigError("window limits must be positive")
-    _one_of("tokenizer", s.tokenizer, TOKENIZER_BACKENDS)
-    for name in ("threads", "token_budget", "max_rows"):
-        value = getattr(s, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"{name} must be positive (or auto)")
+    one_of("overflow", s.overflow, OVERFLOW_MODES)
     if s.request_timeout_s <= 0:
         raise ConfigError("request_timeout_s must be positive")
-    _one_of("log_level", s.log_level, LOG_LEVELS)
+    one_of("log_level", s.log_level, LOG_LEVELS)
     if not s.model and not s.model_dir:
         raise ConfigError("model must not be empty (or give model_dir)")
     return s
-
-
-def _one_of(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")

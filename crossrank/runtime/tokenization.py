@@ -12,30 +12,10 @@ from tokenizers import Tokenizer
 
 from crossrank.runtime import batching
 from crossrank.runtime.backends import TextEncoder
-from crossrank.runtime.batching import Rows
+from crossrank.runtime.batching import Encoded, Rows
 from crossrank.runtime.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """Unpadded token rows for pairs, with lengths known before any padding."""
-
-    rows: Rows
-    truncated: np.ndarray | None  # int64, tokens cut from each pair; None unless asked for
-    # With overflow="split" one chunk may become several rows (windows): owner[row] is its chunk.
-    owner: np.ndarray | None = None
-    n_chunks: int | None = None
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """int64 tokens per row after truncation."""
-        return self.rows.lengths
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.rows)
 
 
 def _longest_first(la: np.ndarray, lb: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,38 +10,37 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from crossrank.runtime.batching import Rows
+from crossrank.runtime.batching import Encoded, Rows
 from crossrank.runtime.errors import LimitExceeded
-from crossrank.runtime.options import DEFAULT_WINDOWS, WindowLimits
-from crossrank.runtime.tokenization import Encoded, PairTokenizer
+from crossrank.runtime.options import WindowLimits
 
 
 class Windows:
-    """Encodes chunks as windows under these limits with this tokenizer. Thread-safe."""
+    """Encodes chunks as windows under these limits for a model that takes `max_length` tokens,
+    cutting with (a copy of) the tokenizers library's `library`. Thread-safe."""
 
-    def __init__(self, tokenizer: PairTokenizer, limits: WindowLimits = DEFAULT_WINDOWS) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, library: Tokenizer, max_length: int, limits: WindowLimits) -> None:
+        self.library = library
+        self.max_length = max_length
         self.limits = limits
         self._splitter: Tokenizer | None = None
         self._lock = threading.Lock()
 
-    def encode(self, query: str, chunks: list[str], with_truncation: bool = False,
-               positions: np.ndarray | None = None, counted: int = 0,
-               side: str = "right") -> Encoded:
-        """Pairs that fit stay one row; a chunk whose pair is too long becomes overlapping
-        windows of its tokens, each with the whole query ([CLS] q [SEP] window [SEP]), the
-        windows overlapping by `stride` tokens so every token is seen. Caps raise LimitExceeded.
+    def encode(self, query: str, chunks: list[str], base: Encoded, with_truncation: bool = False,
+               positions: np.ndarray | None = None, counted: int = 0) -> Encoded:
+        """`base`: the pairs encoded as usual (truncated). Pairs that fit stay one row; a chunk
+        whose pair is too long becomes overlapping windows of its tokens, each with the whole
+        query ([CLS] q [SEP] window [SEP]), the windows overlapping by `stride` tokens so every
+        token is seen. Caps raise LimitExceeded.
 
-        A query too long to leave room for a window falls back to longest-first truncation
-        (cutting from `side`).
+        A query too long to leave room for a window keeps its truncated row from `base`.
         When these chunks are one part of a larger request: `positions` are their indices in it
         (for messages) and `counted` the rows its earlier parts made (the cap is per request).
         """
-        tok, lim = self.tokenizer, self.limits
-        base = tok.encode(query, chunks, side=side)
+        lim = self.limits
         n = len(chunks)
         # Only a pair at the limit may be too long; the splitter tells which (>1 window).
-        at_limit = np.flatnonzero(base.lengths >= tok.max_length).tolist()
+        at_limit = np.flatnonzero(base.lengths >= self.max_length).tolist()
         splitter = self.splitter() if at_limit else None
         windows: dict[int, list[Any]] = {}
         kept_cut: list[int] = []  # over-long, but the query leaves no room for a window
@@ -71,7 +70,7 @@ class Windows:
         if with_truncation:
             truncated = np.zeros(n, dtype=np.int64)
             if kept_cut:
-                full = tok.library.encode_batch([(query, chunks[c]) for c in kept_cut])
+                full = self.library.encode_batch([(query, chunks[c]) for c in kept_cut])
                 for c, e in zip(kept_cut, full, strict=True):
                     truncated[c] = len(e.ids) - base.lengths[c]
         if not windows:
@@ -99,8 +98,8 @@ class Windows:
         """The library tokenizer that cuts the second text into windows of this stride."""
         with self._lock:
             if self._splitter is None:
-                split = Tokenizer.from_str(self.tokenizer.library.to_str())
-                split.enable_truncation(max_length=self.tokenizer.max_length,
+                split = Tokenizer.from_str(self.library.to_str())
+                split.enable_truncation(max_length=self.max_length,
                                         stride=self.limits.stride, strategy="only_second")
                 self._splitter = split
             return self._splitter

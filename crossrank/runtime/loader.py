@@ -1,0 +1,316 @@
+"""The one loader: a RuntimeConfig in, a running Runtime out.
+
+Only here is a model directory read for serving, the provider profile resolved, the int8
+self-check run (with its fp32 fallback), the precision cascade wired and a `Service` built. Every
+front end takes the `Runtime` this returns: the library's `Scorer` and `CrossEncoder`, the HTTP
+app (`crossrank serve`), Ray Serve replicas, `crossrank score/info` and the exporter's
+verification (`load_files`: one model file, no manifest).
+
+Tests and benchmarks reach the device through one seam, `runner`: a function given the opener
+of the real ONNX Runtime session that returns what the engine runs batches on (the real session
+wrapped, a simulated device, a fake).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from crossrank.runtime import cpu, modeldir, selfcheck
+from crossrank.runtime.cascade import CascadeStats
+from crossrank.runtime.config import RuntimeConfig
+from crossrank.runtime.engine import Engine, Runner
+from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.modeldir import VARIANT_FILES
+from crossrank.runtime.options import ScoreRequest
+from crossrank.runtime.profiles import BatchPolicy, ProviderProfile
+from crossrank.runtime.service import Refiner, Service
+from crossrank.runtime.session import Session, resolve_provider, usable_cores
+from crossrank.runtime.tokenization import PairTokenizer
+
+log = logging.getLogger(__name__)
+
+# The seams: what the engine runs on, given the opener of the real session; a batch policy change.
+RunnerSeam = Callable[[Callable[[], Runner]], Runner]
+PolicySeam = Callable[[BatchPolicy], BatchPolicy]
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What a runtime serves, for /info and logs."""
+
+    model_dir: str
+    name: str
+    source: str
+    stand_in: bool
+    variant: str
+    provider: str
+    threads: int
+    max_length: int
+    activation: str
+    tokenizer: str = "tokenizers"  # what tokenizes texts: nanotoken or the tokenizers library
+    int8_isa: str | None = None  # the instruction set the int8 was made and verified for
+    cpu_isa: str | None = None  # this CPU's
+    isa_warning: str | None = None  # set when the two differ and no self-check passed
+    int8_check: dict[str, Any] | None = None  # the start-up self-check (selfcheck.Int8Check)
+    # the precision cascade: k of the exact top-k a request gets when it names none, and the
+    # int8 error bound it re-scores within (None: no cascade)
+    cascade_k: int | None = None
+    cascade_bound: float | None = None
+
+
+@dataclass
+class Runtime:
+    """One loaded model: its tokenizer, engine (thread, queue, session), the one service every
+    request goes through, the activation its scores get, the provider profile and what it
+    serves; with a precision cascade, `exact` is the fp32 runtime behind it."""
+
+    config: RuntimeConfig
+    tokenizer: PairTokenizer
+    engine: Engine
+    service: Service
+    activation: str  # identity or sigmoid: the model's (or the config's)
+    profile: ProviderProfile
+    info: RuntimeInfo
+    exact: Runtime | None = None
+    seams: tuple[RunnerSeam | None, PolicySeam | None] = (None, None)  # as loaded (tests)
+
+    @property
+    def policy(self) -> BatchPolicy:
+        return self.engine.policy
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description for /info: the model, and the profile and policy in use."""
+        d: dict[str, Any] = asdict(self.info)
+        d["batch_policy"] = asdict(self.policy)
+        d["profile"] = self.profile.describe()
+        d["windows"] = asdict(self.config.windows)
+        if self.service.refiner is not None:
+            d["cascade"] = self.service.refiner.stats.as_dict()
+        return d
+
+    def close(self) -> None:
+        """Stop the engine's thread (and the cascade's); later calls raise Unavailable."""
+        self.engine.stop(timeout=5.0)
+        if self.exact is not None:
+            self.exact.close()
+
+
+def load(config: RuntimeConfig, *, runner: RunnerSeam | None = None,
+         policy: PolicySeam | None = None) -> Runtime:
+    """The configured model directory loaded, its manifest and files checked first. The batch
+    policy is the provider profile's for the variant and tokenizer; token_budget, max_rows and
+    pipeline override it. int8 on a profile that asks for it (the CPU) serves only after the
+    self-check passes on this CPU, else fp32; with cascade > 0, fp32 also loads and re-scores
+    each request's top k (runtime/cascade.py)."""
+    c = config.checked()
+    if not c.model_dir:
+        raise ConfigError("no model directory to load (model_dir is empty)")
+    md = modeldir.load(c.model_dir)
+    if c.max_length is not None and not c.max_length <= md.max_length:
+        raise ConfigError(f"max_length must be between 1 and the model's {md.max_length}")
+    length = c.max_length or md.max_length
+    prof = resolve_provider(c.provider)
+    chosen = md.choose_variant(c.variant, prof)
+    tok = PairTokenizer(md.tokenizer_file(), length, backend=c.tokenizer,
+                        threads=c.tokenizer_threads or prof.tokenizer_threads or usable_cores())
+    act = md.activation if c.activation == "model" else c.activation
+    if md.stand_in:
+        log.warning("%s is a STAND-IN model with random weights: its scores are meaningless "
+                    "(offline trials and benchmarks only)", md.path)
+
+    def build(var: str, bounded: bool = True) -> Runtime:
+        base = prof.policy_for(var, tok.backend if c.pipeline is None else "tokenizers")
+        pol = _overridden(base, c)
+        info = RuntimeInfo(model_dir=str(md.path), name=md.name, source=md.source,
+                           stand_in=md.stand_in, variant=var, provider=prof.name,
+                           threads=c.threads or usable_cores(), max_length=length,
+                           activation=act, tokenizer=tok.backend)
+        return _assemble(c, tok, md.model_file(var), pol, prof, info, md.pad_token_id,
+                         runner=runner, policy=policy, bounded=bounded)
+
+    rt = build(chosen)
+    check: selfcheck.Int8Check | None = None
+    isa = None
+    if chosen == "int8" and prof.int8_self_check:
+        check = (self_check(rt, md, max_length=length if length < md.max_length else None)
+                 if c.int8_check else selfcheck.Int8Check(status="skipped"))
+        if not check.ok:
+            log.warning("%s; serving fp32 instead%s.", _failure(check, cpu.detect_isa()),
+                        " (int8 only behind the cascade)" if c.cascade else "")
+            rt.close()
+            rt = build("fp32")
+        # The instruction-set warning is for an int8 served with no passed check behind it.
+        isa = md.isa_check(chosen, warn=check.ok and check.status != "passed")
+    served_int8 = rt.info.variant == "int8"
+    if c.cascade and prof.cascade and c.variant in ("auto", "int8"):
+        rt = _with_cascade(rt, md, c.cascade, build, check)
+    rt.info = replace(rt.info, int8_isa=isa.made_for if isa else None,
+                      cpu_isa=isa.this_cpu if isa else None,
+                      isa_warning=isa.warning if isa and served_int8 else None,
+                      int8_check=asdict(check) if check else None)
+    log.info("serving %s (%s, %s, %d threads, %s)%s", md.name, rt.info.variant, prof.name,
+             rt.info.threads, tok.backend, _check_note(check))
+    return rt
+
+
+def load_files(model_file: Path, tokenizer_file: Path, max_length: int, *,
+               variant: str = "fp32", provider: str = "cpu", activation: str = "identity",
+               pad_token_id: int = 0, threads: int | None = None) -> Runtime:
+    """A runtime on one model file and tokenizer, without a manifest, with the policy the
+    profile gives the variant: the exporter verifies its staging files with this, so what is
+    verified is what is served."""
+    prof = resolve_provider(provider)
+    c = RuntimeConfig(model_dir=str(model_file.parent), variant=variant, provider=prof.name,
+                      threads=threads, max_length=max_length, activation=activation,
+                      tokenizer="tokenizers").checked()
+    tok = PairTokenizer(tokenizer_file, max_length,
+                        threads=prof.tokenizer_threads or usable_cores())
+    info = RuntimeInfo(model_dir=c.model_dir, name=model_file.name, source=str(model_file),
+                       stand_in=False, variant=variant, provider=prof.name,
+                       threads=threads or usable_cores(), max_length=max_length,
+                       activation=activation, tokenizer=tok.backend)
+    return _assemble(c, tok, model_file, prof.policy_for(variant), prof, info, pad_token_id)
+
+
+def reload(rt: Runtime, *, runner: RunnerSeam | None = None, policy: PolicySeam | None = None,
+           **changes: Any) -> Runtime:
+    """The runtime's model loaded again with some configuration changed and (tests, benchmarks)
+    a runner or policy seam. The seams it was loaded with still apply, beneath the new ones: a
+    new runner's opener gives what the old runner gave, a new policy seam gets the old one's
+    policy. `rt` is unchanged."""
+    old_runner, old_policy = rt.seams
+    if runner is not None and old_runner is not None:
+        outer, inner = runner, old_runner
+        runner = lambda open_session: outer(lambda: inner(open_session))  # noqa: E731
+    if policy is not None and old_policy is not None:
+        last, first = policy, old_policy
+        policy = lambda p: last(first(p))  # noqa: E731
+    return load(replace(rt.config, **changes), runner=runner or old_runner,
+                policy=policy or old_policy)
+
+
+def _overridden(policy: BatchPolicy, c: RuntimeConfig) -> BatchPolicy:
+    """The profile's policy with the configuration's overrides (None: the profile's choice)."""
+    changes: dict[str, Any] = {}
+    if c.token_budget:
+        changes["token_budget"] = c.token_budget
+    if c.max_rows:
+        changes["max_rows"] = c.max_rows
+    if c.pipeline is not None:
+        changes["pipeline"] = c.pipeline
+    return replace(policy, **changes)
+
+
+def _assemble(c: RuntimeConfig, tok: PairTokenizer, model_file: Path, pol: BatchPolicy,
+              prof: ProviderProfile, info: RuntimeInfo, pad_token_id: int, *,
+              runner: RunnerSeam | None = None, policy: PolicySeam | None = None,
+              bounded: bool = True) -> Runtime:
+    """Session, engine and the one service of a runtime (the only `Service(` in the package).
+    bounded=False: no queue bound (the cascade's fp32 stage must not refuse half a request)."""
+
+    def open_session() -> Runner:
+        return Session(model_file, profile=prof, threads=c.threads, spin=c.spin)
+
+    sess = runner(open_session) if runner is not None else open_session()
+    if policy is not None:
+        pol = policy(pol)
+    engine = Engine(sess, pol, max_length=tok.max_length, pad_token_id=pad_token_id)
+    service = Service(tok, engine, c.windows,
+                      max_queued_tokens=c.max_queued_tokens if bounded else None)
+    return Runtime(config=c, tokenizer=tok, engine=engine, service=service,
+                   activation=info.activation, profile=prof, info=info, seams=(runner, policy))
+
+
+def self_check(rt: Runtime, md: modeldir.ModelDir,
+               max_length: int | None = None) -> selfcheck.Int8Check:
+    """The int8 self-check on this runtime (runtime/selfcheck.py): does it reproduce the
+    export's int8 scores, or else pass the export's gate on this CPU? Cached per int8 file,
+    check data and CPU signature."""
+    record = md.int8_self_check()
+    found = md.int8_check_requests()
+    requests = selfcheck.Requests.parse(found[0]) if found else None
+    key = selfcheck.cache_key(md.file_sha256(VARIANT_FILES["int8"]), record,
+                              found[1] if found else None, max_length)
+    hit = selfcheck.cached(key)
+    if hit is not None:
+        return hit
+    result = selfcheck.check_here(
+        record, requests, lambda pairs: rt.service.score(ScoreRequest.pairs(pairs)).logits,
+        max_length=max_length)
+    selfcheck.store(key, result)
+    return result
+
+
+def _with_cascade(rt: Runtime, md: modeldir.ModelDir, k: int,
+                  build: Callable[..., Runtime], check: selfcheck.Int8Check | None) -> Runtime:
+    """int8 in front of fp32 (runtime/cascade.py): the served int8, or one the gate refused (at
+    export, or on this CPU) and kept for this; unchanged where there is no int8 error bound.
+    Where the self-check measured int8's error on this CPU, the bound is the larger of that and
+    the export's."""
+    bound = md.int8_error_bound()
+    here = check.error_bound if check is not None else None
+    if bound is not None and here is not None:
+        bound = max(bound, here)
+    refused_here = check is not None and check.status == "failed" and here is not None
+    if rt.info.variant != "int8" and not (md.cascade_only() or refused_here):
+        return rt
+    if bound is None:
+        log.warning("no int8 error bound in %s (exported before the cascade existed): no "
+                    "cascade; export again with --force for exact top-k", md.path)
+        return rt
+    if rt.info.variant == "int8":
+        first, exact = rt, build("fp32", bounded=False)
+    else:  # the gate refused int8: it serves only behind the cascade
+        first, exact = build("int8"), rt
+        exact.service.max_queued_tokens = None  # the second stage never refuses half a request
+    first.service.refiner = Refiner(exact.service, bound, k, CascadeStats())
+    first.exact = exact
+    first.info = replace(first.info, variant="int8", cascade_k=k, cascade_bound=bound)
+    log.info("precision cascade: int8, then fp32 for every pair within %.3g logits x 2 of "
+             "the k-th best (each request's top %d, or its own top_n/top_k, is fp32's)",
+             bound, k)
+    return first
+
+
+def _check_note(check: selfcheck.Int8Check | None) -> str:
+    if check is None:
+        return ""
+    when = " (cached verdict)" if check.cached else f" in {check.seconds:.2f}s"
+    if check.status == "passed" and check.how == "judged":
+        return "; int8 self-check passed on this CPU's own int8: " + judged(check) + when
+    if check.status == "passed":
+        return (f"; int8 self-check passed: {check.pairs} pairs reproduce the export's int8 "
+                f"scores to {check.max_abs_diff:.2g}{when}")
+    if check.status == "failed":
+        return "; int8 self-check FAILED: serving fp32"
+    return f"; int8 self-check {check.status}"
+
+
+def judged(check: selfcheck.Int8Check | dict[str, Any]) -> str:
+    """How this CPU's own int8 fared against the export's gate, in words (logs, `crossrank
+    info`)."""
+    d = check if isinstance(check, dict) else asdict(check)
+    j = d.get("judgement") or {}
+    head = (f"it does not reproduce the export's int8 scores (max |diff| "
+            f"{d.get('max_abs_diff') or 0.0:.2g}, kernels differ) but "
+            if d.get("status") == "passed" else "")
+    verdict = "passes" if d.get("status") == "passed" else "fails"
+    return (f"{head}{verdict} the export's gate on its {j.get('requests')} check requests "
+            f"(clear top-10 misses {j.get('clear_misses')}, worst graded NDCG@10 "
+            f"{j.get('worst_graded_ndcg', 0):.4f}, rms error {j.get('rms_error_over_spread')} "
+            f"x std; bounds: {j.get('bound')})")
+
+
+def _failure(check: selfcheck.Int8Check, isa: str) -> str:
+    """Why int8 does not serve on this CPU, and what to do."""
+    if check.how == "judged":
+        return f"int8 self-check failed on this {isa} CPU: its int8 " + judged(check)
+    return (f"int8 self-check failed on this {isa} CPU: {VARIANT_FILES['int8']} reproduces the "
+            f"scores the exporter verified (measured on {check.measured_on}) only to "
+            f"{check.max_abs_diff or 0.0:.3g}, over the tolerance {check.tolerance or 0.0:.3g}, "
+            f"and the export keeps no check requests to judge it here (export it again with "
+            f"this crossrank, or skip the check with --int8-check 0)")
