@@ -55,6 +55,10 @@ def test_the_original_score_bytes_are_unchanged(client: TestClient, scorer: Scor
     r = client.post("/score", json={"query": QUERY, "chunks": DOCS})
     want = json.dumps([[i, s] for i, s in scorer.score(QUERY, DOCS)], separators=(",", ":"))
     assert r.content == want.encode() and r.headers["content-type"] == "application/json"
+    # Pinned: the whole path (parse, tokenize, batch, the fake runner's IEEE arithmetic,
+    # render, JSON) gives these bytes on every CPU.
+    assert r.content == (b"[[1,1.2503911256790161],[0,0.1098417192697525],"
+                         b"[2,-0.09460638463497162]]")
 
 
 # -- vLLM's score API --------------------------------------------------------------------------------

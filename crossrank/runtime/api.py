@@ -183,14 +183,6 @@ def get_pos_int(body: dict[str, Any], field: str, zero_is_all: bool = False) -> 
     return v
 
 
-def get_model(body: dict[str, Any]) -> str | None:
-    """The client's model name: echoed in answers that carry one, never used to choose."""
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise InvalidRequest("'model' must be a string")
-    return model
-
-
 def refuse(body: dict[str, Any], unsupported: dict[str, str]) -> None:
     for name, instead in unsupported.items():
         if body.get(name) is not None:
@@ -222,38 +214,177 @@ def get_side(body: dict[str, Any], field: str, values: tuple[str, ...]) -> str:
     return v.lower()
 
 
-def get_options(body: dict[str, Any], limits: RequestLimits, must_fit: bool = False,
-                max_tokens: int | None = None, side: str = "right",
-                top: int | None = None) -> ScoreOptions:
-    """crossrank's extensions every shape takes: overflow, report_truncation and exact_top_k
-    (where a precision cascade serves: the k whose scores and order must be fp32's; a shape's
-    own top_n/top_k when it names none)."""
-    mode = body.get("overflow")
-    if mode is None:
-        mode = limits.overflow_default
-    return ScoreOptions(overflow=str(mode),  # ScoreOptions checks the mode
-                        report_truncation=get_bool(body, "report_truncation", False),
-                        must_fit=must_fit, max_tokens_per_text=max_tokens, truncation_side=side,
-                        exact_top_k=get_pos_int(body, "exact_top_k") or top)
+# -- the shapes, each declared once: its parser reads these fields and openapi.py describes them -
+
+@dataclass(frozen=True)
+class Field:
+    """One request field. kind says how it is read (READERS) and described (openapi.py):
+    query, texts, documents (strings or {"text": ...} objects), queries and text_or_texts
+    (vLLM's text_1 and text_2), bool, positive, count_or_all (0: all), string, side (one of
+    `values`, either case), overflow, refused and other_shape (must be null: `doc` says why),
+    false_only (false or null)."""
+
+    name: str
+    kind: str
+    required: bool = False
+    default: Any = None
+    values: tuple[str, ...] = ()
+    doc: str = ""
+    show_default: bool = True  # the OpenAPI document states the default
 
 
-def _vllm_raw(body: dict[str, Any]) -> bool:
-    """vLLM's use_activation (and its older name activation): false means raw logits."""
-    for name in ("use_activation", "activation"):
-        if body.get(name) is not None:
-            return not get_bool(body, name, True)
-    return get_bool(body, "raw_scores", False)  # Infinity's name
+@dataclass(frozen=True)
+class Shape:
+    """A request body: its name in the OpenAPI document and its fields, read in this order."""
+
+    name: str
+    fields: tuple[Field, ...]
+    doc: str = ""
+
+    def read(self, body: dict[str, Any], limits: RequestLimits) -> dict[str, Any]:
+        """Every field's value (None when absent), checked in declaration order: the first
+        bad field is the 422."""
+        return {f.name: READERS[f.kind](body, f, limits) for f in self.fields}
+
+
+def _refused(body: dict[str, Any], f: Field, limits: RequestLimits) -> None:
+    refuse(body, {f.name: f.doc})
+
+
+def _false_only(body: dict[str, Any], f: Field, limits: RequestLimits) -> None:
+    if get_bool(body, f.name, False):
+        raise InvalidRequest(f"'{f.name}' is not supported: {f.doc}")
+
+
+def _queries(body: dict[str, Any], f: Field, limits: RequestLimits) -> list[str]:
+    out = _text_list(body, f.name, limits.max_chunks)
+    for i, q in enumerate(out):
+        if not q.strip():
+            raise InvalidRequest(f"'{f.name}[{i}]' must not be empty or only whitespace")
+    return out
+
+
+def _string(body: dict[str, Any], f: Field, limits: RequestLimits) -> str | None:
+    v = body.get(f.name)
+    if v is not None and not isinstance(v, str):
+        raise InvalidRequest(f"'{f.name}' must be a string")
+    return v
+
+
+READERS: dict[str, Any] = {
+    "query": lambda b, f, lim: get_query(b, f.name),
+    "texts": lambda b, f, lim: get_texts(b, f.name, lim.max_chunks),
+    "documents": lambda b, f, lim: get_texts(b, f.name, lim.max_chunks, objects=True),
+    "queries": _queries,
+    "text_or_texts": lambda b, f, lim: _text_list(b, f.name, lim.max_chunks),
+    "bool": lambda b, f, lim: get_bool(b, f.name, f.default),
+    "positive": lambda b, f, lim: get_pos_int(b, f.name),
+    "count_or_all": lambda b, f, lim: get_pos_int(b, f.name, zero_is_all=True),
+    "string": _string,
+    "side": lambda b, f, lim: get_side(b, f.name, f.values),
+    # ScoreOptions checks the mode, with the option lists' wording
+    "overflow": lambda b, f, lim: str(lim.overflow_default if b.get(f.name) is None
+                                      else b[f.name]),
+    "refused": _refused,
+    "other_shape": lambda b, f, lim: None,  # one_shape() names the mix first
+    "false_only": _false_only,
+}
+
+# crossrank's extensions every shape takes (ScoreOptions): long texts, the truncation report and,
+# where a precision cascade serves, the top k whose scores and order must be fp32's.
+OPTIONS = (
+    Field("overflow", "overflow", doc="over-long chunks: truncate at the model's limit "
+          "(default) or split into overlapping windows scored by their max"),
+    Field("report_truncation", "bool", default=False, doc="report cut chunks in "
+          "X-Truncated-Count and X-Truncated-Chunks (index:tokens lost)"),
+    Field("exact_top_k", "positive", doc="where the server runs an int8 -> fp32 precision "
+          "cascade (--cascade): the top k whose scores and order must be fp32's (default: the "
+          "request's top_n/top_k, else the server's k); no effect otherwise"),
+)
+SIDE = Field("truncation_side", "side", default="right", values=TRUNCATION_SIDES,
+             doc="left keeps the end of an over-long text")
+# vLLM's activation switch (its older name too) and Infinity's raw_scores; the client's model.
+VLLM_SCORES = (
+    Field("use_activation", "bool", default=True,
+          doc="false: raw logits instead of sigmoid scores"),
+    Field("activation", "bool", default=True, doc="vLLM's older name of use_activation",
+          show_default=False),
+    Field("raw_scores", "bool", default=False),
+    Field("model", "string"),
+)
+
+
+def _refusing(unsupported: dict[str, str]) -> tuple[Field, ...]:
+    return tuple(Field(name, "refused", doc=instead) for name, instead in unsupported.items())
+
+
+def _others(names: tuple[str, ...], why: str) -> tuple[Field, ...]:
+    return tuple(Field(name, "other_shape", doc=why) for name in names)
+
+
+SCORE = Shape("ScoreRequest", (
+    Field("query", "query", required=True), Field("chunks", "texts", required=True), *OPTIONS,
+    *_others(PAIR_FIELDS, "vLLM's score API: not with query and chunks")))
+PAIRS = Shape("VLLMScoreRequest", (
+    *_refusing(UNSUPPORTED_VLLM),
+    Field("text_1", "queries", required=True), Field("text_2", "text_or_texts", required=True),
+    SIDE, *OPTIONS, *VLLM_SCORES,
+    *_others(SCORE_FIELDS, "crossrank's /score shape: not with text_1/text_2")),
+    doc="one text_1 against every text_2, or two lists of equal length scored pair by pair "
+        "(lists of other lengths: 422); overflow='split' takes one text_1")
+TEI = Shape("TEIRerankRequest", (
+    Field("query", "query", required=True), Field("texts", "texts", required=True),
+    Field("truncation_direction", "side", default="right", values=TRUNCATION_DIRECTIONS),
+    Field("truncate", "bool", default=True), *OPTIONS,
+    Field("raw_scores", "bool", default=False), Field("return_text", "bool", default=False),
+    *_others(("documents",), "vLLM's and Infinity's shape")))
+DOCUMENTS = Shape("DocumentsRerankRequest", (
+    *_refusing(UNSUPPORTED_VLLM),
+    Field("query", "query", required=True), Field("documents", "documents", required=True),
+    SIDE, Field("top_n", "count_or_all", doc="0 or absent: every result"), *OPTIONS,
+    Field("return_documents", "bool", default=False, doc="Infinity's field: documents come "
+          "back as bare strings, only when true"),
+    *VLLM_SCORES, *_others(("texts",), "Text Embeddings Inference's shape")))
+COHERE = Shape("CohereRerankRequest", (
+    *_refusing(UNSUPPORTED_COHERE),
+    Field("query", "query", required=True), Field("documents", "documents", required=True),
+    Field("model", "string"), Field("max_tokens_per_doc", "positive"),
+    Field("top_n", "positive"), *OPTIONS, Field("return_documents", "bool", default=False)))
+MIXEDBREAD = Shape("MixedbreadRerankRequest", (
+    *_refusing(UNSUPPORTED_MIXEDBREAD),
+    Field("rewrite_query", "false_only", doc="crossrank scores the query as sent"),
+    Field("query", "query", required=True), Field("input", "documents", required=True),
+    Field("top_k", "positive"), *OPTIONS, Field("return_input", "bool", default=False),
+    Field("model", "string")))
+SHAPES = (SCORE, PAIRS, TEI, DOCUMENTS, COHERE, MIXEDBREAD)
 
 
 # -- parsing: a JSON object in, a typed call out -------------------------------------------------
+
+def _options(v: dict[str, Any], must_fit: bool = False, max_tokens: int | None = None,
+             side: str = "right", top: int | None = None) -> ScoreOptions:
+    """The ScoreOptions of a request's values (a shape's own top_n/top_k is the cascade's k
+    when the request names no exact_top_k)."""
+    return ScoreOptions(overflow=v["overflow"], report_truncation=v["report_truncation"],
+                        must_fit=must_fit, max_tokens_per_text=max_tokens, truncation_side=side,
+                        exact_top_k=v["exact_top_k"] or top)
+
+
+def _vllm_raw(body: dict[str, Any], v: dict[str, Any]) -> bool:
+    """vLLM's use_activation (and its older name activation): false means raw logits; else
+    Infinity's raw_scores."""
+    for name in ("use_activation", "activation"):
+        if body.get(name) is not None:
+            return not v[name]
+    return bool(v["raw_scores"])
+
 
 def parse_score(body: dict[str, Any], limits: RequestLimits) -> ScoreCall | PairsCall:
     """/score: crossrank's {query, chunks}, or vLLM's {text_1, text_2}."""
     if one_shape(body, SCORE_FIELDS, "crossrank's /score", PAIR_FIELDS, "vLLM's score API"):
         return parse_pairs(body, limits)
-    query = get_query(body)
-    chunks = get_texts(body, "chunks", limits.max_chunks)
-    return ScoreCall(ScoreRequest(query, chunks, get_options(body, limits)))
+    v = SCORE.read(body, limits)
+    return ScoreCall(ScoreRequest(v["query"], v["chunks"], _options(v)))
 
 
 def _text_list(body: dict[str, Any], field: str, max_items: int) -> list[str]:
@@ -273,13 +404,9 @@ def _text_list(body: dict[str, Any], field: str, max_items: int) -> list[str]:
 def parse_pairs(body: dict[str, Any], limits: RequestLimits) -> PairsCall:
     """vLLM's score API: text_1 one string (or a list of one) against text_2's texts, or two
     lists of equal length scored pair by pair."""
-    refuse(body, UNSUPPORTED_VLLM)
-    t1 = _text_list(body, "text_1", limits.max_chunks)
-    t2 = _text_list(body, "text_2", limits.max_chunks)
-    for i, q in enumerate(t1):
-        if not q.strip():
-            raise InvalidRequest(f"'text_1[{i}]' must not be empty or only whitespace")
-    options = get_options(body, limits, side=get_side(body, "truncation_side", TRUNCATION_SIDES))
+    v = PAIRS.read(body, limits)
+    t1, t2 = v["text_1"], v["text_2"]
+    options = _options(v, side=v["truncation_side"])
     if len(t1) == 1:
         request = ScoreRequest(t1[0], t2, options)
     elif len(t1) == len(t2):
@@ -287,7 +414,7 @@ def parse_pairs(body: dict[str, Any], limits: RequestLimits) -> PairsCall:
     else:
         raise InvalidRequest(f"'text_1' has {len(t1)} texts and 'text_2' {len(t2)}: give one "
                              "text_1 for all of text_2, or lists of equal length (pairs)")
-    return PairsCall(request, raw_scores=_vllm_raw(body), model=get_model(body))
+    return PairsCall(request, raw_scores=_vllm_raw(body, v), model=v["model"])
 
 
 def parse_rerank(body: dict[str, Any], limits: RequestLimits) -> TeiCall | DocumentsCall:
@@ -301,66 +428,46 @@ def parse_rerank(body: dict[str, Any], limits: RequestLimits) -> TeiCall | Docum
 
 
 def parse_tei(body: dict[str, Any], limits: RequestLimits) -> TeiCall:
-    query = get_query(body)
-    texts = get_texts(body, "texts", limits.max_chunks)
-    side = get_side(body, "truncation_direction", TRUNCATION_DIRECTIONS)
-    truncate = get_bool(body, "truncate", True)
-    return TeiCall(ScoreRequest(query, texts, get_options(body, limits, must_fit=not truncate,
-                                                          side=side)),
-                   raw_scores=get_bool(body, "raw_scores", False),
-                   return_text=get_bool(body, "return_text", False))
+    v = TEI.read(body, limits)
+    options = _options(v, must_fit=not v["truncate"], side=v["truncation_direction"])
+    return TeiCall(ScoreRequest(v["query"], v["texts"], options), raw_scores=v["raw_scores"],
+                   return_text=v["return_text"])
 
 
 def parse_documents(body: dict[str, Any], limits: RequestLimits) -> DocumentsCall:
-    refuse(body, UNSUPPORTED_VLLM)
-    query = get_query(body)
-    docs = get_texts(body, "documents", limits.max_chunks, objects=True)
-    side = get_side(body, "truncation_side", TRUNCATION_SIDES)
-    top_n = get_pos_int(body, "top_n", zero_is_all=True)
-    return DocumentsCall(ScoreRequest(query, docs, get_options(body, limits, side=side,
-                                                               top=top_n)),
-                         top_n=top_n, document=_document_form(body),
-                         raw_scores=_vllm_raw(body), model=get_model(body))
+    v = DOCUMENTS.read(body, limits)
+    top_n = v["top_n"]
+    options = _options(v, side=v["truncation_side"], top=top_n)
+    return DocumentsCall(ScoreRequest(v["query"], v["documents"], options), top_n=top_n,
+                         document=_document_form(body, v["return_documents"]),
+                         raw_scores=_vllm_raw(body, v), model=v["model"])
 
 
-def _document_form(body: dict[str, Any]) -> str:
+def _document_form(body: dict[str, Any], return_documents: bool) -> str:
     """How /rerank's results carry documents, by who sends the shape: vLLM's request has no
     return_documents and its answer always has {"text": ...}; Infinity's request has
     return_documents and its answer a bare string (its client fails on an object). Documents
     sent as objects get objects back."""
     if "return_documents" not in body:
         return "object"
-    if not get_bool(body, "return_documents", False):
+    if not return_documents:
         return ""
     strings = all(isinstance(d, str) for d in body["documents"])
     return "string" if strings else "object"
 
 
 def parse_cohere(body: dict[str, Any], limits: RequestLimits, version: str) -> CohereCall:
-    refuse(body, UNSUPPORTED_COHERE)
-    query = get_query(body)
-    docs = get_texts(body, "documents", limits.max_chunks, objects=True)
-    get_model(body)
-    max_tokens = get_pos_int(body, "max_tokens_per_doc")
-    top_n = get_pos_int(body, "top_n")
-    return CohereCall(ScoreRequest(query, docs, get_options(body, limits, max_tokens=max_tokens,
-                                                            top=top_n)),
-                      top_n=top_n,
-                      return_documents=get_bool(body, "return_documents", False),
-                      version=version)
+    v = COHERE.read(body, limits)
+    options = _options(v, max_tokens=v["max_tokens_per_doc"], top=v["top_n"])
+    return CohereCall(ScoreRequest(v["query"], v["documents"], options), top_n=v["top_n"],
+                      return_documents=v["return_documents"], version=version)
 
 
 def parse_mixedbread(body: dict[str, Any], limits: RequestLimits) -> MixedbreadCall:
-    refuse(body, UNSUPPORTED_MIXEDBREAD)
-    if get_bool(body, "rewrite_query", False):
-        raise InvalidRequest("'rewrite_query' is not supported: crossrank scores the query as sent")
-    query = get_query(body)
-    texts = get_texts(body, "input", limits.max_chunks, objects=True)
-    top_k = get_pos_int(body, "top_k")
-    return MixedbreadCall(ScoreRequest(query, texts, get_options(body, limits, top=top_k)),
-                          inputs=list(body["input"]), top_k=top_k,
-                          return_input=get_bool(body, "return_input", False),
-                          model=get_model(body))
+    v = MIXEDBREAD.read(body, limits)
+    return MixedbreadCall(ScoreRequest(v["query"], v["input"], _options(v, top=v["top_k"])),
+                          inputs=list(body["input"]), top_k=v["top_k"],
+                          return_input=v["return_input"], model=v["model"])
 
 
 # -- rendering: scores in, a JSON-able answer out -----------------------------------------------

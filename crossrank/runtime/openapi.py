@@ -1,20 +1,14 @@
-"""The OpenAPI 3.1 document served at /openapi.json, describing every endpoint. Enums and the
-refused fields come from the parser's own tuples (api.py, options.py)."""
+"""The OpenAPI 3.1 document served at /openapi.json, describing every endpoint. Request bodies
+are built from the shapes the parser reads (api.SHAPES: each field declared once); the answers
+are described here, beside nothing else that writes them but api.render."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from crossrank.runtime import __version__
-from crossrank.runtime.api import (
-    PAIR_FIELDS,
-    SCORE_FIELDS,
-    TRUNCATION_DIRECTIONS,
-    UNSUPPORTED_COHERE,
-    UNSUPPORTED_MIXEDBREAD,
-    UNSUPPORTED_VLLM,
-)
-from crossrank.runtime.choices import OVERFLOW_MODES, TRUNCATION_SIDES
+from crossrank.runtime.api import SHAPES, Field, Shape
+from crossrank.runtime.choices import OVERFLOW_MODES
 
 _ERROR = {
     "type": "object",
@@ -41,39 +35,47 @@ def _opt(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _null_only(fields: dict[str, str] | tuple[str, ...], why: str = "") -> dict[str, Any]:
-    """Fields a shape must not carry (another shape's, or what crossrank cannot honour): null
-    (not given) only; anything else is a 422."""
-    if isinstance(fields, dict):
-        return {name: {"type": "null", "description": f"not supported: {instead}"}
-                for name, instead in fields.items()}
-    return {name: {"type": "null", "description": why} for name in fields}
+def _field(f: Field, max_chunks: int) -> dict[str, Any]:
+    """A request field's schema, from its declaration (api.Field)."""
+    chunks = {**_STR_LIST, "maxItems": max_chunks}
+    kinds: dict[str, dict[str, Any]] = {
+        "query": _QUERY,
+        "texts": chunks,
+        "documents": {"type": "array", "items": {"oneOf": [_STR, _TEXT_OBJECT]},
+                      "maxItems": max_chunks},
+        "queries": {"oneOf": [_QUERY, {"type": "array", "items": _QUERY, "minItems": 1,
+                                       "maxItems": max_chunks}]},
+        "text_or_texts": {"oneOf": [_STR, {**chunks, "minItems": 1}]},
+        "bool": {"type": "boolean"},
+        "positive": {"type": "integer", "minimum": 1},
+        "count_or_all": {"type": "integer", "minimum": 0},
+        "string": _STR,
+        "side": {"type": "string", "enum": list(f.values)},
+        "overflow": {"type": "string", "enum": list(OVERFLOW_MODES)},
+        "refused": {"type": "null", "description": f"not supported: {f.doc}"},
+        "other_shape": {"type": "null", "description": f.doc},
+        "false_only": {"type": ["boolean", "null"], "enum": [False, None],
+                       "description": f"not supported: {f.doc}"},
+    }
+    schema = dict(kinds[f.kind])
+    if f.kind in ("refused", "other_shape", "false_only"):
+        return schema
+    if f.default is not None and f.show_default:
+        schema["default"] = f.default
+    if f.doc:
+        schema["description"] = f.doc
+    return schema if f.required else _opt(schema)
 
 
-# Every scoring endpoint takes these (crossrank extensions; defaults keep the original shapes).
-_OVERFLOW = {
-    "overflow": _opt({"type": "string", "enum": list(OVERFLOW_MODES),
-                      "description": "over-long chunks: truncate at the model's limit (default) "
-                                     "or split into overlapping windows scored by their max"}),
-    "report_truncation": _opt({"type": "boolean", "default": False,
-                               "description": "report cut chunks in X-Truncated-Count and "
-                                              "X-Truncated-Chunks (index:tokens lost)"}),
-    "exact_top_k": _opt({"type": "integer", "minimum": 1,
-                         "description": "where the server runs an int8 -> fp32 precision "
-                                        "cascade (--cascade): the top k whose scores and order "
-                                        "must be fp32's (default: the request's top_n/top_k, "
-                                        "else the server's k); no effect otherwise"}),
-}
-_SIDE = {"truncation_side": _opt({"type": "string", "enum": list(TRUNCATION_SIDES),
-                                  "default": "right",
-                                  "description": "left keeps the end of an over-long text"})}
-_VLLM_SCORES = {
-    "use_activation": _opt({"type": "boolean", "default": True,
-                            "description": "false: raw logits instead of sigmoid scores"}),
-    "activation": _opt({"type": "boolean", "description": "vLLM's older name of use_activation"}),
-    "raw_scores": _opt({"type": "boolean", "default": False}),
-    "model": _opt(_STR),
-}
+def request_schema(shape: Shape, max_chunks: int) -> dict[str, Any]:
+    """A request body's schema, from the shape its parser reads."""
+    out: dict[str, Any] = {
+        "type": "object",
+        "required": [f.name for f in shape.fields if f.required],
+        "properties": {f.name: _field(f, max_chunks) for f in shape.fields}}
+    if shape.doc:
+        out["description"] = shape.doc
+    return out
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -109,11 +111,6 @@ def _results(score: str, document: dict[str, Any]) -> dict[str, Any]:
 
 def document(max_chunks: int) -> dict[str, Any]:
     """The API description; max_chunks is written into the array limits."""
-    chunks = {**_STR_LIST, "maxItems": max_chunks}
-    docs = {"type": "array", "items": {"oneOf": [_STR, _TEXT_OBJECT]}, "maxItems": max_chunks}
-    texts_1 = {"oneOf": [_QUERY, {"type": "array", "items": _QUERY, "minItems": 1,
-                                  "maxItems": max_chunks}]}
-    texts_2 = {"oneOf": [_STR, {**chunks, "minItems": 1}]}
     score_resp = {"type": "array", "items": {
         "type": "array", "items": _NUM, "minItems": 2, "maxItems": 2,
         "description": "[index into chunks (an integer), score]"}}
@@ -149,17 +146,6 @@ def document(max_chunks: int) -> dict[str, Any]:
                            "type": "object", "required": ["index", "score", "object"],
                            "properties": {"index": _INT, "score": _NUM,
                                           "object": {"const": "rank_result"}, "input": {}}}}}}
-    cohere_req = {
-        "type": "object", "required": ["query", "documents"],
-        "properties": {
-            "query": _QUERY, "documents": docs,
-            "top_n": _opt({"type": "integer", "minimum": 1}),
-            "return_documents": _opt({"type": "boolean", "default": False}),
-            "model": _opt(_STR),
-            "max_tokens_per_doc": _opt({"type": "integer", "minimum": 1}),
-            **_null_only(UNSUPPORTED_COHERE), **_OVERFLOW,
-        },
-    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "crossrank", "version": __version__,
@@ -197,45 +183,6 @@ def document(max_chunks: int) -> dict[str, Any]:
         },
         "components": {"schemas": {
             "Error": _ERROR,
-            "ScoreRequest": {"type": "object", "required": list(SCORE_FIELDS), "properties": {
-                "query": _QUERY, "chunks": chunks, **_OVERFLOW,
-                **_null_only(PAIR_FIELDS, "vLLM's score API: not with query and chunks")}},
-            "VLLMScoreRequest": {"type": "object", "required": list(PAIR_FIELDS), "properties": {
-                "text_1": texts_1, "text_2": texts_2, **_VLLM_SCORES, **_SIDE, **_OVERFLOW,
-                **_null_only(UNSUPPORTED_VLLM),
-                **_null_only(SCORE_FIELDS, "crossrank's /score shape: not with text_1/text_2")},
-                "description": "one text_1 against every text_2, or two lists of equal length "
-                               "scored pair by pair (lists of other lengths: 422); "
-                               "overflow='split' takes one text_1"},
-            "TEIRerankRequest": {"type": "object", "required": ["query", "texts"], "properties": {
-                "query": _QUERY, "texts": chunks,
-                "raw_scores": _opt({"type": "boolean", "default": False}),
-                "return_text": _opt({"type": "boolean", "default": False}),
-                "truncate": _opt({"type": "boolean", "default": True}),
-                "truncation_direction": _opt({"type": "string",
-                                              "enum": list(TRUNCATION_DIRECTIONS),
-                                              "default": "right"}),
-                **_OVERFLOW, **_null_only(("documents",), "vLLM's and Infinity's shape")}},
-            "DocumentsRerankRequest": {
-                "type": "object", "required": ["query", "documents"], "properties": {
-                    "query": _QUERY, "documents": docs,
-                    "top_n": _opt({"type": "integer", "minimum": 0,
-                                   "description": "0 or absent: every result"}),
-                    "return_documents": _opt({
-                        "type": "boolean", "default": False,
-                        "description": "Infinity's field: documents come back as bare strings, "
-                                       "only when true"}),
-                    **_VLLM_SCORES, **_SIDE, **_OVERFLOW, **_null_only(UNSUPPORTED_VLLM),
-                    **_null_only(("texts",), "Text Embeddings Inference's shape")}},
-            "CohereRerankRequest": cohere_req,
-            "MixedbreadRerankRequest": {
-                "type": "object", "required": ["query", "input"], "properties": {
-                    "query": _QUERY, "input": docs,
-                    "top_k": _opt({"type": "integer", "minimum": 1}),
-                    "return_input": _opt({"type": "boolean", "default": False}),
-                    "model": _opt(_STR), **_OVERFLOW, **_null_only(UNSUPPORTED_MIXEDBREAD),
-                    "rewrite_query": {"type": ["boolean", "null"], "enum": [False, None],
-                                      "description": "not supported: the query is scored as "
-                                                     "sent"}}},
+            **{shape.name: request_schema(shape, max_chunks) for shape in SHAPES},
         }},
     }
