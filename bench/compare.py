@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.loadgen import append_history
 from bench.workload import QUERY, chunks
-from crossrank.runtime.cpu import detect_isa
+from crossrank.runtime.core.cpu import detect_isa
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -58,9 +58,9 @@ def worker(kind: str, n: int, rounds: int) -> dict[str, Any]:
     elif kind == "padded":
         import numpy as np
 
-        from crossrank.runtime.batching import pad
-        from crossrank.runtime.session import Session
-        from crossrank.runtime.tokenization import PairTokenizer
+        from crossrank.runtime.core.batching import pad
+        from crossrank.runtime.execution.session import Session
+        from crossrank.runtime.text.pairs import PairTokenizer
 
         tok = PairTokenizer(EXPORTED / "tokenizer.json", 512)
         sess = Session(EXPORTED / "model_int8.onnx")
@@ -76,7 +76,7 @@ def worker(kind: str, n: int, rounds: int) -> dict[str, Any]:
         def fn(docs: list[str]) -> Any:
             return scorer.score(QUERY, docs)
 
-    from crossrank.runtime.tokenization import PairTokenizer as _Tok
+    from crossrank.runtime.text.pairs import PairTokenizer as _Tok
 
     tokens = int(_Tok(EXPORTED / "tokenizer.json", 512).encode(QUERY, docs).lengths.sum())
     fn(docs[:100])  # warm-up (at most 100 chunks: the seed takes minutes for 1000)

@@ -32,7 +32,7 @@ from typing import Any
 
 from bench.compare import _median, cpu_name, peak_rss_mb
 from bench.workload import QUERY, ROOT, chunks
-from crossrank.runtime.cpu import detect_isa
+from crossrank.runtime.core.cpu import detect_isa
 
 WORK = ROOT / "models" / ".families-bench"
 RESULTS = ROOT / "bench" / "results"
@@ -74,7 +74,7 @@ def worker(family: str, kind: str, n: int, rounds: int) -> dict[str, Any]:
 
         def fn(docs: list[str]) -> Any:
             return scorer.score(QUERY, docs)
-    from crossrank.runtime.tokenization import PairTokenizer
+    from crossrank.runtime.text.pairs import PairTokenizer
 
     tokens = int(PairTokenizer(out / "tokenizer.json", MAX_LENGTH).encode(QUERY, docs)
                  .lengths.sum())

@@ -102,9 +102,10 @@ def measure(args: argparse.Namespace) -> int:
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
     from crossrank.export.corpus import TOPICS, passages_for
-    from crossrank.runtime import batching, loader
+    from crossrank.runtime import loader
+    from crossrank.runtime.core import batching
+    from crossrank.runtime.core.scores import spearman
     from crossrank.runtime.scorer import Scorer
-    from crossrank.runtime.scores import spearman
 
     report: dict[str, Any] = {}
     if args.probe:  # only the kernel report: ONNX Runtime prints it on every run
@@ -279,7 +280,7 @@ def main() -> int:
     from bench.timing import median_seconds
     from bench.workload import QUERY, chunks
     from crossrank.export.pipeline import Options, run
-    from crossrank.runtime.tokenization import PairTokenizer
+    from crossrank.runtime.text.pairs import PairTokenizer
 
     work = Path(args.work)
     t0 = time.perf_counter()

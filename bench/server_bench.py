@@ -50,7 +50,7 @@ def overhead(base: str, model_dir: Path = EXPORTED, doc: list[str] | None = None
 
 def concurrency(base: str, clients: int = 16, per_client: int = 3) -> dict[str, float]:
     single_docs = chunks(100, seed=0)
-    from crossrank.runtime.tokenization import PairTokenizer
+    from crossrank.runtime.text.pairs import PairTokenizer
 
     tok = PairTokenizer(EXPORTED / "tokenizer.json", 512)
     single_tokens = int(tok.encode(QUERY, single_docs).lengths.sum())

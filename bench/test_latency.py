@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from bench.workload import QUERY, chunks, with_overlong
-from crossrank.runtime.options import DEFAULT_WINDOWS, ScoreOptions, ScoreRequest
+from crossrank.runtime.core.options import DEFAULT_WINDOWS, ScoreOptions, ScoreRequest
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.windows import Windows
+from crossrank.runtime.text.windows import Windows
 
 
 @pytest.mark.parametrize("n", [1, 10, 100, 1000])

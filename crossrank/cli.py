@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank import __version__
-from crossrank.runtime.choices import ACTIVATIONS, OVERFLOW_MODES
+from crossrank.runtime.core.choices import ACTIVATIONS, OVERFLOW_MODES
 
 log = logging.getLogger("crossrank.cli")
 
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.print_help()
         return 2
     from crossrank.export import ExportError
-    from crossrank.runtime.errors import CrossrankError
+    from crossrank.runtime.core.errors import CrossrankError
 
     try:
         return int(args.run(args))
@@ -129,7 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     s = settings_mod.from_namespace(args)
     _logging(s.log_level)
-    from crossrank.runtime.server import bind, serve
+    from crossrank.runtime.http.server import bind, serve
 
     # The port first: a busy port fails at once, not after the model has loaded.
     sock = bind(s.host, s.port)
@@ -168,7 +168,7 @@ def _export_for_serving(model: str, models_root: str, stand_in: bool, out: Path)
 # -- export --------------------------------------------------------------------------------------
 
 def _export_parser(sub: Any) -> None:
-    from crossrank.runtime.cpu import ISAS
+    from crossrank.runtime.core.cpu import ISAS
     from crossrank.runtime.modeldir import DEFAULT_MODEL, VARIANT_FILES
 
     p = sub.add_parser("export", help="export a Hugging Face cross-encoder to verified ONNX",
@@ -306,8 +306,8 @@ def _read_requests(text: str, query: str | None) -> tuple[list[tuple[str, list[A
 def _request_of(obj: Any, line: int) -> tuple[str, list[Any]]:
     """(query, chunks) of one input object: the /score, /rerank or Cohere shape, read by the
     HTTP API's own field readers (the same rules and messages)."""
-    from crossrank.runtime import api
-    from crossrank.runtime.errors import InvalidRequest
+    from crossrank.runtime.core.errors import InvalidRequest
+    from crossrank.runtime.http import api
 
     where = f"line {line}: " if line > 1 else ""
     if not isinstance(obj, dict):
@@ -326,9 +326,9 @@ def _score(args: argparse.Namespace) -> int:
         raise UsageError("--top-k must be positive")
     text = sys.stdin.read() if args.input == "-" else _read_file(args.input)
     requests, lines = _read_requests(text, args.query)
-    from crossrank.runtime.options import ScoreOptions, ScoreRequest
+    from crossrank.runtime.core.options import ScoreOptions, ScoreRequest
+    from crossrank.runtime.core.scores import rank
     from crossrank.runtime.scorer import Scorer
-    from crossrank.runtime.scores import rank
 
     options = ScoreOptions(overflow=args.overflow)
     with Scorer.from_dir(_model_dir(args), variant=args.variant,
@@ -388,7 +388,8 @@ def _int8_check(md: Any) -> dict[str, Any]:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from crossrank.runtime import cpu, modeldir
+    from crossrank.runtime import modeldir
+    from crossrank.runtime.core import cpu
     from crossrank.runtime.loader import judged
 
     args.model_dir = args.model_dir or None

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.core.errors import ConfigError
+from crossrank.runtime.core.scores import rank
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.scores import rank
 
 _DEVICES = {None: "auto", "cpu": "cpu", "cuda": "cuda"}
 

@@ -34,7 +34,7 @@ def _median_s(fn: Callable[[], Any], rounds: int) -> float:
 def run_bench(model_dir: Path, sizes: list[int], rounds: int, variant: str = "auto",
               provider: str = "auto", seed_checkpoint: str | None = None) -> dict[str, Any]:
     """Median latency and tokens/s per request size; printed as it goes and returned."""
-    from crossrank.runtime.cpu import detect_isa
+    from crossrank.runtime.core.cpu import detect_isa
     from crossrank.runtime.scorer import Scorer
 
     report: dict[str, Any] = {"model_dir": str(model_dir), "machine": platform.machine(),
@@ -70,7 +70,7 @@ def _seed(checkpoint: str | None) -> Callable[[list[tuple[str, str]]], Any] | No
     try:
         from sentence_transformers import CrossEncoder
     except ImportError as exc:
-        from crossrank.runtime.errors import ConfigError
+        from crossrank.runtime.core.errors import ConfigError
 
         raise ConfigError("--seed-checkpoint needs sentence-transformers: "
                           "`pip install 'crossrank[export]'`") from exc

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from crossrank.runtime import settings as settings_mod
-from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.core.errors import ConfigError
 from crossrank.runtime.settings import Settings
 
 # Scoring calls are idempotent, but a request in flight on a replica that dies is answered with
@@ -142,7 +142,7 @@ def deployment(cfg: RayServeConfig) -> Any:
     def asgi_app() -> Any:
         # Runs in each replica's process: the one engine, the same app as `crossrank serve`.
         from crossrank.runtime import loader
-        from crossrank.runtime.server import create_app
+        from crossrank.runtime.http.server import create_app
 
         runtime = loader.load(settings.runtime_config())
         return _NamedReplica(create_app(runtime, settings), _replica_name())
@@ -153,7 +153,7 @@ def deployment(cfg: RayServeConfig) -> Any:
         def record_autoscaling_stats(self) -> dict[str, float]:
             app = getattr(self, "app", None)
             state = getattr(getattr(app, "inner", None), "state", None)
-            queued = state.crossrank.runtime.engine.queued_tokens if state is not None else 0
+            queued = state.crossrank.runtime.execution.engine.queued_tokens if state is not None else 0
             return {"queued_tokens": float(queued)}
 
     return serve.deployment(**options)(serve.ingress(asgi_app)(Crossrank))

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from crossrank.runtime import batching, loader
+from crossrank.runtime import loader
 from crossrank.runtime.config import RuntimeConfig
-from crossrank.runtime.engine import Runner
+from crossrank.runtime.core import batching
+from crossrank.runtime.execution.engine import Runner
 from crossrank.runtime.modeldir import FORMAT_VERSION
 from crossrank.runtime.scorer import Scorer
 

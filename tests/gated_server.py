@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from crossrank.runtime import batching, loader
-from crossrank.runtime.engine import Runner
-from crossrank.runtime.server import bind, serve
+from crossrank.runtime import loader
+from crossrank.runtime.core import batching
+from crossrank.runtime.execution.engine import Runner
+from crossrank.runtime.http.server import bind, serve
 from crossrank.runtime.settings import Settings
 
 

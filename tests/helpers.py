@@ -19,14 +19,15 @@ from typing import Any
 import httpx
 import numpy as np
 
-from crossrank.runtime import batching, loader
-from crossrank.runtime.engine import Runner
-from crossrank.runtime.options import WindowLimits
-from crossrank.runtime.profiles import PROFILES, BatchPolicy
+from crossrank.runtime import loader
+from crossrank.runtime.core import batching
+from crossrank.runtime.core.options import WindowLimits
+from crossrank.runtime.core.profiles import PROFILES, BatchPolicy
+from crossrank.runtime.execution.engine import Runner
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.settings import Settings, add_arguments, from_namespace
-from crossrank.runtime.tokenization import PairTokenizer
-from crossrank.runtime.windows import Windows
+from crossrank.runtime.text.pairs import PairTokenizer
+from crossrank.runtime.text.windows import Windows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,7 +93,7 @@ def app_for(scorer: Scorer, settings: Settings | None = None) -> Any:
     """The HTTP app on the scorer's runtime with these settings' HTTP fields (the runtime's own
     fields, such as window limits or the queue bound, are the scorer's: see `reloaded`)."""
     from crossrank.runtime.config import RuntimeConfig
-    from crossrank.runtime.server import create_app
+    from crossrank.runtime.http.server import create_app
 
     settings = settings or Settings()
     runtime_fields = {f.name for f in fields(RuntimeConfig)}
@@ -137,7 +138,7 @@ def shipped_int8(model_dir: Path) -> dict[str, Any]:
 
     import pytest
 
-    from crossrank.runtime.cpu import detect_isa
+    from crossrank.runtime.core.cpu import detect_isa
 
     entry: dict[str, Any] = json.loads((model_dir / "manifest.json").read_text())["variants"]["int8"]
     if not entry["shipped"]:

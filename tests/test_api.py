@@ -1,4 +1,4 @@
-"""Every request shape parsed and rendered without a model (api.py), the OpenAPI request schemas
+"""Every request shape parsed and rendered without a model (http/api.py), the OpenAPI request schemas
 built from the same declarations, and the original /score bytes pinned."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crossrank.runtime import api
-from crossrank.runtime.errors import InvalidRequest, LimitExceeded
-from crossrank.runtime.openapi import document
-from crossrank.runtime.options import RequestLimits, Scored
-from crossrank.runtime.scores import sigmoid
+from crossrank.runtime.core.errors import InvalidRequest, LimitExceeded
+from crossrank.runtime.core.options import RequestLimits, Scored
+from crossrank.runtime.core.scores import sigmoid
+from crossrank.runtime.http import api
+from crossrank.runtime.http.schema import document
 
 LIMITS = RequestLimits(max_chunks=8, overflow_default="truncate")
 QUERY = "Who was the first person to walk on the moon?"

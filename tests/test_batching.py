@@ -1,11 +1,11 @@
-"""batching.py is pure: plans, padding and row layout, no model needed."""
+"""core/batching.py is pure: plans, padding and row layout, no model needed."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from crossrank.runtime.batching import (
+from crossrank.runtime.core.batching import (
     Batch,
     Rows,
     pad,

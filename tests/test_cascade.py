@@ -1,4 +1,4 @@
-"""The precision cascade (runtime/cascade.py): exact fp32 top-k from int8 plus a re-scored window."""
+"""The precision cascade (runtime/core/cascade.py): exact fp32 top-k from int8 plus a re-scored window."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossrank.runtime import cascade, fidelity
-from crossrank.runtime.options import ScoreOptions, ScoreRequest
+from crossrank.runtime.core import cascade, fidelity
+from crossrank.runtime.core.options import ScoreOptions, ScoreRequest
 from crossrank.runtime.scorer import Scorer
 from tests.helpers import app_for, shipped_int8
 
@@ -53,7 +53,7 @@ def test_stats_count_what_was_rescored() -> None:
 
 
 def test_exact_top_k_must_be_positive() -> None:
-    from crossrank.runtime.errors import InvalidRequest
+    from crossrank.runtime.core.errors import InvalidRequest
 
     with pytest.raises(InvalidRequest, match="exact_top_k"):
         ScoreOptions(exact_top_k=0)
@@ -90,8 +90,8 @@ def test_cascade_serves_fp32s_top_k_on_the_trained_fixture(realistic_dir: Path) 
 
 
 def test_each_shape_asks_for_its_own_top_k() -> None:
-    from crossrank.runtime import api
-    from crossrank.runtime.options import RequestLimits
+    from crossrank.runtime.core.options import RequestLimits
+    from crossrank.runtime.http import api
 
     lim = RequestLimits(max_chunks=1000, overflow_default="truncate")
     docs = ["a", "b", "c", "d"]
@@ -106,7 +106,7 @@ def test_each_shape_asks_for_its_own_top_k() -> None:
                             "v2").request.options.exact_top_k == 1
     assert api.parse_mixedbread({"query": "q", "input": docs, "top_k": 2, "exact_top_k": 4},
                                 lim).request.options.exact_top_k == 4  # the explicit one wins
-    from crossrank.runtime.errors import InvalidRequest
+    from crossrank.runtime.core.errors import InvalidRequest
 
     with pytest.raises(InvalidRequest, match="exact_top_k"):
         api.parse_score({"query": "q", "chunks": docs, "exact_top_k": 0}, lim)

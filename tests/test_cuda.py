@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from crossrank.export.corpus import TOPICS, passages_for
+from crossrank.runtime.execution.session import cuda_available
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.session import cuda_available
 
 pytestmark = [
     pytest.mark.cuda,

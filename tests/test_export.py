@@ -67,7 +67,7 @@ def test_tokenizer_json_has_no_baked_truncation(tiny_dir: Path) -> None:
 
 
 def test_realistic_int8_is_enforced_and_passes(realistic_dir: Path) -> None:
-    from crossrank.runtime import fidelity
+    from crossrank.runtime.core import fidelity
 
     m = json.loads((realistic_dir / "manifest.json").read_text())
     assert m["stand_in"] is False and m["variants"]["int8"]["verification"]["enforced"] is True
@@ -247,7 +247,7 @@ def test_weights_over_the_protobuf_limit_go_to_external_data(tiny_ckpt: Path, ti
     variant keeps its weights in FILE.data, hashed in the manifest; smoothing, quantization and
     verification read them; it serves the same scores; a damaged data file is refused."""
     from crossrank.export import onnxfile
-    from crossrank.runtime.errors import ModelLoadError
+    from crossrank.runtime.core.errors import ModelLoadError
     from crossrank.runtime.scorer import Scorer
 
     monkeypatch.setattr(onnxfile, "EXTERNAL_DATA_BYTES", 0)
@@ -430,7 +430,7 @@ def test_torch_exporter_fallback_is_fused_and_faithful(tiny_ckpt: Path, tmp_path
 
 
 def test_tokenizer_json_written_from_vocab_txt_alone(tiny_ckpt: Path, tmp_path: Path) -> None:
-    from crossrank.runtime.tokenization import PairTokenizer
+    from crossrank.runtime.text.pairs import PairTokenizer
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_ckpt, ckpt)
@@ -473,7 +473,7 @@ def test_a_refused_int8_is_kept_for_the_cascade_only(tiny_dir: Path, tmp_path: P
     # search's last attempt) stays, marked cascade_only, with the error the cascade needs.
     from crossrank.export import pipeline, quantize, verify
     from crossrank.runtime import modeldir
-    from crossrank.runtime.profiles import PROFILES
+    from crossrank.runtime.core.profiles import PROFILES
 
     staging = tmp_path / "s"
     staging.mkdir()

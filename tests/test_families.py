@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from crossrank.export import ExportError, convert, quantize
 from crossrank.export.pipeline import Options, run
 from crossrank.runtime import loader
-from crossrank.runtime.options import ScoreOptions, ScoreRequest
+from crossrank.runtime.core.options import ScoreOptions, ScoreRequest
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.settings import Settings
 from fixtures import families

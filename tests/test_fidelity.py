@@ -1,4 +1,4 @@
-"""The int8 gate's measures (runtime/fidelity.py) and the exporter's check set, without a model."""
+"""The int8 gate's measures (runtime/core/fidelity.py) and the exporter's check set, without a model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crossrank.export import checkset
-from crossrank.runtime import fidelity
+from crossrank.runtime.core import fidelity
 
 
 def scores(seed: int = 0, n: int = 100) -> np.ndarray:

@@ -13,18 +13,18 @@ PACKAGE = ROOT / "crossrank"
 # `crossrank` itself is the facade (CrossEncoder and Scorer on first use) and holds __version__,
 # which every layer may read.
 VERSION = "crossrank"
+R = "crossrank.runtime"
 LAYERS: list[list[str]] = [
-    ["crossrank.runtime", "crossrank.runtime.errors", "crossrank.runtime.choices"],
-    ["crossrank.runtime.options", "crossrank.runtime.profiles", "crossrank.runtime.cpu",
-     "crossrank.runtime.scores", "crossrank.runtime.batching", "crossrank.runtime.fidelity",
-     "crossrank.runtime.cascade"],
-    ["crossrank.runtime.modeldir", "crossrank.runtime.selfcheck", "crossrank.runtime.backends",
-     "crossrank.runtime.windows", "crossrank.runtime.session", "crossrank.runtime.engine",
-     "crossrank.runtime.api"],
-    ["crossrank.runtime.tokenization", "crossrank.runtime.config", "crossrank.runtime.openapi"],
-    ["crossrank.runtime.service", "crossrank.runtime.settings"],
-    ["crossrank.runtime.loader"],
-    ["crossrank.runtime.scorer", "crossrank.runtime.server"],
+    [R, f"{R}.core", f"{R}.text", f"{R}.execution", f"{R}.http", f"{R}.core.errors",
+     f"{R}.core.choices", f"{R}.core.batching", f"{R}.core.cpu", f"{R}.core.fidelity",
+     f"{R}.core.cascade"],
+    [f"{R}.core.options", f"{R}.core.profiles", f"{R}.core.scores"],
+    [f"{R}.text.encoders", f"{R}.text.windows", f"{R}.execution.session",
+     f"{R}.execution.engine", f"{R}.modeldir", f"{R}.selfcheck", f"{R}.http.api"],
+    [f"{R}.text.pairs", f"{R}.config", f"{R}.http.schema"],
+    [f"{R}.service", f"{R}.settings"],
+    [f"{R}.loader"],
+    [f"{R}.scorer", f"{R}.http.server"],
     ["crossrank.crossencoder"],
     # The exporter verifies with the runtime's scorer; the runtime never imports the exporter.
     ["crossrank.export", "crossrank.export.onnxfile"],
@@ -81,7 +81,19 @@ def test_every_import_is_a_known_module() -> None:
     assert not unknown, f"imports of unknown crossrank modules: {unknown}"
 
 
-RUNTIME = "crossrank.runtime"
+RUNTIME = R
+# The runtime's folders are layers too: the core imports only the core; tokenizing (text) and
+# execution import only the core, never each other.
+FOLDERS = {f"{R}.core": {f"{R}.core"}, f"{R}.text": {f"{R}.core", f"{R}.text"},
+           f"{R}.execution": {f"{R}.core", f"{R}.execution"}}
+
+
+def test_the_folders_are_layers() -> None:
+    wrong = [f"{mod} imports {dep}" for mod, deps in graph().items() for dep in sorted(deps)
+             for folder, allowed in FOLDERS.items()
+             if mod.startswith(folder + ".") and dep.startswith(R + ".")
+             and not any(dep == a or dep.startswith(a + ".") for a in allowed)]
+    assert not wrong, "\n".join(wrong)
 
 
 def chain(mod: str, g: dict[str, set[str]]) -> list[str]:
@@ -91,9 +103,9 @@ def chain(mod: str, g: dict[str, set[str]]) -> list[str]:
 
 
 def test_no_runtime_import_chain_is_longer_than_six_modules() -> None:
-    # e.g. server -> loader -> service -> tokenization -> backends -> errors. Nine before the
-    # one loader: server -> serving -> scorer -> service -> windows -> tokenization -> backends
-    # -> options -> errors.
+    # e.g. server -> loader -> service -> windows -> options -> errors. Nine before the one
+    # loader: server -> serving -> scorer -> service -> windows -> tokenization -> backends ->
+    # options -> errors.
     g = graph()
     longest = max((chain(m, g) for m in g if m.startswith(RUNTIME + ".")), key=len)
     assert len(longest) <= 6, " -> ".join(m.rsplit(".", 1)[-1] for m in longest)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from crossrank.export.corpus import passages_for
-from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def test_the_wheel_adds_only_crossrank(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     added = {p.name for p in site.iterdir()} - before
     assert added == {"crossrank", "crossrank-0.1.0.dist-info"}, added
-    assert (site / "crossrank" / "runtime" / "server.py").is_file()
+    assert (site / "crossrank" / "runtime" / "http" / "server.py").is_file()
     assert (site / "crossrank" / "export" / "pipeline.py").is_file()
     # the command is installed and answers without its dependencies (lazy imports)
     r = subprocess.run([str(env / "bin" / "crossrank"), "--version"], capture_output=True,

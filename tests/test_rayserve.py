@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from crossrank.rayserve import QueuedTokensPolicy, RayServeConfig
-from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.core.errors import ConfigError
 from tests.helpers import free_port, start, wait_until
 
 ray = pytest.importorskip("ray")

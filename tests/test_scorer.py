@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from crossrank.export.corpus import UNICODE, mixed_chunks, passages_for
-from crossrank.runtime.errors import ConfigError, ModelLoadError, Unavailable
-from crossrank.runtime.profiles import PROFILES
+from crossrank.runtime.core.errors import ConfigError, ModelLoadError, Unavailable
+from crossrank.runtime.core.profiles import PROFILES
+from crossrank.runtime.core.scores import rank, sigmoid
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.scores import rank, sigmoid
 from crossrank.runtime.service import parts_of
 from tests.helpers import gated, reloaded, shipped_int8, wait_until
 
@@ -99,10 +99,10 @@ def test_bucketing_never_changes_fp32_scores(realistic_dir: Path) -> None:
 # The gate's honesty on data it never saw: an int8 the exporter shipped (judged on the Python
 # language reference) must keep the trained fixture's quality on its own held-out test requests
 # (test-split packages: summary and sentence queries, 100 candidates from a lexical first stage)
-# by the same measures and bounds (runtime/fidelity.py).
+# by the same measures and bounds (runtime/core/fidelity.py).
 def test_int8_the_exporter_shipped_keeps_quality_on_requests_it_never_saw(
         realistic_dir: Path) -> None:
-    from crossrank.runtime import fidelity
+    from crossrank.runtime.core import fidelity
     from fixtures import prose
 
     shipped_int8(realistic_dir)
@@ -157,7 +157,7 @@ def test_missing_int8_falls_back_to_fp32(realistic_dir: Path, tmp_path: Path,
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error(tiny_dir: Path) -> None:
-    from crossrank.runtime.session import cuda_available
+    from crossrank.runtime.execution.session import cuda_available
 
     if cuda_available():
         pytest.skip("this machine has CUDA")
@@ -206,7 +206,7 @@ def test_serving_never_imports_torch(tiny_dir: Path) -> None:
     code = (
         "import sys\n"
         "from crossrank.runtime.scorer import Scorer\n"
-        "import crossrank.runtime.server\n"
+        "import crossrank.runtime.http.server\n"
         f"s = Scorer.from_dir({str(tiny_dir)!r})\n"
         "s.score('q', ['a', 'b'])\n"
         "bad = [m for m in ('torch', 'transformers', 'optimum', 'sentence_transformers')"
@@ -417,7 +417,7 @@ def test_int8_on_other_kernels_without_check_requests_serves_fp32(
 def test_export_without_check_pairs_serves_int8_with_the_isa_note(
         realistic_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     shipped_int8(realistic_dir)
-    from crossrank.runtime import cpu
+    from crossrank.runtime.core import cpu
 
     here = cpu.detect_isa()
     other = "arm64" if here != "arm64" else "avx2"
@@ -437,7 +437,7 @@ def test_export_without_check_pairs_serves_int8_with_the_isa_note(
 def test_int8_made_for_another_cpu_class_that_reproduces_its_scores(
         realistic_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     shipped_int8(realistic_dir)
-    from crossrank.runtime import cpu
+    from crossrank.runtime.core import cpu
 
     here = cpu.detect_isa()
     other = "arm64" if here != "arm64" else "avx2"
@@ -453,7 +453,7 @@ def test_int8_made_for_another_cpu_class_that_reproduces_its_scores(
 
 
 def test_cpu_class_detection() -> None:
-    from crossrank.runtime.cpu import detect_isa
+    from crossrank.runtime.core.cpu import detect_isa
 
     assert detect_isa("flags : fpu avx2 avx512f avx512_vnni\n", "x86_64") == "avx512_vnni"
     assert detect_isa("flags : fpu avx2 avx_vnni\n", "x86_64") == "avx512_vnni"
@@ -463,8 +463,8 @@ def test_cpu_class_detection() -> None:
 
 
 def test_provider_auto_takes_the_first_available_profile() -> None:
-    from crossrank.runtime.profiles import PROVIDER_ORDER, profile
-    from crossrank.runtime.session import available, resolve_provider
+    from crossrank.runtime.core.profiles import PROVIDER_ORDER, profile
+    from crossrank.runtime.execution.session import available, resolve_provider
 
     chosen = resolve_provider("auto")
     assert chosen.name == next(p for p in PROVIDER_ORDER if available(p))

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crossrank.runtime import cpu, fidelity, selfcheck
+from crossrank.runtime import selfcheck
+from crossrank.runtime.core import cpu, fidelity
 
 RNG = np.random.default_rng(31)
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from crossrank.runtime.options import WindowLimits
+from crossrank.runtime.core.options import WindowLimits
+from crossrank.runtime.core.scores import sigmoid
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.scores import sigmoid
 from crossrank.runtime.service import parts_of
 from crossrank.runtime.settings import Settings
 from tests.fake import fake_scorer

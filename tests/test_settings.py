@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.core.errors import ConfigError
 from crossrank.runtime.settings import Settings
 from tests.helpers import settings_from as build
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from crossrank.runtime.options import ScoreOptions, ScoreRequest
+from crossrank.runtime.core.options import ScoreOptions, ScoreRequest
+from crossrank.runtime.core.scores import sigmoid
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.scores import sigmoid
 from crossrank.runtime.settings import Settings
 from tests.fake import fake_scorer
 from tests.helpers import app_for

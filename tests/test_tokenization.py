@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crossrank.export.corpus import UNICODE
-from crossrank.runtime.batching import Encoded
-from crossrank.runtime.errors import ConfigError, ModelLoadError
-from crossrank.runtime.tokenization import PairTokenizer
+from crossrank.runtime.core.batching import Encoded
+from crossrank.runtime.core.errors import ConfigError, ModelLoadError
+from crossrank.runtime.text.pairs import PairTokenizer
 from tests.helpers import full_length, row
 
 LONG = "the moon landing " * 400
@@ -168,7 +168,7 @@ def test_other_pair_templates_are_learned(tiny_dir: Path, tmp_path: Path) -> Non
 
 def test_library_path_when_the_template_is_unknown(tiny_dir: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import crossrank.runtime.tokenization as t
+    import crossrank.runtime.text.pairs as t
 
     monkeypatch.setattr(t, "_learn_template", lambda tok: None)
     tok = PairTokenizer(tiny_dir / "tokenizer.json", 64)
@@ -182,7 +182,7 @@ def test_library_path_when_the_template_is_unknown(tiny_dir: Path,
 
 def test_disagreeing_fast_path_is_turned_off(tiny_dir: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import crossrank.runtime.tokenization as t
+    import crossrank.runtime.text.pairs as t
 
     real = t._longest_first
     monkeypatch.setattr(t, "_longest_first", lambda a, b, n: real(a, b, n + 1))
@@ -193,7 +193,7 @@ def test_disagreeing_fast_path_is_turned_off(tiny_dir: Path,
 
 def test_a_template_probe_that_fails_falls_back(tiny_dir: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import crossrank.runtime.tokenization as t
+    import crossrank.runtime.text.pairs as t
 
     def broken(tok: object) -> None:
         raise RuntimeError("cannot encode pairs")
@@ -235,7 +235,7 @@ def nano_and_library(tiny_dir: Path) -> tuple[PairTokenizer, PairTokenizer]:
 
 def test_nanotoken_gives_the_library_ids_on_10k_texts(tiny_dir: Path) -> None:
     from crossrank.export.corpus import FILLER, TOPICS, mixed_chunks, sample_pairs
-    from crossrank.runtime.backends import probe_texts
+    from crossrank.runtime.text.encoders import probe_texts
 
     nano, lib = nano_and_library(tiny_dir)
     texts = (mixed_chunks(3000, seed=11) + [p for _, p in sample_pairs(2000, seed=12)]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from crossrank.runtime import batching
-from crossrank.runtime.errors import LimitExceeded
-from crossrank.runtime.options import ScoreOptions, ScoreRequest, WindowLimits
+from crossrank.runtime.core import batching
+from crossrank.runtime.core.errors import LimitExceeded
+from crossrank.runtime.core.options import ScoreOptions, ScoreRequest, WindowLimits
 from crossrank.runtime.scorer import Scorer
 from tests.helpers import app_for, reloaded, row, split
 

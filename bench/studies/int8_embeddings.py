@@ -29,7 +29,8 @@ def main() -> int:
     from onnxruntime.transformers.optimizer import optimize_model
 
     from crossrank.export import checkset, convert, quantize
-    from crossrank.runtime import fidelity, loader
+    from crossrank.runtime import loader
+    from crossrank.runtime.core import fidelity
     from crossrank.runtime.scorer import Scorer
     from fixtures import reranker
 

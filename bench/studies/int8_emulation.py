@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print("qemu-x86_64 is not installed (apt-get install qemu-user)", file=sys.stderr)
         return 2
     from crossrank.export import quantize
-    from crossrank.runtime import fidelity
-    from crossrank.runtime.scores import spearman
+    from crossrank.runtime.core import fidelity
+    from crossrank.runtime.core.scores import spearman
 
     fp32_dir = prepare()
     tok = fp32_dir / "tokenizer.json"

@@ -6,7 +6,7 @@ on the synthetic corpus), export fp32 + int8 with `crossrank export`'s pipeline,
 fixture's held-out test requests (fixtures/prose.py: packages never trained on, 100 candidates
 each from a lexical first stage):
 - the gate's figures on the exporter's check sets (from the manifest) and its verdict;
-- int8 against fp32 on the test requests by the same measures (runtime/fidelity.py);
+- int8 against fp32 on the test requests by the same measures (runtime/core/fidelity.py);
 - fp32, int8 and the cascade (exact top 10) timed per request, round-robin, medians, with the
   cascade's re-scored share; and whether each cascade top 10 equals fp32's.
 
@@ -44,7 +44,8 @@ def checkpoint(name: str, root: Path) -> Path:
 
 def measure(name: str, rounds: int, k: int = 10) -> dict[str, Any]:
     from crossrank.export.pipeline import Options, run
-    from crossrank.runtime import fidelity, loader
+    from crossrank.runtime import loader
+    from crossrank.runtime.core import fidelity
     from crossrank.runtime.modeldir import VARIANT_FILES
     from crossrank.runtime.scorer import Scorer
     from fixtures import prose
@@ -118,7 +119,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("crossrank.export", "fixtures"):  # progress; the quantizer's notes stay out
         logging.getLogger(name).setLevel(logging.INFO)
-    from crossrank.runtime.cpu import detect_isa
+    from crossrank.runtime.core.cpu import detect_isa
 
     result: dict[str, Any] = {"cpu": platform.processor() or platform.machine(),
                               "isa": detect_isa(), "fixtures": []}

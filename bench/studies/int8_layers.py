@@ -37,7 +37,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "int8-layers-latest.
 def error_figures(ref: np.ndarray, got: np.ndarray, groups: np.ndarray,
                   full_ms: float | None = None) -> dict[str, float]:
     """rms error over each request's fp32 std, its share of full_ms, and the max |error|."""
-    from crossrank.runtime.fidelity import rms_error_over_spread
+    from crossrank.runtime.core.fidelity import rms_error_over_spread
 
     rms = rms_error_over_spread(ref, got, groups.tolist())
     out = {"rms_over_spread": round(rms, 5), "max_abs": round(float(np.abs(got - ref).max()), 4),

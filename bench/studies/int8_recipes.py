@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  int(repeats))))
         return 0
     from crossrank.export import quantize
-    from crossrank.runtime.cpu import detect_isa
-    from crossrank.runtime.scores import spearman
+    from crossrank.runtime.core.cpu import detect_isa
+    from crossrank.runtime.core.scores import spearman
 
     unknown = [n for n in args.recipes if n.removesuffix(SEARCH) not in quantize.RECIPES]
     if unknown:

@@ -32,13 +32,14 @@ from typing import Any
 import numpy as np
 
 from bench.workload import QUERY, chunks
-from crossrank.runtime import batching, loader
+from crossrank.runtime import loader
 from crossrank.runtime.config import RuntimeConfig
-from crossrank.runtime.options import ScoreRequest
-from crossrank.runtime.profiles import PROFILES
+from crossrank.runtime.core import batching
+from crossrank.runtime.core.options import ScoreRequest
+from crossrank.runtime.core.profiles import PROFILES
+from crossrank.runtime.execution.session import usable_cores
 from crossrank.runtime.scorer import Scorer
-from crossrank.runtime.session import usable_cores
-from crossrank.runtime.tokenization import PairTokenizer
+from crossrank.runtime.text.pairs import PairTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 

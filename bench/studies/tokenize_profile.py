@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.workload import QUERY, chunks
-from crossrank.runtime import batching
-from crossrank.runtime.profiles import PROFILES
-from crossrank.runtime.session import usable_cores
-from crossrank.runtime.tokenization import PairTokenizer
+from crossrank.runtime.core import batching
+from crossrank.runtime.core.profiles import PROFILES
+from crossrank.runtime.execution.session import usable_cores
+from crossrank.runtime.text.pairs import PairTokenizer
 
 
 def main() -> int:

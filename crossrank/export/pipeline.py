@@ -31,7 +31,7 @@ from crossrank.export import (
     quantize,
     verify,
 )
-from crossrank.runtime import fidelity
+from crossrank.runtime.core import fidelity
 from crossrank.runtime.modeldir import (
     DEFAULT_MODEL,
     FORMAT_VERSION,
@@ -250,7 +250,7 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
 
 def _verify(checkpoint: Path, st: verify.Staged, variants: dict[str, dict[str, Any]],
             real_weights: bool) -> None:
-    from crossrank.runtime.session import cuda_available
+    from crossrank.runtime.execution.session import cuda_available
 
     pairs = verify.fixed_pairs()
     ref = verify.reference_logits(checkpoint, pairs, st.max_length)
@@ -311,7 +311,7 @@ SEARCH_MAX_RMS = fidelity.MAX_RMS_ERROR
 
 
 class _Int8Check:
-    """The int8 gate against the fp32 export (runtime/fidelity.py): the real-prose check
+    """The int8 gate against the fp32 export (runtime/core/fidelity.py): the real-prose check
     requests and a held-out second set (export/checkset.py), judged by what users lose; int8
     passes only if both sets pass. The fixed pairs' Spearman is recorded beside it."""
 

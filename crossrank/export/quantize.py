@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.export import ExportError, onnxfile, smooth
-from crossrank.runtime.cpu import ISAS, detect_isa
+from crossrank.runtime.core.cpu import ISAS, detect_isa
 
 __all__ = ["ISAS", "RECIPES", "Quantizer", "Recipe", "detect_isa", "matmul_roles", "node_weights",
            "quantizable_nodes", "quantize", "recipe_for"]

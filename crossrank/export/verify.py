@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from crossrank.export.corpus import UNICODE, sample_pairs
-from crossrank.runtime.scores import spearman
+from crossrank.runtime.core.scores import spearman
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def self_check_pairs() -> list[tuple[str, str]]:
 def judge_subset(ref: np.ndarray) -> np.ndarray:
     """Which of one request's candidates the serving self-check scores: fp32's top JUDGE_TOP and
     JUDGE_SPREAD evenly spaced below them, in candidate order."""
-    from crossrank.runtime.fidelity import order
+    from crossrank.runtime.core.fidelity import order
 
     ranked = order(ref)
     rest = ranked[JUDGE_TOP:]

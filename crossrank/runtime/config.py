@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crossrank.runtime.choices import ACTIVATIONS, TOKENIZER_BACKENDS
-from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.core.choices import ACTIVATIONS, TOKENIZER_BACKENDS
+from crossrank.runtime.core.errors import ConfigError
+from crossrank.runtime.core.options import DEFAULT_WINDOWS, WindowLimits
+from crossrank.runtime.core.profiles import PROVIDER_CHOICES
 from crossrank.runtime.modeldir import VARIANTS
-from crossrank.runtime.options import DEFAULT_WINDOWS, WindowLimits
-from crossrank.runtime.profiles import PROVIDER_CHOICES
 
 
 @dataclass(frozen=True)

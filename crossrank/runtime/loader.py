@@ -19,17 +19,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from crossrank.runtime import cpu, modeldir, selfcheck
-from crossrank.runtime.cascade import CascadeStats
+from crossrank.runtime import modeldir, selfcheck
 from crossrank.runtime.config import RuntimeConfig
-from crossrank.runtime.engine import Engine, Runner
-from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.core import cpu
+from crossrank.runtime.core.cascade import CascadeStats
+from crossrank.runtime.core.errors import ConfigError
+from crossrank.runtime.core.options import ScoreRequest
+from crossrank.runtime.core.profiles import BatchPolicy, ProviderProfile
+from crossrank.runtime.execution.engine import Engine, Runner
+from crossrank.runtime.execution.session import Session, resolve_provider, usable_cores
 from crossrank.runtime.modeldir import VARIANT_FILES
-from crossrank.runtime.options import ScoreRequest
-from crossrank.runtime.profiles import BatchPolicy, ProviderProfile
 from crossrank.runtime.service import Refiner, Service
-from crossrank.runtime.session import Session, resolve_provider, usable_cores
-from crossrank.runtime.tokenization import PairTokenizer
+from crossrank.runtime.text.pairs import PairTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def load(config: RuntimeConfig, *, runner: RunnerSeam | None = None,
     policy is the provider profile's for the variant and tokenizer; token_budget, max_rows and
     pipeline override it. int8 on a profile that asks for it (the CPU) serves only after the
     self-check passes on this CPU, else fp32; with cascade > 0, fp32 also loads and re-scores
-    each request's top k (runtime/cascade.py)."""
+    each request's top k (runtime/core/cascade.py)."""
     c = config.checked()
     if not c.model_dir:
         raise ConfigError("no model directory to load (model_dir is empty)")
@@ -247,7 +248,7 @@ def self_check(rt: Runtime, md: modeldir.ModelDir,
 
 def _with_cascade(rt: Runtime, md: modeldir.ModelDir, k: int,
                   build: Callable[..., Runtime], check: selfcheck.Int8Check | None) -> Runtime:
-    """int8 in front of fp32 (runtime/cascade.py): the served int8, or one the gate refused (at
+    """int8 in front of fp32 (runtime/core/cascade.py): the served int8, or one the gate refused (at
     export, or on this CPU) and kept for this; unchanged where there is no int8 error bound.
     Where the self-check measured int8's error on this CPU, the bound is the larger of that and
     the export's."""

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crossrank.runtime import cpu
-from crossrank.runtime.errors import ConfigError, ModelLoadError
-from crossrank.runtime.profiles import ProviderProfile
+from crossrank.runtime.core import cpu
+from crossrank.runtime.core.errors import ConfigError, ModelLoadError
+from crossrank.runtime.core.profiles import ProviderProfile
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import numpy as np
 
 from crossrank.runtime import loader
 from crossrank.runtime.config import RuntimeConfig
-from crossrank.runtime.engine import Engine
+from crossrank.runtime.core.options import Scored, ScoreRequest
+from crossrank.runtime.core.profiles import BatchPolicy
+from crossrank.runtime.core.scores import activate, rank
+from crossrank.runtime.execution.engine import Engine
 from crossrank.runtime.loader import Runtime, RuntimeInfo
-from crossrank.runtime.options import Scored, ScoreRequest
-from crossrank.runtime.profiles import BatchPolicy
-from crossrank.runtime.scores import activate, rank
-from crossrank.runtime.tokenization import PairTokenizer
+from crossrank.runtime.text.pairs import PairTokenizer
 
 
 class Scorer:

@@ -17,7 +17,7 @@ impossible though int8 may be as faithful there as where it was made: ONNX Runti
 differ from x86's by 0.12-0.25 logits while their error against fp32 is the same size. So when
 the fast check fails, the runtime judges int8 on this CPU itself: the export keeps a few of its
 real-prose check requests with their fp32 logits (fp32 is the same on every CPU to ~5e-6), this
-CPU's int8 scores them, and the exporter's gate decides (runtime/fidelity.py): no clear top-10
+CPU's int8 scores them, and the exporter's gate decides (runtime/core/fidelity.py): no clear top-10
 miss and graded NDCG@10 >= 0.98, the same bounds. Quality kept against labels is recorded, not
 enforced: on 8 requests one near-tie swap of a relevant passage at rank 2 moves it by ~2.4%,
 more than its 1% bound (measured: emulated cortex-a72, error as small as x86's, no clear miss,
@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from crossrank.runtime import cpu, fidelity
-from crossrank.runtime.scores import spearman
+from crossrank.runtime.core import cpu, fidelity
+from crossrank.runtime.core.scores import spearman
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from crossrank.runtime import batching, cascade
-from crossrank.runtime.batching import Encoded
-from crossrank.runtime.engine import Engine, Job
-from crossrank.runtime.errors import DeadlineExceeded, InferenceError, InvalidRequest
-from crossrank.runtime.options import Scored, ScoreRequest, WindowLimits
-from crossrank.runtime.profiles import BatchPolicy
-from crossrank.runtime.tokenization import PairTokenizer
-from crossrank.runtime.windows import Windows, per_text
+from crossrank.runtime.core import batching, cascade
+from crossrank.runtime.core.batching import Encoded
+from crossrank.runtime.core.errors import DeadlineExceeded, InferenceError, InvalidRequest
+from crossrank.runtime.core.options import Scored, ScoreRequest, WindowLimits
+from crossrank.runtime.core.profiles import BatchPolicy
+from crossrank.runtime.execution.engine import Engine, Job
+from crossrank.runtime.text.pairs import PairTokenizer
+from crossrank.runtime.text.windows import Windows, per_text
 
 
 def parts_of(texts: Sequence[str], policy: BatchPolicy) -> list[np.ndarray]:
@@ -183,7 +183,7 @@ class Service:
     """Scores requests on one engine: `score` blocks its thread, `score_async` its coroutine
     only. max_queued_tokens: queued tokens above which new requests are refused (None: never).
     refiner: for each one-query request, the pairs that could be in fp32's top k (k: the
-    request's exact_top_k, else the refiner's default) are re-scored there (runtime/cascade.py)."""
+    request's exact_top_k, else the refiner's default) are re-scored there (runtime/core/cascade.py)."""
 
     def __init__(self, tokenizer: PairTokenizer, engine: Engine, windows: WindowLimits,
                  max_queued_tokens: int | None = None, refiner: Refiner | None = None) -> None:

@@ -13,12 +13,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from crossrank.runtime.choices import OVERFLOW_MODES
 from crossrank.runtime.config import RuntimeConfig, one_of
-from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.core.choices import OVERFLOW_MODES
+from crossrank.runtime.core.errors import ConfigError
+from crossrank.runtime.core.options import RequestLimits
+from crossrank.runtime.core.profiles import PROVIDER_CHOICES
 from crossrank.runtime.modeldir import DEFAULT_MODEL, VARIANTS, export_name
-from crossrank.runtime.options import RequestLimits
-from crossrank.runtime.profiles import PROVIDER_CHOICES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

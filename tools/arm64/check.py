@@ -32,7 +32,7 @@ CPUS = ("cortex-a72", "neoverse-n1", "neoverse-v1", "max")
 SNIPPET = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from crossrank.runtime import cpu
+from crossrank.runtime.core import cpu
 from crossrank.runtime.scorer import Scorer
 t = time.perf_counter()
 s = Scorer.from_dir(sys.argv[2], provider="cpu")

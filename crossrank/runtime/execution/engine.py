@@ -26,15 +26,15 @@ from typing import Protocol
 
 import numpy as np
 
-from crossrank.runtime import batching
-from crossrank.runtime.errors import (
+from crossrank.runtime.core import batching
+from crossrank.runtime.core.errors import (
     CrossrankError,
     DeadlineExceeded,
     InferenceError,
     Overloaded,
     Unavailable,
 )
-from crossrank.runtime.profiles import BatchPolicy
+from crossrank.runtime.core.profiles import BatchPolicy
 
 log = logging.getLogger(__name__)
 

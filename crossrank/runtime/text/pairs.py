@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from crossrank.runtime import batching
-from crossrank.runtime.backends import TextEncoder
-from crossrank.runtime.batching import Encoded, Rows
-from crossrank.runtime.errors import ModelLoadError
+from crossrank.runtime.core import batching
+from crossrank.runtime.core.batching import Encoded, Rows
+from crossrank.runtime.core.errors import ModelLoadError
+from crossrank.runtime.text.encoders import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _learn_template(tok: Tokenizer) -> _Template | None:
 class PairTokenizer:
     """Encodes (query, chunk) pairs: [CLS] query [SEP] chunk [SEP], longest-first truncation.
 
-    Texts alone are tokenized by `texts` (backends.py: nanotoken or the library); long chunks
+    Texts alone are tokenized by `texts` (text/encoders.py: nanotoken or the library); long chunks
     become windows in windows.py.
 
     Fast path: each distinct query and each chunk is tokenized alone (the query once per

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

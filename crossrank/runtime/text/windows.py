@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from crossrank.runtime.batching import Encoded, Rows
-from crossrank.runtime.errors import LimitExceeded
-from crossrank.runtime.options import WindowLimits
+from crossrank.runtime.core.batching import Encoded, Rows
+from crossrank.runtime.core.errors import LimitExceeded
+from crossrank.runtime.core.options import WindowLimits
 
 
 class Windows:

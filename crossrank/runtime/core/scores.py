@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossrank.runtime.choices import ACTIVATIONS
-from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.core.choices import ACTIVATIONS
+from crossrank.runtime.core.errors import ConfigError
 
 # What callers may ask for: the model's own activation, raw logits, or the logistic function.
 

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from crossrank.runtime import profiles
-from crossrank.runtime.batching import Batch
-from crossrank.runtime.errors import ConfigError, InferenceError, ModelLoadError
-from crossrank.runtime.profiles import ProviderProfile
+from crossrank.runtime.core import profiles
+from crossrank.runtime.core.batching import Batch
+from crossrank.runtime.core.errors import ConfigError, InferenceError, ModelLoadError
+from crossrank.runtime.core.profiles import ProviderProfile
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from crossrank.runtime.batching import Rows
-from crossrank.runtime.choices import TOKENIZER_BACKENDS
-from crossrank.runtime.errors import ConfigError
+from crossrank.runtime.core.batching import Rows
+from crossrank.runtime.core.choices import TOKENIZER_BACKENDS
+from crossrank.runtime.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

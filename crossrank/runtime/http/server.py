@@ -39,10 +39,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crossrank.runtime import __version__, api
-from crossrank.runtime.cascade import CascadeStats
-from crossrank.runtime.engine import Hooks
-from crossrank.runtime.errors import (
+from crossrank.runtime import __version__
+from crossrank.runtime.core.cascade import CascadeStats
+from crossrank.runtime.core.errors import (
     BadJSON,
     ClientDisconnected,
     ConfigError,
@@ -53,9 +52,11 @@ from crossrank.runtime.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from crossrank.runtime.core.options import Scored, ScoreRequest
+from crossrank.runtime.execution.engine import Hooks
+from crossrank.runtime.http import api
+from crossrank.runtime.http.schema import document
 from crossrank.runtime.loader import Runtime
-from crossrank.runtime.openapi import document
-from crossrank.runtime.options import Scored, ScoreRequest
 from crossrank.runtime.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from crossrank.runtime.choices import OVERFLOW_MODES, TRUNCATION_SIDES
-from crossrank.runtime.errors import InvalidRequest
+from crossrank.runtime.core.choices import OVERFLOW_MODES, TRUNCATION_SIDES
+from crossrank.runtime.core.errors import InvalidRequest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,7 +45,7 @@ class ScoreOptions:
     max_tokens_per_text: int | None = None  # cut each text to this many of its own tokens first
     truncation_side: str = "right"  # one of TRUNCATION_SIDES
     # the answer's top k must be fp32's (scores and order) where int8 serves with a precision
-    # cascade (runtime/cascade.py); ignored where the served variant is exact already
+    # cascade (runtime/core/cascade.py); ignored where the served variant is exact already
     exact_top_k: int | None = None
 
     def __post_init__(self) -> None:

@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from crossrank.runtime.choices import TRUNCATION_SIDES
-from crossrank.runtime.errors import InvalidRequest, LimitExceeded
-from crossrank.runtime.options import (
+from crossrank.runtime.core.choices import TRUNCATION_SIDES
+from crossrank.runtime.core.errors import InvalidRequest, LimitExceeded
+from crossrank.runtime.core.options import (
     RequestLimits,
     Scored,
     ScoreOptions,
     ScoreRequest,
 )
-from crossrank.runtime.scores import activate, rank, sigmoid
+from crossrank.runtime.core.scores import activate, rank, sigmoid
 
 # TEI's truncation_direction values (its enum is capitalised; lower case is accepted too).
 TRUNCATION_DIRECTIONS = ("right", "Right", "left", "Left")
@@ -214,11 +214,11 @@ def get_side(body: dict[str, Any], field: str, values: tuple[str, ...]) -> str:
     return v.lower()
 
 
-# -- the shapes, each declared once: its parser reads these fields and openapi.py describes them -
+# -- the shapes, each declared once: its parser reads these fields and schema.py describes them
 
 @dataclass(frozen=True)
 class Field:
-    """One request field. kind says how it is read (READERS) and described (openapi.py):
+    """One request field. kind says how it is read (READERS) and described (schema.py):
     query, texts, documents (strings or {"text": ...} objects), queries and text_or_texts
     (vLLM's text_1 and text_2), bool, positive, count_or_all (0: all), string, side (one of
     `values`, either case), overflow, refused and other_shape (must be null: `doc` says why),

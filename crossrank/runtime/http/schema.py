@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from crossrank.runtime import __version__
-from crossrank.runtime.api import SHAPES, Field, Shape
-from crossrank.runtime.choices import OVERFLOW_MODES
+from crossrank.runtime.core.choices import OVERFLOW_MODES
+from crossrank.runtime.http.api import SHAPES, Field, Shape
 
 _ERROR = {
     "type": "object",

@@ -158,7 +158,7 @@ def rms_error_over_spread(ref: np.ndarray, got: np.ndarray, groups: Sequence[int
 # / 0.055 / 0.047), and the serving self-check uses it where labels cannot be judged.
 MAX_RMS_ERROR = CLEAR_MARGIN / 2
 
-# The precision cascade (runtime/cascade.py) re-scores in fp32 every pair whose int8 score lies
+# The precision cascade (runtime/core/cascade.py) re-scores in fp32 every pair whose int8 score lies
 # within 2 x ERROR_BOUND of the k-th best, ERROR_BOUND being the largest |int8 - fp32| the export
 # measured over its check pairs (1,664 pairs of real and synthetic text) times this margin: a pair
 # elsewhere erring by more than 1.5x the worst seen would have to be an outlier of a kind the

@@ -1,0 +1,2 @@
+"""Execution: the ONNX Runtime session and the engine (queue, batches). Imports only the
+core."""

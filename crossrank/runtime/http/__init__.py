@@ -1,0 +1,1 @@
+"""The HTTP front end: request shapes (api), the OpenAPI document (schema), the server."""

@@ -1,0 +1,2 @@
+"""Tokenizing: text encoders (nanotoken or the tokenizers library), pairs, windows.
+Imports only the core."""
