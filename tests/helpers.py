@@ -199,4 +199,4 @@ def split(tokenizer: PairTokenizer, limits: WindowLimits, query: str, chunks: li
     """overflow="split" for one query, as the service does it: the pairs encoded, then the
     over-long ones as windows."""
     return Windows(tokenizer.library, tokenizer.max_length, limits).encode(
-        query, chunks, tokenizer.encode(query, chunks), with_truncation)
+        query, chunks, tokenizer.encode(query, chunks, with_truncation))

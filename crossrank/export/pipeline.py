@@ -31,6 +31,7 @@ from crossrank.export import (
     quantize,
     verify,
 )
+from crossrank.export.standin import STANDIN_MARK
 from crossrank.runtime.core import fidelity
 from crossrank.runtime.modeldir import (
     DEFAULT_MODEL,
@@ -229,7 +230,7 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
             variants["int8"] = {"file": VARIANT_FILES["int8"], "shipped": True, "recipe": recipe}
     onnxfile.remove(raw)
     del model
-    real_weights = not opts.stand_in and not bool(cfg.get("crossrank_stand_in", False))
+    real_weights = not opts.stand_in and not bool(cfg.get(STANDIN_MARK, False))
     with stage("verify", timings):
         _verify(src.path, verify.Staged(staging, max_length, pad_id), variants, real_weights)
     log.info("max length %d tokens (the model's own: %d)", max_length, own_limit)

@@ -105,15 +105,16 @@ class _Call:
         if len(groups) <= 1:
             query = queries[0] if queries else self.request.query
             assert isinstance(query, str)
-            return windows.encode(query, texts, tok.encode(query, texts, side=side),
-                                  o.report_truncation, idx, self._rows)
+            return windows.encode(query, texts,
+                                  tok.encode(query, texts, o.report_truncation, side),
+                                  idx, self._rows)
         encs, owners = [], []
         truncated = np.zeros(len(texts), dtype=np.int64) if o.report_truncation else None
         counted = self._rows
         for q, members in groups.items():
             pos = np.asarray(members, dtype=np.int64)
             mine = [texts[i] for i in members]
-            enc = windows.encode(q, mine, tok.encode(q, mine, side=side), o.report_truncation,
+            enc = windows.encode(q, mine, tok.encode(q, mine, o.report_truncation, side),
                                  idx[pos], counted)
             counted += enc.n_rows
             assert enc.owner is not None

@@ -26,14 +26,16 @@ class Windows:
         self._splitter: Tokenizer | None = None
         self._lock = threading.Lock()
 
-    def encode(self, query: str, chunks: list[str], base: Encoded, with_truncation: bool = False,
+    def encode(self, query: str, chunks: list[str], base: Encoded,
                positions: np.ndarray | None = None, counted: int = 0) -> Encoded:
-        """`base`: the pairs encoded as usual (truncated). Pairs that fit stay one row; a chunk
+        """`base`: the pairs encoded as usual (truncated; with the tokens each lost when the
+        truncation is to be reported). Pairs that fit stay one row; a chunk
         whose pair is too long becomes overlapping windows of its tokens, each with the whole
         query ([CLS] q [SEP] window [SEP]), the windows overlapping by `stride` tokens so every
         token is seen. Caps raise LimitExceeded.
 
-        A query too long to leave room for a window keeps its truncated row from `base`.
+        A query too long to leave room for a window keeps its truncated row from `base`, and
+        the tokens it lost are reported; a split chunk lost none.
         When these chunks are one part of a larger request: `positions` are their indices in it
         (for messages) and `counted` the rows its earlier parts made (the cap is per request).
         """
@@ -67,12 +69,9 @@ class Windows:
                                 f"{lim.max_per_request} per request. Send fewer or shorter "
                                 "chunks, or overflow='truncate'.")
         truncated: np.ndarray | None = None
-        if with_truncation:
+        if base.truncated is not None:
             truncated = np.zeros(n, dtype=np.int64)
-            if kept_cut:
-                full = self.library.encode_batch([(query, chunks[c]) for c in kept_cut])
-                for c, e in zip(kept_cut, full, strict=True):
-                    truncated[c] = len(e.ids) - base.lengths[c]
+            truncated[kept_cut] = base.truncated[kept_cut]
         if not windows:
             return Encoded(rows=base.rows, truncated=truncated,
                            owner=np.arange(n, dtype=np.int64), n_chunks=n)
