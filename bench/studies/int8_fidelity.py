@@ -34,7 +34,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "int8-fidelity-lates
 
 def checkpoint(name: str, root: Path) -> Path:
     if name == "realistic":
-        from crossrank.export.standin import build_realistic
+        from fixtures.reranker import build_realistic
 
         return build_realistic(root / "realistic")
     from fixtures import reranker

@@ -50,7 +50,7 @@ def error_figures(ref: np.ndarray, got: np.ndarray, groups: np.ndarray,
 def study(name: str, requests: int, isa: str | None = None) -> dict[str, Any]:
     from crossrank.export import quantize
     from crossrank.export.pipeline import Options, run
-    from crossrank.export.verify import onnx_logits
+    from crossrank.export.verify import Staged
     from crossrank.runtime.modeldir import VARIANT_FILES
     from fixtures import prose, reranker
 
@@ -64,7 +64,8 @@ def study(name: str, requests: int, isa: str | None = None) -> dict[str, Any]:
                           variants=("fp32",), force=True))
         fp32_file, tok = out / "model.onnx", out / "tokenizer.json"
         max_length = json.loads((out / "manifest.json").read_text())["max_length"]
-        ref = onnx_logits(out, "fp32", max_length, "cpu", pairs).astype(np.float64)
+        staged = Staged(out, max_length, 0)
+        ref = staged.logits("fp32", pairs).astype(np.float64)
         roles = quantize.matmul_roles(fp32_file)
         every = [n for nodes in roles.values() for n in nodes]
         layers = len(next(iter(roles.values())))
@@ -73,7 +74,7 @@ def study(name: str, requests: int, isa: str | None = None) -> dict[str, Any]:
 
         def only(nodes: list[str]) -> np.ndarray:
             q.write(tuple(n for n in every if n not in nodes))
-            return onnx_logits(out, "int8", max_length, "cpu", pairs).astype(np.float64)
+            return staged.logits("int8", pairs).astype(np.float64)
 
         t0 = time.perf_counter()
         full = error_figures(ref, only(every), groups)
@@ -93,6 +94,7 @@ def study(name: str, requests: int, isa: str | None = None) -> dict[str, Any]:
                                                  full["mean_square"])})
             log.warning("%s: layer %d done (%.0f s)", name, i, time.perf_counter() - t0)
         q.close()
+        staged.close()
         for r in rows:
             r.pop("mean_square")
         return {"fixture": name, "recipe": recipe.name, "isa": isa, "layers": layers,

@@ -36,7 +36,7 @@ WORK = ROOT / "models" / ".int8-recipes"
 def prepare() -> Path:
     """The realistic fixture's fp32 export (built once)."""
     from crossrank.export.pipeline import Options, run
-    from crossrank.export.standin import build_realistic
+    from fixtures.reranker import build_realistic
 
     ckpt = WORK / "ckpt"
     if not (ckpt / "config.json").is_file():
@@ -161,12 +161,14 @@ def quantize_with_search(fp32_dir: Path, base: str, dst: Path) -> list[dict[str,
     rec = quantize.quantize(staging / VARIANT_FILES["fp32"], int8_file, recipe_isa(base),
                             quantize.RECIPES[base])
     pairs = verify.fixed_pairs()
-    fp32_fixed = verify.onnx_logits(staging, "fp32", 512, "cpu", pairs)
-    check = pipeline._Int8Check(verify.Staged(staging, 512, 0), fp32_fixed, pairs)
+    staged = verify.Staged(staging, 512, 0)
+    fp32_fixed = staged.logits("fp32", pairs)
+    check = pipeline._Int8Check(staged, fp32_fixed, pairs)
     first = check()
     trail: list[dict[str, Any]] = [{"all_int8": True, "passed": first["passed"]}]
     if not first["passed"]:
         trail += pipeline._mixed_precision(staging, rec, check)["trail"]
+    staged.close()
     for step in trail:
         print(f"  search: {step}", flush=True)
     shutil.copyfile(int8_file, dst)

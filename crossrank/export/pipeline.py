@@ -232,7 +232,8 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
     del model
     real_weights = not opts.stand_in and not bool(cfg.get(STANDIN_MARK, False))
     with stage("verify", timings):
-        _verify(src.path, verify.Staged(staging, max_length, pad_id), variants, real_weights)
+        with verify.Staged(staging, max_length, pad_id) as staged:
+            _verify(src.path, staged, variants, real_weights)
     log.info("max length %d tokens (the model's own: %d)", max_length, own_limit)
     return {
         "source": {"id": src.spec, "revision": src.revision, "local": src.is_local},

