@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare, here, what the GPU check needs on an offline GPU machine (see ../shared/gpu/README.md):
 #   bash bench/gpu_check.sh prepare    -> .devwhl/ (onnxruntime-gpu in parts) and .gpu/ (tokenizer
-#                                          files, realistic fixture checkpoint in fp16)
+#                                          files, the realistic and trained fixtures in fp16)
 # Then, on the GPU machine, after the wheel parts are in /root/ort and this tree is there:
 #   bash bench/gpu_check.sh run        -> installs onnxruntime-gpu, runs bench/gpu_check.py
 set -euo pipefail
@@ -18,12 +18,16 @@ from fixtures.reranker import build_realistic
 tok = Path(".gpu/tok"); tok.mkdir(parents=True, exist_ok=True)
 for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
     shutil.copy(Path(g.get_model_path()) / f, tok / f)
-src = build_realistic(Path("/tmp/crossrank-realistic"))
-out = Path(".gpu/realistic"); shutil.rmtree(out, ignore_errors=True)
-BertForSequenceClassification.from_pretrained(str(src)).half().save_pretrained(str(out))
-for f in src.iterdir():
-    if not (out / f.name).exists():
-        shutil.copy(f, out / f.name)
+from fixtures import reranker
+# The realistic fixture (the GPU check's parity) and the trained one (bench.studies.fp16_fidelity),
+# stored in fp16 to fit one transfer each.
+for src, out in ((build_realistic(Path("/tmp/crossrank-realistic")), Path(".gpu/realistic")),
+                 (reranker.build("trained"), Path(".gpu/trained"))):
+    shutil.rmtree(out, ignore_errors=True)
+    BertForSequenceClassification.from_pretrained(str(src)).half().save_pretrained(str(out))
+    for f in src.iterdir():
+        if not (out / f.name).exists():
+            shutil.copy(f, out / f.name)
 PY
   mkdir -p .devwhl/py
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -38,6 +42,8 @@ run)
   # Pure-Python wheels the GPU box lacks (starlette, uvicorn, httpx, ...) travel in .devwhl/py.
   [ -d .devwhl/py ] && pip install -q --no-deps --no-index --target /root/pydeps .devwhl/py/*.whl
   PYTHONPATH=/root/ortgpu:/root/pydeps:. PYTHONUNBUFFERED=1 python3 bench/gpu_check.py \
-    --tokenizer-dir .gpu/tok --realistic .gpu/realistic --out "${OUT:-.}" ;;
+    --tokenizer-dir .gpu/tok --realistic .gpu/realistic --out "${OUT:-.}"
+  PYTHONPATH=/root/ortgpu:/root/pydeps:. PYTHONUNBUFFERED=1 python3 -m bench.studies.fp16_fidelity \
+    --checkpoint .gpu/trained --out "${OUT:-.}/fp16-fidelity.json" ;;
 *) echo "usage: bash bench/gpu_check.sh prepare|run" >&2; exit 2 ;;
 esac
