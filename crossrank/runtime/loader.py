@@ -116,8 +116,7 @@ def load(config: RuntimeConfig, *, runner: RunnerSeam | None = None,
     length = c.max_length or md.max_length
     prof = resolve_provider(c.provider)
     chosen = md.choose_variant(c.variant, prof)
-    tok = PairTokenizer(md.tokenizer_file(), length, backend=c.tokenizer,
-                        threads=c.tokenizer_threads or prof.tokenizer_threads or usable_cores())
+    tok = _tokenizer(md.tokenizer_file(), length, c, prof)
     act = md.activation if c.activation == "model" else c.activation
     if md.stand_in:
         log.warning("%s is a STAND-IN model with random weights: its scores are meaningless "
@@ -135,6 +134,7 @@ def load(config: RuntimeConfig, *, runner: RunnerSeam | None = None,
 
     rt = build(chosen)
     check: selfcheck.Int8Check | None = None
+    refused: Runtime | None = None  # an int8 this CPU's self-check refused: the cascade may use it
     isa = None
     if chosen == "int8" and prof.int8_self_check:
         check = (self_check(rt, md, max_length=length if length < md.max_length else None)
@@ -142,13 +142,14 @@ def load(config: RuntimeConfig, *, runner: RunnerSeam | None = None,
         if not check.ok:
             log.warning("%s; serving fp32 instead%s.", _failure(check, cpu.detect_isa()),
                         " (int8 only behind the cascade)" if c.cascade else "")
-            rt.close()
-            rt = build("fp32")
+            refused, rt = rt, build("fp32")
         # The instruction-set warning is for an int8 served with no passed check behind it.
         isa = md.isa_check(chosen, warn=check.ok and check.status != "passed")
     served_int8 = rt.info.variant == "int8"
     if c.cascade and prof.cascade and c.variant in ("auto", "int8"):
-        rt = _with_cascade(rt, md, c.cascade, build, check)
+        rt = _with_cascade(rt, md, c.cascade, build, check, refused)
+    if refused is not None and rt is not refused:
+        refused.close()
     rt.info = replace(rt.info, int8_isa=isa.made_for if isa else None,
                       cpu_isa=isa.this_cpu if isa else None,
                       isa_warning=isa.warning if isa and served_int8 else None,
@@ -166,10 +167,9 @@ def load_files(model_file: Path, tokenizer_file: Path, max_length: int, *,
     verified is what is served."""
     prof = resolve_provider(provider)
     c = RuntimeConfig(model_dir=str(model_file.parent), variant=variant, provider=prof.name,
-                      threads=threads, max_length=max_length, activation=activation,
-                      tokenizer="tokenizers").checked()
-    tok = PairTokenizer(tokenizer_file, max_length,
-                        threads=prof.tokenizer_threads or usable_cores())
+                      threads=threads, max_length=max_length,
+                      activation=activation).checked()
+    tok = _tokenizer(tokenizer_file, max_length, c, prof)
     info = RuntimeInfo(model_dir=c.model_dir, name=model_file.name, source=str(model_file),
                        stand_in=False, variant=variant, provider=prof.name,
                        threads=threads or usable_cores(), max_length=max_length,
@@ -192,6 +192,13 @@ def reload(rt: Runtime, *, runner: RunnerSeam | None = None, policy: PolicySeam 
         policy = lambda p: last(first(p))  # noqa: E731
     return load(replace(rt.config, **changes), runner=runner or old_runner,
                 policy=policy or old_policy)
+
+
+def _tokenizer(file: Path, length: int, c: RuntimeConfig, prof: ProviderProfile) -> PairTokenizer:
+    """The pair tokenizer for a runtime: the configured back end, its threads or the profile's
+    (0: every usable core)."""
+    return PairTokenizer(file, length, backend=c.tokenizer,
+                         threads=c.tokenizer_threads or prof.tokenizer_threads or usable_cores())
 
 
 def _overridden(policy: BatchPolicy, c: RuntimeConfig) -> BatchPolicy:
@@ -246,10 +253,11 @@ def self_check(rt: Runtime, md: modeldir.ModelDir,
     return result
 
 
-def _with_cascade(rt: Runtime, md: modeldir.ModelDir, k: int,
-                  build: Callable[..., Runtime], check: selfcheck.Int8Check | None) -> Runtime:
+def _with_cascade(rt: Runtime, md: modeldir.ModelDir, k: int, build: Callable[..., Runtime],
+                  check: selfcheck.Int8Check | None, refused: Runtime | None) -> Runtime:
     """int8 in front of fp32 (runtime/core/cascade.py): the served int8, or one the gate refused (at
-    export, or on this CPU) and kept for this; unchanged where there is no int8 error bound.
+    export, or on this CPU: `refused`, already loaded) and kept for this; unchanged where there is
+    no int8 error bound.
     Where the self-check measured int8's error on this CPU, the bound is the larger of that and
     the export's."""
     bound = md.int8_error_bound()
@@ -266,7 +274,7 @@ def _with_cascade(rt: Runtime, md: modeldir.ModelDir, k: int,
     if rt.info.variant == "int8":
         first, exact = rt, build("fp32", bounded=False)
     else:  # the gate refused int8: it serves only behind the cascade
-        first, exact = build("int8"), rt
+        first, exact = refused or build("int8"), rt
         exact.service.max_queued_tokens = None  # the second stage never refuses half a request
     first.service.refiner = Refiner(exact.service, bound, k, CascadeStats())
     first.exact = exact
