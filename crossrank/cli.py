@@ -382,7 +382,7 @@ def _int8_check(md: Any) -> dict[str, Any]:
     rt = loader.load(RuntimeConfig(model_dir=str(md.path), variant="int8", provider="cpu",
                                    int8_check=False))
     try:
-        return asdict(loader.self_check(rt, md))
+        return asdict(loader.self_check(rt, md) or selfcheck.Int8Check(status="unavailable"))
     finally:
         rt.close()
 

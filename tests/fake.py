@@ -23,7 +23,7 @@ from crossrank.runtime import loader
 from crossrank.runtime.config import RuntimeConfig
 from crossrank.runtime.core import batching
 from crossrank.runtime.execution.engine import Runner
-from crossrank.runtime.modeldir import FORMAT_VERSION
+from crossrank.runtime.modeldir import FORMAT_VERSION, sha256
 from crossrank.runtime.scorer import Scorer
 
 SPECIAL = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK] in the BERT vocabulary
@@ -80,3 +80,35 @@ def fake_scorer(model_dir: Path, **config: Any) -> Scorer:
     """A scorer on the fake directory: the real tokenizer, engine, service; a fake device."""
     return Scorer(loader.load(RuntimeConfig(model_dir=str(model_dir), variant="fp32",
                                             provider="cpu", **config), runner=fake_runner))
+
+
+CHECK_PAIRS = [(f"what does package {i} do", f"package {i} parses and scores text number {i}")
+               for i in range(12)]
+
+
+def fake_int8_dir(out: Path, drift: float = 0.0) -> Path:
+    """fake_dir with an int8 variant shipped and the exporter's self-check record, for the
+    loader's int8 paths without a model: FakeRunner scores int8 as it scores fp32, so the
+    record's int8 logits are those plus drift (0: this CPU reproduces the export's int8; 0.4:
+    other kernels, and no check requests to judge them by, so the check fails)."""
+    from crossrank.runtime.core import cpu
+    from crossrank.runtime.core.options import ScoreRequest
+
+    fake_dir(out)
+    # never opened; its own bytes per directory, so each has its own cached verdict
+    (out / "model_int8.onnx").write_bytes(str(out.resolve()).encode())
+    rt = loader.load(RuntimeConfig(model_dir=str(out), variant="fp32", provider="cpu"),
+                     runner=fake_runner)
+    try:
+        logits = [float(x) for x in rt.service.score(ScoreRequest.pairs(CHECK_PAIRS)).logits]
+    finally:
+        rt.close()
+    m = json.loads((out / "manifest.json").read_text())
+    m["files"]["model_int8.onnx"] = {"sha256": sha256(out / "model_int8.onnx")}
+    m["variants"]["int8"] = {
+        "shipped": True, "file": "model_int8.onnx", "recipe": {"isa": cpu.detect_isa()},
+        "self_check": {"measured_on": cpu.detect_isa(), "pairs": [list(p) for p in CHECK_PAIRS],
+                       "tokens": [16] * len(CHECK_PAIRS), "fp32_logits": logits,
+                       "int8_logits": [x + drift for x in logits], "tolerance": 0.05}}
+    (out / "manifest.json").write_text(json.dumps(m))
+    return out

@@ -34,6 +34,8 @@ class RuntimeConfig:
     max_length: int | None = None  # None: the model's; less truncates pairs sooner
     activation: str = "model"  # model (the export's) | identity | sigmoid
     int8_check: bool = True  # serve int8 only if verified on this CPU (runtime/selfcheck.py)
+    # serve fp32 at once while the check runs, then int8 if it passes (a new CPU's first start)
+    int8_check_background: bool = False
     cascade: int = 0  # int8 on CPU: fp32's exact top k per request (0: off)
     window_stride: int = DEFAULT_WINDOWS.stride  # overflow=split: tokens shared by windows
     max_windows_per_chunk: int = DEFAULT_WINDOWS.max_per_chunk

@@ -14,8 +14,9 @@ wrapped, a simulated device, a fake).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,10 @@ from crossrank.runtime.service import Refiner, Service
 from crossrank.runtime.text.pairs import PairTokenizer
 
 log = logging.getLogger(__name__)
+
+# A runtime that adopts another (a background int8 check passed) keeps the old engine this long:
+# requests that took its service just before the switch finish on it, then it stops.
+RETIRE_AFTER_S = 30.0
 
 # The seams: what the engine runs on, given the opener of the real session; a batch policy change.
 RunnerSeam = Callable[[Callable[[], Runner]], Runner]
@@ -78,6 +83,11 @@ class Runtime:
     info: RuntimeInfo
     exact: Runtime | None = None
     seams: tuple[RunnerSeam | None, PolicySeam | None] = (None, None)  # as loaded (tests)
+    # the int8 self-check running beside fp32 (int8_check_background), until it is done
+    background: threading.Thread | None = field(default=None, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _closed: bool = field(default=False, repr=False, compare=False)
+    _retired: list[Engine] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def policy(self) -> BatchPolicy:
@@ -95,9 +105,48 @@ class Runtime:
 
     def close(self) -> None:
         """Stop the engine's thread (and the cascade's); later calls raise Unavailable."""
+        with self._lock:
+            self._closed = True
+            retired, self._retired = self._retired, []
         self.engine.stop(timeout=5.0)
+        for engine in retired:
+            engine.stop(timeout=5.0)
         if self.exact is not None:
             self.exact.close()
+
+    def adopt(self, other: Runtime, retire_after_s: float = RETIRE_AFTER_S) -> bool:
+        """Serve `other`'s model from now on, in place: front ends holding this runtime (the
+        HTTP app, a Scorer) take it at their next request, and the engine's hooks (the server's
+        metrics) move with it. The old engine finishes what it was given and stops after
+        retire_after_s. False, with `other` closed, when this runtime is closed already."""
+        with self._lock:
+            if self._closed:
+                adopted = False
+            else:
+                old = self.engine
+                for hooks in old.hooks:
+                    other.engine.add_hooks(hooks)
+                    old.remove_hooks(hooks)
+                self.tokenizer, self.engine, self.service = (other.tokenizer, other.engine,
+                                                             other.service)
+                self.activation, self.profile, self.info = (other.activation, other.profile,
+                                                            other.info)
+                self._retired.append(old)
+                adopted = True
+        if not adopted:
+            other.close()
+            return False
+        timer = threading.Timer(retire_after_s, self._retire, (old,))
+        timer.daemon = True
+        timer.start()
+        return True
+
+    def _retire(self, engine: Engine) -> None:
+        with self._lock:
+            if engine not in self._retired:
+                return  # closed meanwhile: close() stopped it
+            self._retired.remove(engine)
+        engine.stop(timeout=5.0)
 
 
 def load(config: RuntimeConfig, *, runner: RunnerSeam | None = None,
@@ -132,12 +181,18 @@ def load(config: RuntimeConfig, *, runner: RunnerSeam | None = None,
         return _assemble(c, tok, md.model_file(var), pol, prof, info, md.pad_token_id,
                          runner=runner, policy=policy, bounded=bounded)
 
+    max_check = length if length < md.max_length else None
+    if (chosen == "int8" and prof.int8_self_check and c.int8_check and c.int8_check_background
+            and self_check(None, md, max_check) is None):
+        if not c.cascade:
+            return _checked_later(build, md, max_check)
+        log.info("int8_check_background does not apply with the cascade: checking first")
     rt = build(chosen)
     check: selfcheck.Int8Check | None = None
     refused: Runtime | None = None  # an int8 this CPU's self-check refused: the cascade may use it
     isa = None
     if chosen == "int8" and prof.int8_self_check:
-        check = (self_check(rt, md, max_length=length if length < md.max_length else None)
+        check = (self_check(rt, md, max_check) or selfcheck.Int8Check(status="unavailable")
                  if c.int8_check else selfcheck.Int8Check(status="skipped"))
         if not check.ok:
             log.warning("%s; serving fp32 instead%s.", _failure(check, cpu.detect_isa()),
@@ -233,24 +288,71 @@ def _assemble(c: RuntimeConfig, tok: PairTokenizer, model_file: Path, pol: Batch
                    activation=info.activation, profile=prof, info=info, seams=(runner, policy))
 
 
-def self_check(rt: Runtime, md: modeldir.ModelDir,
-               max_length: int | None = None) -> selfcheck.Int8Check:
+def self_check(rt: Runtime | None, md: modeldir.ModelDir,
+               max_length: int | None = None) -> selfcheck.Int8Check | None:
     """The int8 self-check on this runtime (runtime/selfcheck.py): does it reproduce the
     export's int8 scores, or else pass the export's gate on this CPU? Cached per int8 file,
-    check data and CPU signature."""
+    check data and CPU signature. rt=None only looks the verdict up (None: not cached)."""
     record = md.int8_self_check()
     found = md.int8_check_requests()
     requests = selfcheck.Requests.parse(found[0]) if found else None
     key = selfcheck.cache_key(md.file_sha256(VARIANT_FILES["int8"]), record,
                               found[1] if found else None, max_length)
     hit = selfcheck.cached(key)
-    if hit is not None:
+    if hit is not None or rt is None:
         return hit
     result = selfcheck.check_here(
         record, requests, lambda pairs: rt.service.score(ScoreRequest.pairs(pairs)).logits,
         max_length=max_length)
     selfcheck.store(key, result)
     return result
+
+
+def _checked_later(build: Callable[..., Runtime], md: modeldir.ModelDir,
+                   max_length: int | None) -> Runtime:
+    """fp32 serving at once, and a thread beside it that loads int8, runs the self-check and,
+    where it passes, has the runtime adopt int8 (its info then says so; a failed check leaves
+    fp32 serving, with the verdict). The verdict is cached like a check at start-up."""
+    rt = build("fp32")
+    rt.info = replace(rt.info, int8_check=asdict(selfcheck.Int8Check(status="pending",
+                                                                      how="background")))
+    log.info("serving %s (fp32, %s) while the int8 self-check runs in the background",
+             md.name, rt.profile.name)
+
+    def work() -> None:
+        try:
+            candidate = build("int8")
+        except Exception as exc:  # a damaged int8 file: fp32 serves on, and says why
+            log.warning("int8 could not be loaded for its self-check (%s); serving fp32 on.",
+                        exc)
+            rt.info = replace(rt.info, int8_check=asdict(selfcheck.Int8Check(
+                status="unavailable", how="background")))
+            return
+        try:
+            check = self_check(candidate, md, max_length) or selfcheck.Int8Check(
+                status="unavailable")
+        except Exception as exc:
+            candidate.close()
+            log.warning("int8 self-check could not run (%s); serving fp32 on.", exc)
+            rt.info = replace(rt.info, int8_check=asdict(selfcheck.Int8Check(
+                status="unavailable", how="background")))
+            return
+        if not check.ok:
+            candidate.close()
+            rt.info = replace(rt.info, int8_check=asdict(check))
+            log.warning("%s; serving fp32 on.", _failure(check, cpu.detect_isa()))
+            return
+        isa = md.isa_check("int8", warn=check.status != "passed")
+        candidate.info = replace(candidate.info, int8_isa=isa.made_for if isa else None,
+                                 cpu_isa=isa.this_cpu if isa else None,
+                                 isa_warning=isa.warning if isa else None,
+                                 int8_check=asdict(check))
+        if rt.adopt(candidate):
+            log.info("now serving %s as int8%s", md.name, _check_note(check))
+
+    rt.background = threading.Thread(target=work, name="crossrank-int8-check", daemon=True)
+    rt.background.start()
+    return rt
 
 
 def _with_cascade(rt: Runtime, md: modeldir.ModelDir, k: int, build: Callable[..., Runtime],

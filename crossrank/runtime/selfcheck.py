@@ -61,7 +61,9 @@ def tolerance(fp32_logits: Sequence[float] | np.ndarray) -> float:
 class Int8Check:
     """The self-check's outcome, for /info, `crossrank info` and the start-up log."""
 
-    status: str  # passed | failed | skipped | unavailable (an export without check data)
+    # passed | failed | skipped | unavailable (an export without check data) | pending (running
+    # beside fp32: int8_check_background)
+    status: str
     max_abs_diff: float | None = None  # |int8 here - int8 at export|, worst pair
     tolerance: float | None = None
     pairs: int = 0

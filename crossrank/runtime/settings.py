@@ -103,6 +103,10 @@ _HELP = {
                   "unless this CPU reproduces the int8 scores the exporter verified (~0.5 s) "
                   "or else its own int8 passes the export's gate on the export's check "
                   "requests (cached per CPU); 0: skip the check",
+    "int8_check_background": "1: where the int8 self-check has no cached verdict for this CPU, "
+                             "serve fp32 at once and run the check beside it, switching to "
+                             "int8 when it passes (/info and /metrics show it pending); 0: "
+                             "wait for the check before serving. Not with --cascade",
     "max_length": "tokens per pair, at most the model's (auto: the model's); less truncates "
                   "sooner",
     "activation": "what scores get: model (the export's activation) | identity | sigmoid",

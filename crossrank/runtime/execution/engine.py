@@ -100,6 +100,10 @@ class Engine:
         with self._cond:
             self._hooks = [*self._hooks, hooks]
 
+    @property
+    def hooks(self) -> tuple[Hooks, ...]:
+        return tuple(self._hooks)
+
     def remove_hooks(self, hooks: Hooks) -> None:
         with self._cond:
             self._hooks = [h for h in self._hooks if h is not hooks]

@@ -32,7 +32,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -57,6 +57,7 @@ from crossrank.runtime.execution.engine import Hooks
 from crossrank.runtime.http import api
 from crossrank.runtime.http.schema import document
 from crossrank.runtime.loader import Runtime
+from crossrank.runtime.service import Service
 from crossrank.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,15 +107,24 @@ class Metrics(Hooks):
 
         self.registry.register(_Collector())
 
-    def int8_check(self, check: dict[str, Any] | None) -> None:
-        """The start-up int8 self-check's verdict (runtime/selfcheck.py), as an info gauge."""
-        if not check:
-            return
-        g = Gauge("crossrank_int8_check", "the int8 self-check at start-up: 1 for its verdict "
-                  "(status passed|failed|skipped|unavailable, how reproduced|judged)",
-                  ["status", "how", "cached"], registry=self.registry)
-        g.labels(status=str(check.get("status")), how=str(check.get("how") or ""),
-                 cached=str(bool(check.get("cached"))).lower()).set(1)
+    def int8_check(self, verdict: Callable[[], dict[str, Any] | None]) -> None:
+        """The int8 self-check's verdict (runtime/selfcheck.py), as an info gauge read at each
+        scrape (a check in the background goes from pending to its verdict)."""
+
+        class _Collector:
+            def collect(self) -> Iterator[GaugeMetricFamily]:
+                check = verdict()
+                if not check:
+                    return
+                g = GaugeMetricFamily(
+                    "crossrank_int8_check", "the int8 self-check: 1 for its verdict (status "
+                    "passed|failed|skipped|unavailable|pending, how reproduced|judged|background)",
+                    labels=["status", "how", "cached"])
+                g.add_metric([str(check.get("status")), str(check.get("how") or ""),
+                              str(bool(check.get("cached"))).lower()], 1)
+                yield g
+
+        self.registry.register(_Collector())
 
     def batch(self, rows: int, tokens: int, padded: int) -> None:
         self.rows.observe(rows)
@@ -209,7 +219,6 @@ class App:
 
     def __init__(self, runtime: Runtime, settings: Settings) -> None:
         self.runtime = runtime
-        self.service = runtime.service
         self.limits = settings.limits
         # What answers that carry a model name say when the client named none.
         self.model_name = runtime.info.name
@@ -217,11 +226,16 @@ class App:
         self.metrics = Metrics()
         if runtime.service.refiner is not None:
             self.metrics.cascade(runtime.service.refiner.stats)
-        self.metrics.int8_check(runtime.info.int8_check)
+        self.metrics.int8_check(lambda: runtime.info.int8_check)
         # Set when in-flight requests must give up: the graceful-shutdown window is about to end.
         self.shutdown_expired = asyncio.Event()
         self.closing = False  # SIGTERM received: /health answers 503 so balancers move on
         self.loop: asyncio.AbstractEventLoop | None = None  # the serving loop, once started
+
+    @property
+    def service(self) -> Service:
+        """The runtime's service now: a background int8 check that passes swaps it."""
+        return self.runtime.service
 
     # Every endpoint runs through here: auth, errors, metrics.
     def endpoint(self, name: str, handler: Callable[[Request], Awaitable[Response]],
