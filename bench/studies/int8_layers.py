@@ -5,7 +5,8 @@ For a fixture (fixtures/reranker.py: `trained`, `prose-head`), export fp32, then
 CPU's recipe keeping every node in fp32 but one (a layer's fused attention, attention output,
 feed-forward in or out), each layer's four nodes together, each role across the layers, and all
 of them, and score the fixture's test requests (fixtures/prose.py: packages the trained fixture
-never saw, 100 candidates each). Per configuration:
+never saw, 100 candidates each; `--split dev`, the default, takes the dev packages, so that what
+the study decides is judged later on requests it never saw). Per configuration:
 - rms_over_spread: root-mean-square |int8 - fp32| over the pairs, each request's errors divided
   by that request's fp32 std (scale-free, as the gate);
 - share: its mean squared error over the full int8's (errors of independent nodes add in
@@ -47,14 +48,14 @@ def error_figures(ref: np.ndarray, got: np.ndarray, groups: np.ndarray,
     return out
 
 
-def study(name: str, requests: int, isa: str | None = None) -> dict[str, Any]:
+def study(name: str, requests: int, isa: str | None = None, split: str = "test") -> dict[str, Any]:
     from crossrank.export import quantize
     from crossrank.export.pipeline import Options, run
     from crossrank.export.verify import Staged
     from crossrank.runtime.modeldir import VARIANT_FILES
     from fixtures import prose, reranker
 
-    reqs = prose.requests("test")[:requests]
+    reqs = prose.requests(split)[:requests]
     pairs = [(r.query, p) for r in reqs for p in r.passages]
     groups = np.repeat(np.arange(len(reqs)), [len(r.passages) for r in reqs])
     isa = isa or quantize.detect_isa()
@@ -98,7 +99,7 @@ def study(name: str, requests: int, isa: str | None = None) -> dict[str, Any]:
         for r in rows:
             r.pop("mean_square")
         return {"fixture": name, "recipe": recipe.name, "isa": isa, "layers": layers,
-                "requests": len(reqs), "pairs": len(pairs),
+                "split": split, "requests": len(reqs), "pairs": len(pairs),
                 "fp32_std_mean": round(float(np.mean([ref[groups == g].std()
                                                       for g in range(len(reqs))])), 4),
                 "rows": rows, "study_s": round(time.perf_counter() - t0, 1)}
@@ -108,6 +109,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fixture", nargs="+", default=["trained", "prose-head"])
     ap.add_argument("--requests", type=int, default=4)
+    ap.add_argument("--split", choices=("dev", "test"), default="dev",
+                    help="whose requests: dev to decide on, test only to report (fixtures/prose.py)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -116,7 +119,7 @@ def main() -> None:
     from crossrank.export.quantize import detect_isa
 
     res: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "isa": detect_isa(),
-           "fixtures": [study(f, args.requests) for f in args.fixture]}
+           "fixtures": [study(f, args.requests, split=args.split) for f in args.fixture]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     for f in res["fixtures"]:

@@ -46,6 +46,7 @@ class Recipe:
     per_channel: bool = True
     smooth_alpha: float | None = None  # outlier smoothing before quantizing (smooth.py)
     per_token: tuple[str, ...] = ()  # roles whose activations get a range per token (smooth.py)
+    role_alpha: tuple[tuple[str, float], ...] = ()  # (role, alpha) pairs overriding smooth_alpha
 
 
 SMOOTH_ALPHA = 0.85  # swept 0.5-0.95 on the realistic fixture (docs/export.md "int8 recipes")
@@ -187,14 +188,17 @@ def calibration_feeds(tokenizer_file: Path, max_length: int = 512) -> list[dict[
 
 
 def smooth_all_roles(src: Path, dst: Path, alpha: float, tokenizer_file: Path,
-                     max_length: int = 512) -> dict[str, Any]:
-    """Write src with every MatMul role smoothed at alpha, calibrated on pairs tokenized with
-    tokenizer_file; returns smooth.smooth's record for the manifest."""
+                     max_length: int = 512,
+                     role_alpha: tuple[tuple[str, float], ...] = ()) -> dict[str, Any]:
+    """Write src with every MatMul role smoothed at alpha (or role_alpha's for a role it names),
+    calibrated on pairs tokenized with tokenizer_file; returns smooth.smooth's record for the
+    manifest."""
     if not tokenizer_file.is_file():
         raise ExportError(f"Smoothing needs the model's tokenizer for calibration; "
                           f"{tokenizer_file} is missing.")
     roles = matmul_roles(src)
-    return smooth.smooth(src, dst, roles, {role: alpha for role in roles},
+    special = dict(role_alpha)
+    return smooth.smooth(src, dst, roles, {role: special.get(role, alpha) for role in roles},
                          calibration_feeds(tokenizer_file, max_length))
 
 
@@ -215,7 +219,8 @@ class Quantizer:
             if self.recipe.smooth_alpha is not None:
                 self.smoothing = smooth_all_roles(
                     src, self._work, self.recipe.smooth_alpha,
-                    tokenizer_file or src.parent / "tokenizer.json", max_length)
+                    tokenizer_file or src.parent / "tokenizer.json", max_length,
+                    self.recipe.role_alpha)
                 self.src = self._work
             # roles named before the per-token rewrite, whose extra nodes the role finder would
             # cross; node names survive it
