@@ -16,7 +16,7 @@ MODEL_ARGS := --model $(MODEL) --models-root $(MODELS)
 EXPORT_ARGS := $(MODEL) --models-root $(MODELS)
 endif
 
-.PHONY: install export serve test bench bench-server bench-ray bench-int8 fuzz overload soak arm64-check \
+.PHONY: install export serve test bench bench-server bench-ray bench-int8 fuzz overload soak arm64-check avx2-check \
         lint clean
 
 install: $(STAMP)
@@ -76,6 +76,11 @@ bench-int8: $(STAMP)
 arm64-check: $(STAMP)
 	bash tools/arm64/setup.sh
 	$(BIN)/python -m tools.arm64.check $${DIRS:-$(MODELS)/*/} $(ARGS)
+
+# int8 on an emulated AVX2 CPU without VNNI (Zen 2/3 class): this checkout's Python under
+# qemu-x86_64 -cpu EPYC-Rome (needs qemu-user); each export in DIRS served as `serve` would.
+avx2-check: $(STAMP)
+	$(BIN)/python -m tools.arm64.check $${DIRS:-$(MODELS)/*/} --cpu EPYC-Rome $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check crossrank bench tests fixtures tools

@@ -234,6 +234,9 @@ def test_the_arm64_tool_refuses_clearly_and_prints_its_table(
     from tools.arm64 import check as arm
 
     assert arm.main([str(tmp_path)]) == 2  # no aarch64 Python set up, or not an export
+    with pytest.raises(SystemExit) as bad:  # a -cpu it does not know, before any work
+        arm.main([str(tmp_path), "--cpu", "cortex-a53"])
+    assert bad.value.code == 2 and "EPYC-Rome" in capsys.readouterr().err
     capsys.readouterr()
     out = tmp_path / "arm.json"
     out.write_text(json.dumps({"results": [

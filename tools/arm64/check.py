@@ -1,14 +1,23 @@
-"""Serve exported models on emulated ARM64 CPUs and print what each serves and why.
+"""Serve exported models on emulated CPUs (ARM64, and x86 without VNNI) and print what each
+serves and why.
 
-For each model directory and each emulated CPU class, an aarch64 Python (tools/arm64/setup.sh)
+For each model directory and each emulated CPU class, a Python under qemu-user with that -cpu
 loads the model exactly as `crossrank serve` does (Scorer.from_dir: the int8 self-check, then
-int8 or fp32) under qemu-user with that -cpu, and reports the variant served, whether the CPU
-reproduced the export's int8, and the gate's figures on its own int8 where it did not. The
-verdict cache is off, so every row is measured. qemu gives ARM's int8 numbers exactly, never
-its speed: the seconds are emulated ones.
+int8 or fp32), and reports the variant served, whether the CPU reproduced the export's int8, and
+the gate's figures on its own int8 where it did not. The verdict cache is off, so every row is
+measured. qemu gives the emulated CPU's int8 numbers exactly (ONNX Runtime picks its kernels by
+the emulated CPUID or HWCAPs), never its speed: the seconds are emulated ones.
+
+- ARM64 classes (cortex-a72, neoverse-n1, neoverse-v1, max) run the aarch64 Python that
+  tools/arm64/setup.sh builds.
+- x86 classes (EPYC-Rome: AVX2 without VNNI, whose int8 logits match a real Zen 3's to ~5e-7;
+  any other qemu x86 model name in X86_CPUS) run this checkout's own .venv under qemu-x86_64,
+  found beside the qemu-aarch64 that setup.sh recorded, or on PATH. qemu-user passes the host's
+  /proc/cpuinfo through, so crossrank's own class name in the log (detect_isa) is the host's;
+  the kernels, and so the numbers, are the emulated CPU's.
 
     bash tools/arm64/setup.sh
-    .venv/bin/python -m tools.arm64.check MODEL_DIR [MODEL_DIR ...] [--cpu cortex-a72 ...]
+    .venv/bin/python -m tools.arm64.check MODEL_DIR [MODEL_DIR ...] [--cpu cortex-a72 EPYC-Rome ...]
         [--out bench/results/arm64-check-latest.json]
 """
 
@@ -28,6 +37,8 @@ CACHE = ROOT / ".cache" / "arm64"
 # Raspberry Pi 4 (NEON only); Graviton2 and the Pi 5's int8 features (dotprod); Graviton3
 # (dotprod, i8mm, SVE); everything qemu has (SVE2, SME)
 CPUS = ("cortex-a72", "neoverse-n1", "neoverse-v1", "max")
+# x86 without VNNI: Zen 2 (EPYC-Rome) and Zen 3 (EPYC-Milan) have AVX2 only; Haswell is Intel's
+X86_CPUS = ("EPYC-Rome", "EPYC-Milan", "Haswell")
 
 SNIPPET = """
 import json, sys, time
@@ -44,17 +55,33 @@ print("RESULT " + json.dumps({"variant": s.info.variant, "check": s.info.int8_ch
 """
 
 
+def x86_qemu(arm_qemu: str | None) -> str | None:
+    """qemu-x86_64: beside the recorded qemu-aarch64 (one qemu-user package), else on PATH."""
+    import shutil
+
+    if arm_qemu:
+        beside = Path(arm_qemu).with_name("qemu-x86_64")
+        if beside.is_file():
+            return str(beside)
+    return shutil.which("qemu-x86_64")
+
+
 def run_one(qemu: str, model: Path, cpu_name: str) -> dict[str, Any]:
     env = {**os.environ, "CROSSRANK_CACHE_DIR": "off", "PYTHONNOUSERSITE": "1"}
-    cmd = [qemu, "-cpu", cpu_name, "-L", str(CACHE / "root"),
-           str(CACHE / "root" / "usr" / "bin" / "python3.11"), "-c", SNIPPET,
-           str(CACHE / "site"), str(model)]
+    if cpu_name in X86_CPUS:  # this checkout's Python; the int8 kernels follow the emulated CPUID
+        cmd = [qemu, "-cpu", cpu_name, sys.executable, "-c", SNIPPET, str(ROOT), str(model)]
+    else:
+        cmd = [qemu, "-cpu", cpu_name, "-L", str(CACHE / "root"),
+               str(CACHE / "root" / "usr" / "bin" / "python3.11"), "-c", SNIPPET,
+               str(CACHE / "site"), str(model)]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if out.returncode != 0 or line is None:
         return {"error": (out.stderr or out.stdout).strip().splitlines()[-3:]}
     res: dict[str, Any] = json.loads(line[len("RESULT "):])
+    if cpu_name in X86_CPUS:  # /proc/cpuinfo is the host's under qemu-user: name the emulated one
+        res["int8_features"] = [f"{cpu_name} (emulated CPUID)"]
     res["wall_s_emulated"] = round(time.perf_counter() - t0, 1)
     return res
 
@@ -98,24 +125,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.models:
         ap.error("name at least one exported model directory")
+    unknown = [c for c in args.cpu if c not in CPUS + X86_CPUS]
+    if unknown:
+        ap.error(f"unknown -cpu {unknown}: choose from {', '.join(CPUS + X86_CPUS)}")
     qemu_file = CACHE / "qemu"
-    if not (qemu_file.is_file() and (CACHE / "site").is_dir()):
+    arm = qemu_file.read_text().strip() if qemu_file.is_file() else None
+    if any(c in CPUS for c in args.cpu) and not (arm and (CACHE / "site").is_dir()):
         print("no aarch64 Python yet: run `bash tools/arm64/setup.sh` first", file=sys.stderr)
+        return 2
+    x86 = x86_qemu(arm)
+    if any(c in X86_CPUS for c in args.cpu) and not x86:
+        print("no qemu-x86_64 found: install qemu-user (or run tools/arm64/setup.sh with QEMU "
+              "set to a qemu-user's qemu-aarch64)", file=sys.stderr)
         return 2
     for m in args.models:
         if not (m / "manifest.json").is_file():
             print(f"{m} is not an exported model directory (crossrank export)", file=sys.stderr)
             return 2
-    qemu = qemu_file.read_text().strip()
     print(HEADER)
     results = []
     for m in args.models:
         for c in args.cpu:
-            r = run_one(qemu, m.resolve(), c)
+            r = run_one(str(x86 if c in X86_CPUS else arm), m.resolve(), c)
             print(row(m, c, r), flush=True)
             results.append({"model": m.name, "cpu": c, **r})
     if args.out:
-        args.out.write_text(json.dumps({"qemu": qemu, "results": results}, indent=1) + "\n")
+        args.out.write_text(json.dumps({"qemu": arm, "qemu_x86": x86, "results": results},
+                                       indent=1) + "\n")
     return 0
 
 
