@@ -120,6 +120,34 @@ def test_a_near_tie_swap_of_a_relevant_passage_is_not_refused_here() -> None:
     assert got.status == "passed"
 
 
+def test_clear_misses_among_crowded_near_ties_are_recorded_not_enforced_here() -> None:
+    """The judged pairs hold each request's 15 best, so near-ties crowd the top-10 boundary:
+    small errors cross some of them wider than 0.1 x std. With the error within its bound and
+    the graded NDCG kept, that is a kernel breaking other ties (measured: emulated cortex-a72,
+    less error than the exporting Xeon's and 2 clear misses against its 0), not a refusal."""
+    record, data = fake_export()
+    fp32 = np.asarray(data["fp32_logits"])
+    got_scores = fp32.copy()
+    for g in range(2):  # fp32's 10th and 11th 0.12 std apart, crossed by 0.04 x std errors
+        idx = [i for i, x in enumerate(data["groups"]) if x == g]
+        ranked = sorted(idx, key=lambda i: -fp32[i])
+        std = data["scales"][str(g)][0]
+        fp32[ranked[10]] = fp32[ranked[9]] - 0.12 * std
+        got_scores[ranked[10]] = fp32[ranked[9]] + 0.01 * std
+        got_scores[ranked[9]] = fp32[ranked[9]]
+    data["fp32_logits"] = fp32.tolist()
+    table = {tuple(p): v for p, v in zip(data["pairs"], got_scores, strict=True)}
+    fast = {tuple(p): v + 0.15 for p, v in zip(record["pairs"], record["int8_logits"],
+                                               strict=True)}
+    got = selfcheck.check_here(record, selfcheck.Requests.parse(data),
+                               lambda ps: np.array([fast.get(tuple(p), table.get(tuple(p), 0.0))
+                                                    for p in ps]))
+    j = got.judgement or {}
+    assert j["clear_misses"] == 2 and j["widest_swap"] > 0.1
+    assert j["rms_error_over_spread"] <= j["rms_bound"] and j["worst_graded_ndcg"] >= 0.98
+    assert got.status == "passed" and "clear misses and quality kept recorded" in j["bound"]
+
+
 @pytest.mark.parametrize(("export_rms", "passes"), [(None, False), (0.06, True)])
 def test_the_error_size_is_bounded_here_by_the_search_bound_or_the_exports_own(
         export_rms: float | None, passes: bool) -> None:

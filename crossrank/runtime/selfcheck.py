@@ -17,13 +17,20 @@ impossible though int8 may be as faithful there as where it was made: ONNX Runti
 differ from x86's by 0.12-0.25 logits while their error against fp32 is the same size. So when
 the fast check fails, the runtime judges int8 on this CPU itself: the export keeps a few of its
 real-prose check requests with their fp32 logits (fp32 is the same on every CPU to ~5e-6), this
-CPU's int8 scores them, and the exporter's gate decides (runtime/core/fidelity.py): no clear top-10
-miss and graded NDCG@10 >= 0.98, the same bounds. Quality kept against labels is recorded, not
-enforced: on 8 requests one near-tie swap of a relevant passage at rank 2 moves it by ~2.4%,
-more than its 1% bound (measured: emulated cortex-a72, error as small as x86's, no clear miss,
-refused at 0.986 by that bound). The error's size takes its place: rms |int8 - fp32| x std at
-most fidelity.MAX_RMS_ERROR, or 1.5x the exporting CPU's own on the same pairs where that is
-larger (an int8 that passed there with more error is not refused here for matching it).
+CPU's int8 scores them, and the exporter's measures decide (runtime/core/fidelity.py), scale-free:
+graded NDCG@10 >= 0.98 (the gate's bound) and the error's size, rms |int8 - fp32| x std at most
+fidelity.MAX_RMS_ERROR, or 1.5x the exporting CPU's own on the same pairs where that is larger
+(an int8 that passed there with more error is not refused here for matching it). The gate's two
+count-based bounds are recorded, not enforced, because on 8 requests they cannot tell a faithful
+int8 from an unfaithful one:
+- quality kept against labels: one near-tie swap of a relevant passage at rank 2 moves it by
+  ~2.4%, more than its 1% bound (measured: emulated cortex-a72, error as small as x86's, no
+  clear miss, refused at 0.986 by that bound);
+- clear top-10 misses: the judged pairs hold each request's 15 best, so near-ties crowd the
+  boundary. Measured on the prose-head fixture's export: cortex-a72's int8 had less error there
+  than the exporting Xeon's on the same 160 pairs (rms 0.074 against 0.083 x std) yet 2 clear
+  misses against its 0; the Xeon's own errors, shuffled within each request, give 2 or more in
+  77% of 2,000 draws. The count measures which near-ties a kernel happens to break.
 Its error here also gives the precision cascade its bound on this CPU. The verdict is cached per
 (int8 file, check, CPU signature), so a restart on the same machine costs nothing.
 """
@@ -191,10 +198,11 @@ def judge_here(requests: Requests, predict: Callable[[list[tuple[str, str]]], np
                        label_bound=False)
     rms = fidelity.rms_error_over_spread(requests.fp32, got, requests.groups, requests.scales)
     bound = requests.rms_bound()
+    passed = j.worst_graded_ndcg >= fidelity.MIN_GRADED_NDCG and rms <= bound
     judgement = {**j.as_dict(), "rms_error_over_spread": round(rms, 5),
-                 "rms_bound": round(bound, 5), "passed": bool(j.passed and rms <= bound),
-                 "bound": fidelity.bounds().split("; labelled")[0]
-                 + f"; rms error <= {bound:.3g} x std; quality kept recorded"}
+                 "rms_bound": round(bound, 5), "passed": bool(passed),
+                 "bound": f"per request: graded NDCG@{fidelity.K} >= {fidelity.MIN_GRADED_NDCG}"
+                 f"; rms error <= {bound:.3g} x std; clear misses and quality kept recorded"}
     return judgement, fidelity.error_record(np.abs(got - requests.fp32)), seconds
 
 
@@ -217,7 +225,7 @@ def check_here(record: Any, requests: Requests | None,
 
 # -- the verdict's cache --------------------------------------------------------------------------
 
-CACHE_VERSION = 2  # bump when the check or the gate changes meaning
+CACHE_VERSION = 3  # bump when the check or the gate changes meaning
 
 
 def cache_dir() -> Path | None:
