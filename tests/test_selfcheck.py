@@ -62,6 +62,18 @@ def predictor(record: dict[str, Any], data: dict[str, Any], noise: float,
     return predict
 
 
+def judged_with(record: dict[str, Any], data: dict[str, Any],
+                scores: np.ndarray) -> selfcheck.Int8Check:
+    """The check on a CPU with other kernels (the fast pairs off by 0.15) whose int8 gives these
+    scores to the check requests' pairs."""
+    table = {tuple(p): v for p, v in zip(data["pairs"], scores, strict=True)}
+    fast = {tuple(p): v + 0.15 for p, v in zip(record["pairs"], record["int8_logits"],
+                                               strict=True)}
+    return selfcheck.check_here(
+        record, selfcheck.Requests.parse(data),
+        lambda ps: np.array([fast.get(tuple(p), table.get(tuple(p), 0.0)) for p in ps]))
+
+
 def test_a_cpu_that_reproduces_the_export_passes_without_judging() -> None:
     record, data = fake_export()
     predict = predictor(record, data, noise=0.03)
@@ -109,12 +121,7 @@ def test_a_near_tie_swap_of_a_relevant_passage_is_not_refused_here() -> None:
         idx = [i for i, x in enumerate(data["groups"]) if x == g]
         a, b = sorted(idx, key=lambda i: -fp32[i])[:2]
         swapped[a], swapped[b] = fp32[b], fp32[a]
-    table = {tuple(p): v for p, v in zip(data["pairs"], swapped, strict=True)}
-    fast = {tuple(p): v + 0.15 for p, v in zip(record["pairs"], record["int8_logits"],
-                                               strict=True)}
-    got = selfcheck.check_here(record, selfcheck.Requests.parse(data),
-                               lambda ps: np.array([fast.get(tuple(p), table.get(tuple(p), 0.0))
-                                                    for p in ps]))
+    got = judged_with(record, data, swapped)
     j = got.judgement or {}
     assert j["quality_kept"] < 0.9 and not j["labels_enforced"] and j["clear_misses"] == 0
     assert got.status == "passed"
@@ -136,12 +143,7 @@ def test_clear_misses_among_crowded_near_ties_are_recorded_not_enforced_here() -
         got_scores[ranked[10]] = fp32[ranked[9]] + 0.01 * std
         got_scores[ranked[9]] = fp32[ranked[9]]
     data["fp32_logits"] = fp32.tolist()
-    table = {tuple(p): v for p, v in zip(data["pairs"], got_scores, strict=True)}
-    fast = {tuple(p): v + 0.15 for p, v in zip(record["pairs"], record["int8_logits"],
-                                               strict=True)}
-    got = selfcheck.check_here(record, selfcheck.Requests.parse(data),
-                               lambda ps: np.array([fast.get(tuple(p), table.get(tuple(p), 0.0))
-                                                    for p in ps]))
+    got = judged_with(record, data, got_scores)
     j = got.judgement or {}
     assert j["clear_misses"] == 2 and j["widest_swap"] > 0.1
     assert j["rms_error_over_spread"] <= j["rms_bound"] and j["worst_graded_ndcg"] >= 0.98
