@@ -280,3 +280,18 @@ def test_the_arm64_tool_refuses_clearly_and_prints_its_table(
     table = capsys.readouterr().out
     assert "| m | cortex-a72 | asimd | 0.060 | judged | 0 / 0.9980 / 0.04 (<= 0.05) / 0.986 |" in table
     assert "| m | max | error: qemu: unknown cpu |" in table
+
+
+def test_the_emulation_tool_reports_a_row_that_runs_too_long(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from tools.arm64 import check as arm
+
+    def too_long(*_a: Any, **_k: Any) -> Any:
+        raise subprocess.TimeoutExpired("qemu", 5)
+
+    monkeypatch.setattr(subprocess, "run", too_long)
+    row = arm.run_one("qemu-x86_64", tmp_path, "EPYC-Rome", timeout_s=5)
+    assert row == {"error": ["no verdict within 5 s of emulation (--timeout)"]}
+    assert "| m | EPYC-Rome | error: no verdict within 5 s" in arm.row(Path("m"), "EPYC-Rome", row)

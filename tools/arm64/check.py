@@ -66,7 +66,7 @@ def x86_qemu(arm_qemu: str | None) -> str | None:
     return shutil.which("qemu-x86_64")
 
 
-def run_one(qemu: str, model: Path, cpu_name: str) -> dict[str, Any]:
+def run_one(qemu: str, model: Path, cpu_name: str, timeout_s: float = 3600) -> dict[str, Any]:
     env = {**os.environ, "CROSSRANK_CACHE_DIR": "off", "PYTHONNOUSERSITE": "1"}
     if cpu_name in X86_CPUS:  # this checkout's Python; the int8 kernels follow the emulated CPUID
         cmd = [qemu, "-cpu", cpu_name, sys.executable, "-c", SNIPPET, str(ROOT), str(model)]
@@ -75,7 +75,10 @@ def run_one(qemu: str, model: Path, cpu_name: str) -> dict[str, Any]:
                str(CACHE / "root" / "usr" / "bin" / "python3.11"), "-c", SNIPPET,
                str(CACHE / "site"), str(model)]
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": [f"no verdict within {timeout_s:.0f} s of emulation (--timeout)"]}
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if out.returncode != 0 or line is None:
         return {"error": (out.stderr or out.stdout).strip().splitlines()[-3:]}
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="print the table of an earlier --out file and stop")
     ap.add_argument("--cpu", nargs="+", default=list(CPUS))
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    ap.add_argument("--timeout", type=float, default=3600,
+                    help="seconds of emulation per row before it is reported as unfinished")
     args = ap.parse_args(argv)
     if args.table:
         print(table(json.loads(args.table.read_text())["results"]))
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for m in args.models:
         for c in args.cpu:
-            r = run_one(str(x86 if c in X86_CPUS else arm), m.resolve(), c)
+            r = run_one(str(x86 if c in X86_CPUS else arm), m.resolve(), c, args.timeout)
             print(row(m, c, r), flush=True)
             results.append({"model": m.name, "cpu": c, **r})
     if args.out:
