@@ -182,17 +182,20 @@ def load(config: RuntimeConfig, *, runner: RunnerSeam | None = None,
                          runner=runner, policy=policy, bounded=bounded)
 
     max_check = length if length < md.max_length else None
-    if (chosen == "int8" and prof.int8_self_check and c.int8_check and c.int8_check_background
-            and self_check(None, md, max_check) is None):
-        if not c.cascade:
+    known: selfcheck.Int8Check | None = None  # a cached verdict, looked up for the option below
+    if chosen == "int8" and prof.int8_self_check and c.int8_check and c.int8_check_background:
+        known = self_check(None, md, max_check)
+        if known is None and not c.cascade:
             return _checked_later(build, md, max_check)
-        log.info("int8_check_background does not apply with the cascade: checking first")
+        if known is None:
+            log.info("int8_check_background does not apply with the cascade: checking first")
     rt = build(chosen)
     check: selfcheck.Int8Check | None = None
     refused: Runtime | None = None  # an int8 this CPU's self-check refused: the cascade may use it
     isa = None
     if chosen == "int8" and prof.int8_self_check:
-        check = (self_check(rt, md, max_check) or selfcheck.Int8Check(status="unavailable")
+        check = (known or self_check(rt, md, max_check)
+                 or selfcheck.Int8Check(status="unavailable")
                  if c.int8_check else selfcheck.Int8Check(status="skipped"))
         if not check.ok:
             log.warning("%s; serving fp32 instead%s.", _failure(check, cpu.detect_isa()),
@@ -205,10 +208,7 @@ def load(config: RuntimeConfig, *, runner: RunnerSeam | None = None,
         rt = _with_cascade(rt, md, c.cascade, build, check, refused)
     if refused is not None and rt is not refused:
         refused.close()
-    rt.info = replace(rt.info, int8_isa=isa.made_for if isa else None,
-                      cpu_isa=isa.this_cpu if isa else None,
-                      isa_warning=isa.warning if isa and served_int8 else None,
-                      int8_check=asdict(check) if check else None)
+    rt.info = _verdict(rt.info, isa, check, served_int8)
     log.info("serving %s (%s, %s, %d threads, %s)%s", md.name, rt.info.variant, prof.name,
              rt.info.threads, tok.backend, _check_note(check))
     return rt
@@ -308,6 +308,16 @@ def self_check(rt: Runtime | None, md: modeldir.ModelDir,
     return result
 
 
+def _verdict(info: RuntimeInfo, isa: modeldir.IsaCheck | None,
+             check: selfcheck.Int8Check | None, served_int8: bool) -> RuntimeInfo:
+    """info with the int8 check's verdict and the instruction-set note (the warning only where
+    int8 serves)."""
+    return replace(info, int8_isa=isa.made_for if isa else None,
+                   cpu_isa=isa.this_cpu if isa else None,
+                   isa_warning=isa.warning if isa and served_int8 else None,
+                   int8_check=asdict(check) if check else None)
+
+
 def _checked_later(build: Callable[..., Runtime], md: modeldir.ModelDir,
                    max_length: int | None) -> Runtime:
     """fp32 serving at once, and a thread beside it that loads int8, runs the self-check and,
@@ -343,10 +353,7 @@ def _checked_later(build: Callable[..., Runtime], md: modeldir.ModelDir,
             log.warning("%s; serving fp32 on.", _failure(check, cpu.detect_isa()))
             return
         isa = md.isa_check("int8", warn=check.status != "passed")
-        candidate.info = replace(candidate.info, int8_isa=isa.made_for if isa else None,
-                                 cpu_isa=isa.this_cpu if isa else None,
-                                 isa_warning=isa.warning if isa else None,
-                                 int8_check=asdict(check))
+        candidate.info = _verdict(candidate.info, isa, check, served_int8=True)
         if rt.adopt(candidate):
             log.info("now serving %s as int8%s", md.name, _check_note(check))
 
