@@ -46,3 +46,28 @@ def test_model_dir_follows_the_model_unless_given() -> None:
     assert s.resolved_model_dir() == "/srv/m/other-reranker"
     assert build(["--model-dir", "/x"], env={}).resolved_model_dir(stand_in=True) == "/x"
     assert build([], env={"CROSSRANK_MODEL_DIR": "/y"}).resolved_model_dir() == "/y"
+
+
+def test_the_container_recipe_names_real_settings_and_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/Dockerfile (not built here: no container engine) configures the server by
+    environment; each variable it sets must be one crossrank reads, and its health check a route."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from crossrank.runtime import selfcheck
+    from crossrank.runtime.http import server
+
+    text = (Path(__file__).resolve().parent.parent / "deploy" / "Dockerfile").read_text()
+    block = re.search(r"^ENV ((?:.*\\\n)*.*)$", text, re.M)
+    assert block is not None
+    env = dict(kv.split("=", 1) for kv in shlex.split(block.group(1).replace("\\\n", " ")))
+    cache = env.pop("CROSSRANK_CACHE_DIR")  # the int8 verdict cache's, not a setting
+    s = build([], env=env)
+    assert (s.model_dir, s.host, s.port, s.int8_check_background) == ("/model", "0.0.0.0", 8000,
+                                                                      True)
+    assert len(env) == 4
+    monkeypatch.setenv("CROSSRANK_CACHE_DIR", cache)
+    assert selfcheck.cache_dir() == Path("/cache/int8-check")
+    assert 'VOLUME ["/cache"]' in text and 'ENTRYPOINT ["crossrank", "serve"]' in text
+    assert "/health" in text and 'Route("/health"' in Path(server.__file__).read_text()
