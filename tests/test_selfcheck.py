@@ -267,7 +267,9 @@ def test_the_arm64_tool_refuses_clearly_and_prints_its_table(
     with pytest.raises(SystemExit) as bad:  # a -cpu it does not know, before any work
         arm.main([str(tmp_path), "--cpu", "cortex-a53"])
     assert bad.value.code == 2 and "EPYC-Rome" in capsys.readouterr().err
-    capsys.readouterr()
+    with pytest.raises(SystemExit) as bad:  # a timeout that could never give a verdict
+        arm.main([str(tmp_path), "--timeout", "-5"])
+    assert bad.value.code == 2 and "--timeout must be a positive" in capsys.readouterr().err
     out = tmp_path / "arm.json"
     out.write_text(json.dumps({"results": [
         {"model": "m", "cpu": "cortex-a72", "variant": "int8", "int8_features": ["asimd"],

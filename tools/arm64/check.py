@@ -54,6 +54,8 @@ print("RESULT " + json.dumps({"variant": s.info.variant, "check": s.info.int8_ch
                                                      "sve2", "sme", "svei8mm")]}))
 """
 
+TIMEOUT_S = 3600.0  # seconds of emulation per row
+
 
 def x86_qemu(arm_qemu: str | None) -> str | None:
     """qemu-x86_64: beside the recorded qemu-aarch64 (one qemu-user package), else on PATH."""
@@ -66,7 +68,8 @@ def x86_qemu(arm_qemu: str | None) -> str | None:
     return shutil.which("qemu-x86_64")
 
 
-def run_one(qemu: str, model: Path, cpu_name: str, timeout_s: float = 3600) -> dict[str, Any]:
+def run_one(qemu: str, model: Path, cpu_name: str,
+            timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
     env = {**os.environ, "CROSSRANK_CACHE_DIR": "off", "PYTHONNOUSERSITE": "1"}
     if cpu_name in X86_CPUS:  # this checkout's Python; the int8 kernels follow the emulated CPUID
         cmd = [qemu, "-cpu", cpu_name, sys.executable, "-c", SNIPPET, str(ROOT), str(model)]
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="print the table of an earlier --out file and stop")
     ap.add_argument("--cpu", nargs="+", default=list(CPUS))
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
-    ap.add_argument("--timeout", type=float, default=3600,
+    ap.add_argument("--timeout", type=float, default=TIMEOUT_S,
                     help="seconds of emulation per row before it is reported as unfinished")
     args = ap.parse_args(argv)
     if args.table:
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.models:
         ap.error("name at least one exported model directory")
+    if not args.timeout > 0:
+        ap.error(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     unknown = [c for c in args.cpu if c not in CPUS + X86_CPUS]
     if unknown:
         ap.error(f"unknown -cpu {unknown}: choose from {', '.join(CPUS + X86_CPUS)}")
