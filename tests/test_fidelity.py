@@ -66,13 +66,64 @@ def test_judge_per_request_and_labels() -> None:
     shuffled[100:] = np.random.default_rng(4).permutation(shuffled[100:])
     bad = fidelity.judge(ref, shuffled, groups, labels)
     assert not bad.passed and bad.clear_misses > 0 and bad.quality_kept is not None
-    assert bad.quality_kept < fidelity.MIN_QUALITY_KEPT
+    assert bad.quality_kept < 0.9
     # labels a model cannot rank (fp32 NDCG below the floor): recorded, not enforced
     worst = [int(i in (int(np.argmin(ref[:100])), 100 + int(np.argmin(ref[100:]))))
              for i in range(200)]  # the one relevant passage is fp32's last, in both requests
     noise = fidelity.judge(ref, ref.copy(), groups, worst)
     assert noise.fp32_ndcg is not None and not noise.labels_enforced and noise.passed
     assert "quality kept" in fidelity.bounds() and "bound" in same.as_dict()
+
+
+def labelled_requests(n: int = 8) -> tuple[np.ndarray, list[int], list[int]]:
+    """n requests of 100 passages: 3 relevant among fp32's top 5 and 2 near fp32's rank 10."""
+    ref, groups, labels = [], [], []
+    for q in range(n):
+        r = scores(10 + q)
+        rank = fidelity.order(r)
+        lab = np.zeros(len(r), dtype=int)
+        lab[rank[[0, 2, 4, 8, 11]]] = 1
+        ref.append(r)
+        groups += [q] * len(r)
+        labels += lab.tolist()
+    return np.concatenate(ref), groups, labels
+
+
+def test_quality_kept_is_judged_against_chance() -> None:
+    ref, groups, labels = labelled_requests()
+    std = float(np.std(ref[:100]))
+    # an error unrelated to relevance, about int8's size (3-4% of the spread): chance keeps as much
+    noise = np.random.default_rng(5).normal(0, 0.04 * std, len(ref))
+    fair = fidelity.judge(ref, ref + noise, groups, labels)
+    assert fair.labels_enforced and fair.quality_kept_chance_p is not None
+    assert fair.quality_kept_chance_p >= fidelity.MIN_CHANCE_P and fair.passed, fair
+    assert fair.quality_kept_by_chance == pytest.approx(fair.quality_kept, abs=0.05)
+    # the same noise, but every relevant passage also pushed down by 0.08 x std: inside the
+    # near-tie margin (no clear miss), yet chance would almost never lose this much
+    lowered = ref + noise - 0.08 * std * np.asarray(labels)
+    bad = fidelity.judge(ref, lowered, groups, labels)
+    assert bad.clear_misses == 0 and bad.worst_graded_ndcg >= fidelity.MIN_GRADED_NDCG, bad
+    assert bad.quality_kept is not None and fair.quality_kept is not None
+    assert bad.quality_kept < fair.quality_kept
+    assert bad.quality_kept_chance_p is not None
+    assert bad.quality_kept_chance_p < fidelity.MIN_CHANCE_P and not bad.passed, bad
+    # the draws are seeded: every machine judges the same errors the same way
+    again = fidelity.judge(ref, lowered, groups, labels)
+    assert again.quality_kept_chance_p == bad.quality_kept_chance_p
+    # no labels enforced (the serving self-check): recorded without drawing chance
+    quiet = fidelity.judge(ref, lowered, groups, labels, label_bound=False)
+    assert quiet.quality_kept_chance_p is None and quiet.quality_kept == bad.quality_kept
+
+
+def test_the_chance_of_no_error_is_certain() -> None:
+    ref, groups, labels = labelled_requests(2)
+    lab = np.asarray(labels, dtype=float)
+    reqs = [(ref[:100], np.zeros(100), lab[:100]), (ref[100:], np.zeros(100), lab[100:])]
+    fp32 = float(np.mean([fidelity.ndcg_at(ref[:100], lab[:100]),
+                          fidelity.ndcg_at(ref[100:], lab[100:])]))
+    ratios = fidelity.chance_ratios(reqs, fp32, draws=50)
+    assert len(ratios) == 50 and ratios == pytest.approx(1.0)  # every draw keeps fp32's ranking
+    assert fidelity.chance_p(ratios, 1.0) == 1.0 and fidelity.chance_p(ratios, 0.9) == 1 / 51
 
 
 def test_the_check_set_is_real_prose_with_labels() -> None:

@@ -95,7 +95,8 @@ def measure(name: str, rounds: int, k: int = 10) -> dict[str, Any]:
         "fp32_nodes": entry["recipe"]["fp32_nodes"],
         "gate": {n: {key: v[n].get(key) for key in ("worst_graded_ndcg", "clear_misses",
                                                     "widest_swap",
-                                                "quality_kept", "fp32_ndcg",
+                                                "quality_kept", "quality_kept_chance_p",
+                                                "fp32_ndcg",
                                                 "mean_abs_error_over_spread", "passed")}
                  for n in ("ranking", "held_out")},
         "error": v.get("error"),

@@ -460,6 +460,9 @@ def _log_int8(what: str, r: dict[str, Any], note: str) -> None:
     for name in checkset.SETS:
         j = r[name]
         kept = "n/a" if j["quality_kept"] is None else f"{j['quality_kept']:.4f}"
+        if j.get("quality_kept_chance_p") is not None:
+            kept += (f" (chance keeps {j['quality_kept_by_chance']:.4f}, p "
+                     f"{j['quality_kept_chance_p']:.3f})")
         parts.append(f"{name}: worst graded NDCG@10 {j['worst_graded_ndcg']:.4f}, clear misses "
                      f"{j['clear_misses']}, quality kept {kept}")
     log.info("%s: %s (%s, %s)", what, "; ".join(parts), "passed" if r["passed"] else "FAILED",
@@ -469,7 +472,8 @@ def _log_int8(what: str, r: dict[str, Any], note: str) -> None:
 def _worst(r: dict[str, Any]) -> dict[str, Any]:
     """A check's figures on each set, for the search's trail."""
     return {f"{name}_{k}": r[name].get(k) for name in checkset.SETS
-            for k in ("worst_graded_ndcg", "clear_misses", "widest_swap", "quality_kept")}
+            for k in ("worst_graded_ndcg", "clear_misses", "widest_swap", "quality_kept",
+                      "quality_kept_chance_p")}
 
 
 def _mixed_precision(staging: Path, recipe: dict[str, Any], check: _Int8Check,

@@ -6,7 +6,11 @@ change of the scores changes nothing) and of ties (swapping two passages fp32 it
 tell apart costs almost nothing):
 
 - quality kept: NDCG@10 of the lossy ranking against relevance labels, over fp32's. What users
-  lose, where labels exist.
+  lose, where labels exist. On a few requests with a few relevant passages each it is coarse: one
+  relevant passage in a near-tie at rank 10 moves it by several percent. So it is judged against
+  chance: the same errors, placed at random within each request, give its chance distribution,
+  and the gate refuses a lossy variant whose ratio is lower than chance would make it (its errors
+  fall on relevant passages), while the size of its errors is judged by the two measures below.
 - graded NDCG@10: the lossy ranking judged with fp32's own scores as graded gains (min-max scaled
   within the request). Needs no labels. 1.0 when the top 10 are fp32's in fp32's order; swapping
   near-ties costs their (tiny) gain difference.
@@ -32,12 +36,23 @@ CLEAR_MARGIN = 0.10
 # - no clear miss in any request: int8 may reorder near-ties only;
 # - worst request's graded NDCG@10 >= 0.98: each top 10 keeps 98% of fp32's gain (measured: the
 #   smoothed int8 of the trained fixture and of the realistic fixture stay above 0.99);
-# - quality kept >= 0.99 (mean int8 NDCG@10 over mean fp32 NDCG@10), judged only where fp32 itself
-#   ranks the labels (mean NDCG@10 >= 0.2): a model that does not understand the text has no
-#   quality to keep, and its ratio is noise.
+# - quality kept (mean int8 NDCG@10 over mean fp32 NDCG@10) no lower than chance: refused when
+#   the same errors placed at random within each request (CHANCE_DRAWS permutations, a fixed
+#   seed, so every machine draws the same) keep less in under MIN_CHANCE_P of the draws. Why not
+#   a fixed ratio: on the check set's 8 requests, errors the size of the trained fixture's int8
+#   placed at random keep 0.976 on average (sd 0.018) and fall below 0.99 in 77% of draws, so a
+#   bound of 0.99 decided where a relevant passage sat among near-ties, not what int8 loses. The
+#   test still catches int8 that pushes relevant passages down: lowering every relevant passage by
+#   0.1 x std (the near-tie margin) gives p <= 0.002 on both check sets (docs/int8.md). Judged only
+#   where fp32 itself ranks the labels (mean NDCG@10 >= 0.2): a model that does not understand
+#   the text has no quality to keep, and its ratio is noise.
+# Target of the benchmark, not a bound of the gate: int8 keeps >= 99.5% of fp32's NDCG@10 on the
+# trained fixture's 42 unseen test requests (bench/studies/int8_fidelity.py).
 MIN_GRADED_NDCG = 0.98
 MAX_CLEAR_MISSES = 0
-MIN_QUALITY_KEPT = 0.99
+MIN_CHANCE_P = 0.01
+CHANCE_DRAWS = 1000
+CHANCE_SEED = 20261204
 MIN_FP32_NDCG_FOR_LABELS = 0.2
 
 
@@ -126,6 +141,10 @@ class Judgement:
     fp32_ndcg: float | None  # against labels, where the set has them
     lossy_ndcg: float | None
     quality_kept: float | None
+    # the same errors placed at random within each request: the ratio they keep on average, and
+    # the share of draws that keep no more than the lossy variant did (its p-value)
+    quality_kept_by_chance: float | None
+    quality_kept_chance_p: float | None
     labels_enforced: bool
     mean_abs_error_over_spread: float  # mean |lossy - fp32| / request std: the error's size
     passed: bool
@@ -175,11 +194,36 @@ def error_record(abs_errors: np.ndarray) -> dict[str, float]:
             "bound": round(float(e.max()) * ERROR_MARGIN, 5), "margin": ERROR_MARGIN}
 
 
+def chance_ratios(requests: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                  fp32_ndcg: float, draws: int = CHANCE_DRAWS,
+                  seed: int = CHANCE_SEED) -> np.ndarray:
+    """Quality kept if the lossy variant's errors fell at random: each request's errors
+    (lossy - fp32) permuted among its passages, once per draw. requests: (fp32 scores, errors,
+    labels) of the labelled requests; fp32_ndcg: their mean fp32 NDCG@10. One ratio per draw."""
+    rng = np.random.default_rng(seed)
+    total = np.zeros(draws)
+    for ref, err, lab in requests:
+        k = min(K, len(ref))
+        disc = 1.0 / np.log2(np.arange(2, k + 2))
+        ideal = float(np.sort(lab)[::-1][:k] @ disc)
+        moved = ref + rng.permuted(np.broadcast_to(err, (draws, len(err))), axis=1)
+        top = np.argsort(-moved, axis=1, kind="stable")[:, :k]  # ties by index, as order()
+        total += (lab[top] @ disc) / ideal
+    return np.asarray(total / len(requests) / fp32_ndcg)
+
+
+def chance_p(ratios: np.ndarray, kept: float) -> float:
+    """Permutation p-value of the observed ratio: how often chance keeps no more."""
+    return (1 + int(np.sum(ratios <= kept + 1e-12))) / (len(ratios) + 1)
+
+
 def bounds() -> str:
     """The gate's bounds in words (manifest, logs, docs)."""
     return (f"per request: clear top-{K} misses (fp32 gap > {CLEAR_MARGIN} x std) <= "
             f"{MAX_CLEAR_MISSES}, graded NDCG@{K} >= {MIN_GRADED_NDCG}; labelled sets: quality "
-            f"kept >= {MIN_QUALITY_KEPT} where fp32 NDCG@{K} >= {MIN_FP32_NDCG_FOR_LABELS}")
+            f"kept no lower than chance (the same errors placed at random keep less in >= "
+            f"{MIN_CHANCE_P:.0%} of {CHANCE_DRAWS} draws) where fp32 NDCG@{K} >= "
+            f"{MIN_FP32_NDCG_FOR_LABELS}")
 
 
 def judge(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
@@ -187,13 +231,14 @@ def judge(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
           scales: Mapping[int, Scale] | None = None, label_bound: bool = True) -> Judgement:
     """Judge got (lossy) against ref (fp32) over requests: groups[i] is pair i's request.
     scales: each request's whole-list spread, where only part of its candidates is given.
-    label_bound=False records quality kept without enforcing it (too few requests to resolve
-    it: runtime/selfcheck.py)."""
+    label_bound=False records quality kept without enforcing it or drawing its chance (too few
+    requests to resolve it: runtime/selfcheck.py)."""
     ref = np.asarray(ref, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64)
     g = np.asarray(groups)
     lab = None if labels is None else np.asarray(labels, dtype=np.float64)
     graded, misses, overlap, err, nd_ref, nd_got, swaps = [], 0, [], [], [], [], []
+    labelled: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for req in dict.fromkeys(g.tolist()):
         idx = np.flatnonzero(g == req)
         r, x = ref[idx], got[idx]
@@ -208,16 +253,22 @@ def judge(ref: np.ndarray, got: np.ndarray, groups: Sequence[int],
         if lab is not None and lab[idx].max() > 0:  # a request with nothing relevant: no quality
             nd_ref.append(ndcg_at(r, lab[idx]))
             nd_got.append(ndcg_at(x, lab[idx]))
+            labelled.append((r, x - r, lab[idx]))
     fp32_ndcg = float(np.mean(nd_ref)) if nd_ref else None
     lossy_ndcg = float(np.mean(nd_got)) if nd_got else None
     kept = (lossy_ndcg / fp32_ndcg) if fp32_ndcg and lossy_ndcg is not None else None
     enforce_labels = (label_bound and fp32_ndcg is not None
                       and fp32_ndcg >= MIN_FP32_NDCG_FOR_LABELS)
+    chance_mean = p = None
+    if kept is not None and fp32_ndcg and label_bound:
+        ratios = chance_ratios(labelled, fp32_ndcg)
+        chance_mean, p = float(ratios.mean()), chance_p(ratios, kept)
     passed = (misses <= MAX_CLEAR_MISSES and min(graded) >= MIN_GRADED_NDCG
-              and (not enforce_labels or (kept is not None and kept >= MIN_QUALITY_KEPT)))
+              and (not enforce_labels or (p is not None and p >= MIN_CHANCE_P)))
     return Judgement(requests=len(graded), worst_graded_ndcg=min(graded),
                      mean_graded_ndcg=float(np.mean(graded)), clear_misses=misses,
                      widest_swap=max(swaps),
                      worst_top10_overlap=min(overlap), fp32_ndcg=fp32_ndcg, lossy_ndcg=lossy_ndcg,
-                     quality_kept=kept, labels_enforced=enforce_labels,
+                     quality_kept=kept, quality_kept_by_chance=chance_mean,
+                     quality_kept_chance_p=p, labels_enforced=enforce_labels,
                      mean_abs_error_over_spread=float(np.mean(err)), passed=passed)
