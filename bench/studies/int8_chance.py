@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.studies import start
 
 log = logging.getLogger("int8_chance")
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "int8-chance-latest.json"
@@ -133,13 +134,7 @@ def main() -> None:
     ap.add_argument("--fixture", nargs="+", default=["trained"])
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("crossrank", "root"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    from crossrank.export.quantize import detect_isa
-
-    res: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "isa": detect_isa(),
-                           "fixtures": [study(f) for f in args.fixture]}
+    res: dict[str, Any] = {**start(), "fixtures": [study(f) for f in args.fixture]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     for f in res["fixtures"]:
