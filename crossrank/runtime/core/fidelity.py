@@ -6,8 +6,8 @@ change of the scores changes nothing) and of ties (swapping two passages fp32 it
 tell apart costs almost nothing):
 
 - quality kept: NDCG@10 of the lossy ranking against relevance labels, over fp32's. What users
-  lose, where labels exist. On a few requests with a few relevant passages each it is coarse: one
-  relevant passage in a near-tie at rank 10 moves it by several percent. So it is judged against
+  lose, where labels exist. On a few requests it is coarse: one relevant passage swapped in a
+  near-tie at rank 10 moves a request's NDCG@10 by 6% or more. So it is judged against
   chance: the same errors, placed at random within each request, give its chance distribution,
   and the gate refuses a lossy variant whose ratio is lower than chance would make it (its errors
   fall on relevant passages), while the size of its errors is judged by the two measures below.
