@@ -56,26 +56,26 @@ def request_sets() -> dict[str, Set]:
     return sets
 
 
-def by_chance(ref: np.ndarray, got: np.ndarray, groups: np.ndarray,
-              labels: np.ndarray) -> dict[str, Any]:
-    """The chance distribution of quality kept and of clear misses for int8's errors."""
+def by_chance(ref: np.ndarray, got: np.ndarray, groups: np.ndarray, labels: np.ndarray,
+              j: Any) -> dict[str, Any]:
+    """The chance distribution of quality kept and of clear misses for int8's errors; j: the
+    gate's judgement of the same scores (its ratio, fp32 NDCG@10 and p-value)."""
     from crossrank.runtime.core import fidelity
 
     reqs = [np.flatnonzero(groups == g) for g in dict.fromkeys(groups.tolist())]
     labelled = [(ref[i], got[i] - ref[i], labels[i].astype(np.float64)) for i in reqs
                 if labels[i].max() > 0]
-    fp32 = float(np.mean([fidelity.ndcg_at(r, lab) for r, _, lab in labelled]))
-    kept = float(np.mean([fidelity.ndcg_at(r + e, lab) for r, e, lab in labelled])) / fp32
-    ratios = fidelity.chance_ratios(labelled, fp32)
+    ratios = fidelity.chance_ratios(labelled, j.fp32_ndcg)  # the gate's own draws
     rng = np.random.default_rng(fidelity.CHANCE_SEED)
     misses = [sum(fidelity.clear_misses(ref[i], ref[i] + rng.permutation(got[i] - ref[i]))
                   for i in reqs) for _ in range(MISS_DRAWS)]
-    return {"quality_kept": round(kept, 5), "chance_mean": round(float(ratios.mean()), 5),
+    return {"quality_kept": round(j.quality_kept, 5),
+            "chance_mean": round(j.quality_kept_by_chance, 5),
             "chance_sd": round(float(ratios.std()), 5),
             "chance_p1": round(float(np.quantile(ratios, 0.01)), 5),
             "chance_p5": round(float(np.quantile(ratios, 0.05)), 5),
             "chance_share_below_0.99": round(float(np.mean(ratios < 0.99)), 4),
-            "p": round(fidelity.chance_p(ratios, kept), 5),
+            "p": round(j.quality_kept_chance_p, 5),
             "clear_misses_by_chance_mean": round(float(np.mean(misses)), 3),
             "clear_misses_by_chance_none": round(float(np.mean(np.asarray(misses) == 0)), 3)}
 
@@ -109,9 +109,10 @@ def study(name: str) -> dict[str, Any]:
                                        "fp32_ndcg": round(j.fp32_ndcg or 0.0, 5),
                                        "gate": {k: v for k, v in j.as_dict().items()
                                                 if k != "bound"},
-                                       "chance": by_chance(ref, got, groups, labels)}
+                                       "chance": by_chance(ref, got, groups, labels, j)}
                 if set_name in ("ranking", "held_out"):
-                    std = np.array([ref[groups == g].std() for g in groups])
+                    std = np.array([ref[groups == g].std() for g in range(groups.max() + 1)])
+                    std = std[groups]  # each pair's request's spread
                     power = []
                     for delta in DELTAS:
                         lowered = got - delta * std * (labels > 0)

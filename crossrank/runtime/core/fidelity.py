@@ -61,11 +61,16 @@ def order(scores: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64)))
 
 
+def _discounts(gains: np.ndarray, k: int = K) -> tuple[np.ndarray, float]:
+    """NDCG@k's rank discounts (1 / log2(rank + 1), ranks 1..k) and the ideal DCG of gains."""
+    disc = 1.0 / np.log2(np.arange(2, min(k, len(gains)) + 2))
+    return disc, float(np.sort(gains)[::-1][: len(disc)] @ disc)
+
+
 def ndcg_at(scores: np.ndarray, gains: np.ndarray, k: int = K) -> float:
     """NDCG@k of the ranking by scores, with linear gains (0/1 labels or graded)."""
     gains = np.asarray(gains, dtype=np.float64)
-    disc = 1.0 / np.log2(np.arange(2, min(k, len(gains)) + 2))
-    ideal = float(np.sort(gains)[::-1][: len(disc)] @ disc)
+    disc, ideal = _discounts(gains, k)
     if ideal <= 0:
         return 1.0
     return float(gains[order(scores)[: len(disc)]] @ disc) / ideal
@@ -203,11 +208,9 @@ def chance_ratios(requests: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     rng = np.random.default_rng(seed)
     total = np.zeros(draws)
     for ref, err, lab in requests:
-        k = min(K, len(ref))
-        disc = 1.0 / np.log2(np.arange(2, k + 2))
-        ideal = float(np.sort(lab)[::-1][:k] @ disc)
+        disc, ideal = _discounts(lab)
         moved = ref + rng.permuted(np.broadcast_to(err, (draws, len(err))), axis=1)
-        top = np.argsort(-moved, axis=1, kind="stable")[:, :k]  # ties by index, as order()
+        top = np.argsort(-moved, axis=1, kind="stable")[:, :len(disc)]  # ties as order()
         total += (lab[top] @ disc) / ideal
     return np.asarray(total / len(requests) / fp32_ndcg)
 
