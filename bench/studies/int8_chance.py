@@ -132,7 +132,7 @@ def study(name: str) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fixture", nargs="+", default=["trained"])
+    ap.add_argument("--fixture", nargs="+", default=["trained"], choices=["trained", "prose-head"])
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     res: dict[str, Any] = {**start(), "fixtures": [study(f) for f in args.fixture]}
