@@ -4,6 +4,8 @@ CPU's own int8 with the exporter's gate where it does not, and the verdict's cac
 from __future__ import annotations
 
 import json
+import platform
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -297,3 +299,22 @@ def test_the_emulation_tool_reports_a_row_that_runs_too_long(tmp_path: Path,
     row = arm.run_one("qemu-x86_64", tmp_path, "EPYC-Rome", timeout_s=5)
     assert row == {"error": ["no verdict within 5 s of emulation (--timeout)"]}
     assert "| m | EPYC-Rome | error: no verdict within 5 s" in arm.row(Path("m"), "EPYC-Rome", row)
+
+
+def test_the_avx2_runner_hides_avx512_from_cpuid_or_says_it_cannot() -> None:
+    """tools/avx2/run.sh: where the CPU has CPUID faulting, a child sees AVX2 without AVX-512 or
+    VNNI (numpy reads CPUID as ONNX Runtime does); elsewhere it stops with a reason, not a crash."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    probe = ("from numpy._core._multiarray_umath import __cpu_features__ as f; "
+             "print(f['AVX2'], f.get('AVX512F'), f.get('AVX512VNNI'))")
+    out = subprocess.run(["bash", str(root / "tools" / "avx2" / "run.sh"), sys.executable, "-c",
+                          probe], capture_output=True, text=True, timeout=120)
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    if platform.machine() == "x86_64" and " cpuid_fault" in flags and shutil.which("gcc"):
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["True", "False", "False"]
+    else:
+        assert out.returncode == 2 and "tools/avx2/run.sh:" in out.stderr

@@ -15,6 +15,10 @@ the emulated CPUID or HWCAPs), never its speed: the seconds are emulated ones.
   found beside the qemu-aarch64 that setup.sh recorded, or on PATH. qemu-user passes the host's
   /proc/cpuinfo through, so crossrank's own class name in the log (detect_isa) is the host's;
   the kernels, and so the numbers, are the emulated CPU's.
+- avx2-masked: not emulated: this checkout's .venv natively, with CPUID answering as an AVX2 CPU
+  (tools/avx2/run.sh; Intel CPUs with CPUID faulting), so ONNX Runtime runs its AVX2 kernels at
+  native speed. Its numbers are EPYC-Rome's (bench/results/avx2-mask-parity.json); its seconds
+  are this CPU's running AVX2 code.
 
     bash tools/arm64/setup.sh
     .venv/bin/python -m tools.arm64.check MODEL_DIR [MODEL_DIR ...] [--cpu cortex-a72 EPYC-Rome ...]
@@ -39,6 +43,7 @@ CACHE = ROOT / ".cache" / "arm64"
 CPUS = ("cortex-a72", "neoverse-n1", "neoverse-v1", "max")
 # x86 without VNNI: Zen 2 (EPYC-Rome) and Zen 3 (EPYC-Milan) have AVX2 only; Haswell is Intel's
 X86_CPUS = ("EPYC-Rome", "EPYC-Milan", "Haswell")
+MASKED = "avx2-masked"  # native, CPUID masked (tools/avx2/run.sh)
 
 SNIPPET = """
 import json, sys, time
@@ -71,7 +76,10 @@ def x86_qemu(arm_qemu: str | None) -> str | None:
 def run_one(qemu: str, model: Path, cpu_name: str,
             timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
     env = {**os.environ, "CROSSRANK_CACHE_DIR": "off", "PYTHONNOUSERSITE": "1"}
-    if cpu_name in X86_CPUS:  # this checkout's Python; the int8 kernels follow the emulated CPUID
+    if cpu_name == MASKED:
+        cmd = ["bash", str(ROOT / "tools" / "avx2" / "run.sh"), sys.executable, "-c", SNIPPET,
+               str(ROOT), str(model)]
+    elif cpu_name in X86_CPUS:  # this checkout's Python; the int8 kernels follow the emulated CPUID
         cmd = [qemu, "-cpu", cpu_name, sys.executable, "-c", SNIPPET, str(ROOT), str(model)]
     else:
         cmd = [qemu, "-cpu", cpu_name, "-L", str(CACHE / "root"),
@@ -88,6 +96,8 @@ def run_one(qemu: str, model: Path, cpu_name: str,
     res: dict[str, Any] = json.loads(line[len("RESULT "):])
     if cpu_name in X86_CPUS:  # /proc/cpuinfo is the host's under qemu-user: name the emulated one
         res["int8_features"] = [f"{cpu_name} (emulated CPUID)"]
+    elif cpu_name == MASKED:
+        res["int8_features"] = ["AVX2 (CPUID masked, native)"]
     res["wall_s_emulated"] = round(time.perf_counter() - t0, 1)
     return res
 
@@ -135,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("name at least one exported model directory")
     if not args.timeout > 0:
         ap.error(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
-    unknown = [c for c in args.cpu if c not in CPUS + X86_CPUS]
+    known = CPUS + X86_CPUS + (MASKED,)
+    unknown = [c for c in args.cpu if c not in known]
     if unknown:
-        ap.error(f"unknown -cpu {unknown}: choose from {', '.join(CPUS + X86_CPUS)}")
+        ap.error(f"unknown -cpu {unknown}: choose from {', '.join(known)}")
     qemu_file = CACHE / "qemu"
     arm = qemu_file.read_text().strip() if qemu_file.is_file() else None
     if any(c in CPUS for c in args.cpu) and not (arm and (CACHE / "site").is_dir()):
@@ -156,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for m in args.models:
         for c in args.cpu:
-            r = run_one(str(x86 if c in X86_CPUS else arm), m.resolve(), c, args.timeout)
+            r = run_one(str(x86 if c in X86_CPUS else arm or ""), m.resolve(), c, args.timeout)
             print(row(m, c, r), flush=True)
             results.append({"model": m.name, "cpu": c, **r})
     if args.out:
