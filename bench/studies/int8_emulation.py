@@ -16,11 +16,20 @@ and the other recipes' emulated figures (their error against fp32, and per-topic
 the --topics given as SEED:TOPIC, or every topic of the exporter's ranking sets with
 --check-set 5000 and --check-set 5001) stand for that CPU. Emulation is slow (~2-4 s a pair): times
 mean nothing. Results go to bench/results/int8-emulation-<cpu>.json.
+
+    python -m bench.studies.int8_emulation --parity [--recipes u8s8 u8u8-smooth-pertoken]
+
+checks tools/avx2/run.sh instead (CPUID masked to an AVX2 CPU's, native speed): the same int8
+files' logits on the 64 fixed pairs under the mask, under qemu -cpu EPYC-Rome and natively
+unmasked. Masked equal to emulated means the mask's figures are AVX2's; u8s8 is the telling
+recipe (its AVX2 kernel saturates, its VNNI kernel does not). Writes
+bench/results/avx2-mask-parity.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import subprocess
@@ -35,6 +44,68 @@ from bench.studies.int8_recipes import WORK, prepare, recipe_isa
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = Path(__file__).resolve().parent / "data" / "int8-logits-avx2-zen3.json"
+RECIPES = ["u8u8", "u8s8-reduced", "u8u8-smooth"]
+PARITY_RECIPES = ["u8s8", "u8u8-smooth-pertoken"]  # the saturating one; the one AVX2 exports ship
+
+
+def child_logits(prefix: list[str], model: Path, tok: Path, out: Path) -> np.ndarray:
+    """The 64 fixed pairs' logits, scored in a child process started under prefix."""
+    subprocess.run([*prefix, sys.executable, "-m", "bench.studies.int8_emulation", "--child",
+                    str(model), str(tok), str(out)], cwd=ROOT, check=True,
+                   stderr=subprocess.DEVNULL)
+    return np.array(json.loads(out.read_text())["fixed64"])
+
+
+def parity(recipes: list[str], cpu: str) -> int:
+    """The same int8 files scored under the CPUID mask, under qemu and natively: how far apart."""
+    from crossrank.export import quantize
+
+    if shutil.which("qemu-x86_64") is None:
+        print("qemu-x86_64 is not installed (apt-get install qemu-user)", file=sys.stderr)
+        return 2
+    fp32_dir = prepare()
+    tok = fp32_dir / "tokenizer.json"
+    mask = ["bash", str(ROOT / "tools" / "avx2" / "run.sh")]
+    rows = []
+    for name in recipes:
+        qfile = WORK / f"{name}-parity.onnx"
+        quantize.quantize(fp32_dir / "model.onnx", qfile, recipe_isa(name), quantize.RECIPES[name])
+        t0 = time.perf_counter()
+        masked = child_logits(mask, qfile, tok, WORK / f"{name}-masked.json")
+        masked_s = time.perf_counter() - t0
+        native = child_logits([], qfile, tok, WORK / f"{name}-native.json")
+        # emulation takes ~30 min a recipe: kept per file content, so a rerun reuses it
+        digest = hashlib.sha256(qfile.read_bytes()).hexdigest()[:16]
+        done = WORK / f"{name}-{digest}-{cpu}.json"
+        t0 = time.perf_counter()
+        if done.is_file():
+            print(f"{name}: masked in {masked_s:.0f} s; emulated logits of this file kept from an "
+                  f"earlier run ({done.name})", flush=True)
+            emulated = np.array(json.loads(done.read_text())["fixed64"])
+        else:
+            print(f"{name}: masked in {masked_s:.0f} s; scoring under qemu -cpu {cpu} ...",
+                  flush=True)
+            emulated = child_logits(["qemu-x86_64", "-cpu", cpu], qfile, tok, done)
+        row = {"recipe": name, "pairs": len(masked),
+               "max_abs_masked_vs_emulated": float(np.abs(masked - emulated).max()),
+               "max_abs_native_vs_emulated": float(np.abs(native - emulated).max()),
+               "mean_abs_native_vs_emulated": float(np.abs(native - emulated).mean()),
+               "seconds_masked": round(masked_s, 1), "int8_sha256": digest}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    from bench.studies import machine
+
+    dst = ROOT / "bench" / "results" / "avx2-mask-parity.json"
+    dst.write_text(json.dumps({
+        "what": "the realistic fixture's int8 files, 64 fixed pairs one per run: logits under "
+                "tools/avx2/run.sh (CPUID masked, native) against qemu-x86_64 -cpu " + cpu +
+                " (AVX2 numerics, checked against a real Zen 3: int8-emulation-EPYC-Rome.json) "
+                "and natively unmasked",
+        "host": machine(), "qemu": subprocess.run(["qemu-x86_64", "--version"], text=True,
+                                                  capture_output=True).stdout.splitlines()[0],
+        "rows": rows}, indent=2) + "\n")
+    print(f"saved {dst}")
+    return 0
 
 
 def sets(topics: list[str]) -> dict[str, list[tuple[str, str]]]:
@@ -69,7 +140,8 @@ def score(model: Path, tokenizer_file: Path, topics: list[str]) -> dict[str, lis
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.studies.int8_emulation")
-    p.add_argument("--recipes", nargs="+", default=["u8u8", "u8s8-reduced", "u8u8-smooth"])
+    p.add_argument("--recipes", nargs="+",
+                   help=f"default {' '.join(RECIPES)}; with --parity {' '.join(PARITY_RECIPES)}")
     p.add_argument("--cpu", default="EPYC-Rome", help="qemu CPU model (EPYC-Rome: AVX2, no VNNI)")
     p.add_argument("--topics", nargs="*", default=[], help="SEED:TOPIC rankings to add")
     p.add_argument("--check-set", type=int, action="append", default=[], metavar="SEED",
@@ -77,12 +149,17 @@ def main(argv: list[str] | None = None) -> int:
                         "set, 5001 held-out)")
     p.add_argument("--out", type=Path, help="results file (default bench/results/"
                                             "int8-emulation-<cpu>.json)")
+    p.add_argument("--parity", action="store_true",
+                   help="check tools/avx2/run.sh against qemu -cpu CPU instead")
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # model, tokenizer, out
     args = p.parse_args(argv)
     if args.child:
         model, tok, out = args.child
         Path(out).write_text(json.dumps(score(Path(model), Path(tok), args.topics)))
         return 0
+    if args.parity:
+        return parity(args.recipes or PARITY_RECIPES, args.cpu)
+    args.recipes = args.recipes or RECIPES
     if args.check_set:
         from crossrank.export.corpus import TOPICS
 

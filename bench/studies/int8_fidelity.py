@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import statistics
 import tempfile
 import time
@@ -42,7 +41,7 @@ def checkpoint(name: str, root: Path) -> Path:
     return reranker.build(name)
 
 
-def measure(name: str, rounds: int, k: int = 10) -> dict[str, Any]:
+def measure(name: str, rounds: int, k: int = 10, isa: str | None = None) -> dict[str, Any]:
     from crossrank.export.pipeline import Options, run
     from crossrank.runtime import loader
     from crossrank.runtime.core import fidelity
@@ -53,7 +52,7 @@ def measure(name: str, rounds: int, k: int = 10) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="crossrank-int8-") as tmp:
         t0 = time.perf_counter()
         out = run(Options(model=str(checkpoint(name, Path(tmp))), out_dir=Path(tmp) / "m",
-                          variants=("fp32", "int8"), force=True))
+                          variants=("fp32", "int8"), force=True, isa=isa))
         export_s = time.perf_counter() - t0
         entry = json.loads((out / "manifest.json").read_text())["variants"]["int8"]
         v = entry["verification"]
@@ -116,17 +115,19 @@ def main() -> None:
                    choices=["trained", "prose-head", "realistic"])
     p.add_argument("--rounds", type=int, default=3, help="timed passes over the requests")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--isa", choices=["avx512_vnni", "avx2", "arm64"],
+                   help="export for this CPU class (default: this CPU's; under tools/avx2/run.sh "
+                        "pass avx2)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("crossrank.export", "fixtures"):  # progress; the quantizer's notes stay out
         logging.getLogger(name).setLevel(logging.INFO)
-    from crossrank.runtime.core.cpu import detect_isa
+    from bench.studies import machine
 
-    result: dict[str, Any] = {"cpu": platform.processor() or platform.machine(),
-                              "isa": detect_isa(), "fixtures": []}
+    result: dict[str, Any] = {**machine(), "export_isa": args.isa or "this CPU's", "fixtures": []}
     for name in args.fixture:
         print(f"[{name}] exporting and measuring ...", flush=True)
-        r = measure(name, args.rounds)
+        r = measure(name, args.rounds, isa=args.isa)
         result["fixtures"].append(r)
         print(json.dumps(r, indent=1), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
