@@ -119,7 +119,7 @@ def row(model: Path, cpu_name: str, r: dict[str, Any]) -> str:
 
 HEADER = ("| model | -cpu | int8 features | max abs(int8 here - export's) | how | judged here: "
           "clear misses / worst graded NDCG@10 / rms error x std (bound) / quality kept "
-          "(recorded) | cascade bound here | check | serves | check s (emulated) |\n"
+          "(recorded) | cascade bound here | check | serves | check s (emulated; native: avx2-masked) |\n"
           "|---|---|---|---:|---|---|---:|---|---|---:|")
 
 
