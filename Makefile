@@ -82,7 +82,7 @@ arm64-check: $(STAMP)
 # this checkout's Python under qemu-x86_64 -cpu EPYC-Rome (needs qemu-user; hours a row).
 avx2-check: $(STAMP)
 	$(BIN)/python -m tools.arm64.check $${DIRS:-$(MODELS)/*/} \
-	  --cpu $$(grep -qw cpuid_fault /proc/cpuinfo && command -v gcc >/dev/null && echo avx2-masked || echo EPYC-Rome) $(ARGS)
+	  --cpu $$(bash tools/avx2/run.sh --check 2>/dev/null && echo avx2-masked || echo EPYC-Rome) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check crossrank bench tests fixtures tools

@@ -312,9 +312,13 @@ def test_the_avx2_runner_hides_avx512_from_cpuid_or_says_it_cannot() -> None:
              "print(f['AVX2'], f.get('AVX512F'), f.get('AVX512VNNI'))")
     out = subprocess.run(["bash", str(root / "tools" / "avx2" / "run.sh"), sys.executable, "-c",
                           probe], capture_output=True, text=True, timeout=120)
+    check = subprocess.run(["bash", str(root / "tools" / "avx2" / "run.sh"), "--check"],
+                           capture_output=True, text=True, timeout=120)
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     if platform.machine() == "x86_64" and " cpuid_fault" in flags and shutil.which("gcc"):
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["True", "False", "False"]
+        assert check.returncode == 0
     else:
         assert out.returncode == 2 and "tools/avx2/run.sh:" in out.stderr
+        assert check.returncode == 2 and "tools/avx2/run.sh:" in check.stderr

@@ -2,10 +2,11 @@
 # Run a command with ONNX Runtime's AVX2 kernels on this AVX-512 / VNNI x86 CPU, natively:
 # CPUID answers with AVX-512, VNNI and AMX cleared (tools/avx2/cpuid_mask.c), so every library
 # that picks kernels by CPUID takes its AVX2 ones. The numbers are an AVX2 CPU's (the same
-# instructions in the same order; bench/results/avx2-mask-parity.json checks them against qemu's
-# EPYC-Rome); the speed is this CPU's running AVX2 code, not an AVX2 CPU's.
+# instructions in the same order: bench/results/avx2-mask-vs-zen3.md against a real Zen 3,
+# avx2-mask-parity.json against qemu's EPYC-Rome); the speed is this CPU's running AVX2 code.
 #
 #   bash tools/avx2/run.sh .venv/bin/python -m bench.studies.int8_chance ...
+#   bash tools/avx2/run.sh --check      # exit 0 where the mask works, 2 with the reason elsewhere
 #
 # Needs gcc and CPUID faulting (`cpuid_fault` in /proc/cpuinfo: Intel CPUs since Ivy Bridge, and
 # KVM guests of them; not AMD). Stops with a message where either is missing. crossrank's own
@@ -24,9 +25,10 @@ if [ ! -f "$lib" ] || [ "$here/cpuid_mask.c" -nt "$lib" ]; then
   mkdir -p "$(dirname "$lib")"
   gcc -O2 -shared -fPIC -Wall -Wextra -o "$lib" "$here/cpuid_mask.c"
 fi
-[ $# -gt 0 ] || { echo "usage: bash tools/avx2/run.sh COMMAND [ARGS...]" >&2; exit 2; }
 # The library proves the mask live before the command starts (it prints and we stop otherwise).
 probe=$(LD_PRELOAD=$lib CPUID_MASK_VERBOSE=1 /bin/true 2>&1)
 case $probe in *hidden*) ;; *) echo "tools/avx2/run.sh: $probe" >&2; exit 2;; esac
+[ "${1:-}" != --check ] || exit 0  # the mask works here (make avx2-check asks)
+[ $# -gt 0 ] || { echo "usage: bash tools/avx2/run.sh COMMAND [ARGS...] | --check" >&2; exit 2; }
 export LD_PRELOAD=$lib${LD_PRELOAD:+:$LD_PRELOAD}
 exec "$@"
