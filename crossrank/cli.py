@@ -182,6 +182,10 @@ def _export_parser(sub: Any) -> None:
     p.add_argument("--stand-in", action="store_true",
                    help="build the offline L-12 stand-in with random weights (scores meaningless)")
     p.add_argument("--isa", choices=ISAS, help="int8 instruction set (default: this CPU's)")
+    p.add_argument("--int8-recipe", metavar="NAME",
+                   help="int8 recipe instead of the one for --isa (docs/int8.md; e.g. "
+                        "u8s8-reduced-smooth-pertoken, faster on AVX2 with more error); the "
+                        "same gate judges it")
     p.add_argument("--variants", default=",".join(VARIANT_FILES),
                    help=f"comma-separated subset of {','.join(VARIANT_FILES)} (fp32 is always "
                         "built)")
@@ -215,7 +219,8 @@ def _export(args: argparse.Namespace) -> int:
     opts = Options(model=args.model, revision=args.revision,
                    out_dir=Path(args.out) if args.out else None,
                    models_root=Path(args.models_root), stand_in=args.stand_in, isa=args.isa,
-                   force=args.force, variants=("fp32", *[v for v in variants if v != "fp32"]),
+                   int8_recipe=args.int8_recipe, force=args.force,
+                   variants=("fp32", *[v for v in variants if v != "fp32"]),
                    exporter=args.exporter, max_length=args.max_length,
                    tokenizer_dir=Path(args.tokenizer_dir) if args.tokenizer_dir else None)
     from crossrank.export import ExportError

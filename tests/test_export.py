@@ -330,6 +330,33 @@ def test_isa_detection_and_override(tmp_path: Path, tiny_dir: Path) -> None:
         quantize(tiny_dir / "model.onnx", tmp_path / "q2.onnx", "sse2")
 
 
+def test_a_named_int8_recipe_replaces_the_cpu_class_one(tmp_path: Path, tiny_dir: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from crossrank.export.quantize import RECIPES, named_recipe, recipe_for
+
+    assert named_recipe(None, "avx2") == recipe_for("avx2")
+    fast = named_recipe("u8s8-reduced-smooth-pertoken", "avx2")
+    assert fast.weights == "int8" and fast.reduce_range  # AVX2's u8 x s8 kernel, unsaturated
+    assert fast.per_token == ("ffn-out",) and dict(fast.role_alpha) == {"ffn-in": 0.85}
+    with pytest.raises(ExportError, match="Unknown int8 recipe 'u9s9'.*u8u8-smooth-pertoken"):
+        named_recipe("u9s9", "avx2")
+    with caplog.at_level("WARNING", logger="crossrank.export.quantize"):
+        named_recipe("u8s8-smooth-pertoken", "avx2")  # allowed, judged by the gate, but said
+    assert "saturate" in caplog.text
+    record = quantize(tiny_dir / "model.onnx", tmp_path / "q.onnx", "avx2", fast)
+    assert record["name"] == "u8s8-reduced-smooth-pertoken" and record["reduce_range"] is True
+    assert record["isa"] == "avx2" and record["weights"] == "int8"
+    assert set(RECIPES) >= {"u8s8-smooth-pertoken", "u8u8-smooth-pertoken", fast.name}
+
+
+def test_cli_unknown_int8_recipe_is_one_paragraph(tiny_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = cli(str(tiny_ckpt), "--out", str(out), "--int8-recipe", "u9s9")
+    assert r.returncode == 2
+    assert "Unknown int8 recipe 'u9s9'" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
 # -- bad input: one clear paragraph, non-zero exit, nothing half-written -----------------------
 
 def test_not_a_cross_encoder(tmp_path: Path) -> None:

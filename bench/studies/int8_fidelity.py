@@ -41,7 +41,8 @@ def checkpoint(name: str, root: Path) -> Path:
     return reranker.build(name)
 
 
-def measure(name: str, rounds: int, k: int = 10, isa: str | None = None) -> dict[str, Any]:
+def measure(name: str, rounds: int, k: int = 10, isa: str | None = None,
+            recipe: str | None = None) -> dict[str, Any]:
     from crossrank.export.pipeline import Options, run
     from crossrank.runtime import loader
     from crossrank.runtime.core import fidelity
@@ -52,7 +53,8 @@ def measure(name: str, rounds: int, k: int = 10, isa: str | None = None) -> dict
     with tempfile.TemporaryDirectory(prefix="crossrank-int8-") as tmp:
         t0 = time.perf_counter()
         out = run(Options(model=str(checkpoint(name, Path(tmp))), out_dir=Path(tmp) / "m",
-                          variants=("fp32", "int8"), force=True, isa=isa))
+                          variants=("fp32", "int8"), force=True, isa=isa,
+                          int8_recipe=recipe))
         export_s = time.perf_counter() - t0
         entry = json.loads((out / "manifest.json").read_text())["variants"]["int8"]
         v = entry["verification"]
@@ -118,6 +120,8 @@ def main() -> None:
     p.add_argument("--isa", choices=["avx512_vnni", "avx2", "arm64"],
                    help="export for this CPU class (default: this CPU's; under tools/avx2/run.sh "
                         "pass avx2)")
+    p.add_argument("--recipe", help="an int8 recipe instead of the one for --isa "
+                   "(crossrank export --int8-recipe)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("crossrank.export", "fixtures"):  # progress; the quantizer's notes stay out
@@ -127,7 +131,7 @@ def main() -> None:
     result: dict[str, Any] = {**machine(), "export_isa": args.isa or "this CPU's", "fixtures": []}
     for name in args.fixture:
         print(f"[{name}] exporting and measuring ...", flush=True)
-        r = measure(name, args.rounds, isa=args.isa)
+        r = measure(name, args.rounds, isa=args.isa, recipe=args.recipe)
         result["fixtures"].append(r)
         print(json.dumps(r, indent=1), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

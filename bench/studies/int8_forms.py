@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import platform
 import statistics
 import tempfile
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.studies import start
 
 log = logging.getLogger("int8_forms")
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "int8-forms-latest.json"
@@ -68,7 +69,7 @@ def parse_form(text: str) -> Any:
                                role_alpha=recipe.role_alpha + tuple(per_role))
 
 
-def study(fixture: str, forms: list[str], rounds: int) -> dict[str, Any]:
+def study(fixture: str, forms: list[str], rounds: int, isa: str | None = None) -> dict[str, Any]:
     from crossrank.export import quantize
     from crossrank.export.pipeline import Options, run
     from crossrank.runtime import loader
@@ -77,7 +78,7 @@ def study(fixture: str, forms: list[str], rounds: int) -> dict[str, Any]:
     from fixtures import prose, reranker
 
     reqs = prose.requests("dev")
-    isa = quantize.detect_isa()
+    isa = isa or quantize.detect_isa()
     with tempfile.TemporaryDirectory(prefix="crossrank-forms-") as tmp:
         out = run(Options(model=str(reranker.build(fixture)), out_dir=Path(tmp) / "m",
                           variants=("fp32",), force=True))
@@ -129,12 +130,14 @@ def main() -> None:
     ap.add_argument("--fixture", nargs="+", default=["trained", "prose-head"])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--isa", choices=["avx512_vnni", "avx2", "arm64"],
+                    help="the CPU class the forms are for (default: this CPU's; under "
+                         "tools/avx2/run.sh pass avx2, since /proc/cpuinfo still names the host)")
     args = ap.parse_args()
     for f in args.forms:
         parse_form(f)  # a bad name fails before any work
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    res: dict[str, Any] = {"cpu": platform.processor() or platform.machine(),
-           "fixtures": [study(f, args.forms, args.rounds) for f in args.fixture]}
+    res: dict[str, Any] = {**start(logging.WARNING),
+           "fixtures": [study(f, args.forms, args.rounds, args.isa) for f in args.fixture]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     for f in res["fixtures"]:

@@ -60,6 +60,7 @@ class Options:
     models_root: Path = Path("models")
     stand_in: bool = False
     isa: str | None = None
+    int8_recipe: str | None = None  # a recipe of quantize.RECIPES (None: the one for isa)
     force: bool = False
     variants: tuple[str, ...] = ("fp32", "int8", "fp16")
     exporter: str = "auto"
@@ -80,8 +81,10 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
 def _fingerprint(src: Path | None, opts: Options) -> str:
     """What the output was built from: source files' hashes plus the options that shape it."""
     h = hashlib.sha256()
+    # a recipe named only when one was: exports made before the option keep their fingerprint
+    named = {"int8_recipe": opts.int8_recipe} if opts.int8_recipe else {}
     h.update(json.dumps({"format": FORMAT_VERSION, "stand_in": opts.stand_in, "isa": opts.isa,
-                         "variants": opts.variants, "opset": OPSET,
+                         **named, "variants": opts.variants, "opset": OPSET,
                          "max_length": opts.max_length}, sort_keys=True).encode())
     if src is not None:
         for p in sorted(src.iterdir()):
@@ -154,6 +157,7 @@ def run(opts: Options) -> Path:
     timings: dict[str, float] = {}
     out = opts.out_dir or (opts.models_root / export_name(opts.model, opts.stand_in))
     isa = opts.isa or quantize.detect_isa()
+    recipe = quantize.named_recipe(opts.int8_recipe, isa)  # a bad name fails before any work
     src_tmp: Path | None = None
     try:
         with stage("load", timings):
@@ -175,7 +179,7 @@ def run(opts: Options) -> Path:
             model = convert.load_model(src.path)
         staging = _staging(out)
         try:
-            manifest_fields = _build(src, cfg, act, model, staging, isa, opts, timings)
+            manifest_fields = _build(src, cfg, act, model, staging, isa, recipe, opts, timings)
             manifest_fields["fingerprint"] = fp
             manifest_fields["name"] = out.name
             files = ["tokenizer.json", "config.json"] + [
@@ -195,7 +199,8 @@ def run(opts: Options) -> Path:
 
 
 def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, staging: Path,
-           isa: str, opts: Options, timings: dict[str, float]) -> dict[str, Any]:
+           isa: str, recipe: quantize.Recipe, opts: Options,
+           timings: dict[str, float]) -> dict[str, Any]:
     raw = staging / "raw.onnx"
     with stage("export", timings):
         input_names = convert.export_onnx(model, raw, OPSET, opts.exporter)
@@ -224,10 +229,10 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
         variants["int8"] = {"shipped": False, "reason": reason}
     elif "int8" in opts.variants:
         with stage("quantize", timings):
-            recipe = quantize.quantize(staging / VARIANT_FILES["fp32"],
-                                       staging / VARIANT_FILES["int8"], isa,
+            record = quantize.quantize(staging / VARIANT_FILES["fp32"],
+                                       staging / VARIANT_FILES["int8"], isa, recipe,
                                        max_length=max_length)
-            variants["int8"] = {"file": VARIANT_FILES["int8"], "shipped": True, "recipe": recipe}
+            variants["int8"] = {"file": VARIANT_FILES["int8"], "shipped": True, "recipe": record}
     onnxfile.remove(raw)
     del model
     real_weights = not opts.stand_in and not bool(cfg.get(STANDIN_MARK, False))
