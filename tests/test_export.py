@@ -456,6 +456,79 @@ def test_torch_exporter_fallback_is_fused_and_faithful(tiny_ckpt: Path, tmp_path
     assert m["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
 
 
+def _ops(model: Any) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(Counter(n.op_type for n in model.graph.node))
+
+
+def test_cpu_graphs_carry_split_norms_that_the_cpu_session_keeps(tiny_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    # ONNX Runtime's CPU SkipLayerNormalization is ~4x slower than the LayerNormalization and Adds
+    # it stands for: the CPU files carry them split, and the CPU profile's session must not fuse
+    # them back (an optimizer renamed in a new ONNX Runtime would be ignored silently: caught here).
+    import onnx
+    import onnxruntime as ort
+
+    from crossrank.runtime.core.profiles import profile
+
+    m = json.loads((tiny_dir / "manifest.json").read_text())
+    assert m["variants"]["fp32"]["fused_ops"]["SkipLayerNormalization split for the CPU"] == 4
+    for name in ("model.onnx", "model_int8.onnx"):
+        ops = _ops(onnx.load(str(tiny_dir / name)))
+        assert "SkipLayerNormalization" not in ops and ops["LayerNormalization"] == 4, name
+    assert _ops(onnx.load(str(tiny_dir / "model_fp16.onnx")))["SkipLayerNormalization"] == 4
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    ort.InferenceSession(str(tiny_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"],
+                         disabled_optimizers=list(profile("cpu").disabled_optimizers))
+    loaded = _ops(onnx.load(str(tmp_path / "loaded.onnx")))
+    assert "SkipLayerNormalization" not in loaded and loaded["LayerNormalization"] == 4
+
+
+def _skip_norm_graph(read_mean: bool = False, opset: int = 17) -> Any:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    h = 8
+    inits = [numpy_helper.from_array(rng.standard_normal(h).astype(np.float32), n)
+             for n in ("gamma", "beta", "bias")]
+    outs = ["y", "mean"] if read_mean else ["y"]
+    node = helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta", "bias"], outs,
+                            domain="com.microsoft", name="norm0", epsilon=1e-5)
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, h]) for n in ("x", "skip")]
+    graph_outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, h if n == "y" else 1])
+                  for n in outs]
+    model = helper.make_model(helper.make_graph([node], "g", io, graph_outs, inits),
+                              opset_imports=[helper.make_opsetid("", opset),
+                                             helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_split_skip_norm_computes_what_the_fused_node_computes() -> None:
+    import onnxruntime as ort
+
+    from crossrank.export.optimize import split_skip_norms
+
+    fused = _skip_norm_graph()
+    split = _skip_norm_graph()
+    assert split_skip_norms(split) == 1
+    assert _ops(split) == {"Add": 2, "LayerNormalization": 1}
+    rng = np.random.default_rng(1)
+    feed = {n: rng.standard_normal((1, 3, 8)).astype(np.float32) for n in ("x", "skip")}
+    a, b = (ort.InferenceSession(mp.SerializeToString(), providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=["SkipLayerNormFusion"]).run(None, feed)[0]
+            for mp in (fused, split))
+    assert np.abs(a - b).max() <= 1e-5
+    # left fused: a node whose mean is read, and a graph whose opset has no LayerNormalization
+    for model in (_skip_norm_graph(read_mean=True), _skip_norm_graph(opset=16)):
+        assert split_skip_norms(model) == 0
+        assert _ops(model) == {"SkipLayerNormalization": 1}
+
+
 def test_tokenizer_json_written_from_vocab_txt_alone(tiny_ckpt: Path, tmp_path: Path) -> None:
     from crossrank.runtime.text.pairs import PairTokenizer
 

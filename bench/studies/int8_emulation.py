@@ -128,7 +128,10 @@ def score(model: Path, tokenizer_file: Path, topics: list[str]) -> dict[str, lis
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    from crossrank.runtime.core.profiles import profile
+
+    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(profile("cpu").disabled_optimizers))
     names = {i.name for i in sess.get_inputs()}
     out = {}
     for name, pairs in sets(topics).items():

@@ -51,6 +51,9 @@ class ProviderProfile:
     io_binding: bool  # bind inputs once per batch (device memory) instead of plain run()
     tokenizer_threads: int  # 0: every usable core (the device does the math); 1: one thread
     preload_libraries: bool = False  # onnxruntime.preload_dlls() before the session (CUDA)
+    # ONNX Runtime graph optimizers turned off for this provider: on the CPU, SkipLayerNormFusion,
+    # which would fuse the exporter's split norms back into its slower kernel (export/optimize.py)
+    disabled_optimizers: tuple[str, ...] = ()
     # Per variant: rows per batch overriding batch.max_rows (dynamic int8 takes its activation
     # scales from the whole batch, so one row per run makes a pair's score its own; docs/performance.md)
     variant_max_rows: tuple[tuple[str, int], ...] = field(default=(("int8", 1),))
@@ -95,6 +98,7 @@ PROFILES: dict[str, ProviderProfile] = {
         tokenizer_threads=1,
         int8_self_check=True,
         cascade=True,
+        disabled_optimizers=("SkipLayerNormFusion",),
     ),
     # Measured on an H200 (docs/performance.md "GPU"): 32k-token batches; widths rounded to 64 tokens and rows
     # to 16 because cuDNN attention plans per shape (fresh 2000-chunk requests 1.08M tokens/s

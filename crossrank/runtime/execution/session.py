@@ -88,7 +88,8 @@ class Session:
         if prof.ort_provider != cpu:
             providers.append(cpu)  # for the few operators a device provider leaves to the CPU
         try:
-            self._sess = ort.InferenceSession(str(model_file), sess_options=opts, providers=providers)
+            self._sess = ort.InferenceSession(str(model_file), sess_options=opts, providers=providers,
+                                              disabled_optimizers=list(prof.disabled_optimizers))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelLoadError(
                 f"ONNX Runtime cannot load {model_file}: {str(exc)[:300]}. The file is damaged or "
