@@ -484,6 +484,7 @@ def test_cpu_graphs_carry_split_norms_that_the_cpu_session_keeps(tiny_dir: Path,
                          disabled_optimizers=list(profile("cpu").disabled_optimizers))
     loaded = _ops(onnx.load(str(tmp_path / "loaded.onnx")))
     assert "SkipLayerNormalization" not in loaded and loaded["LayerNormalization"] == 4
+    assert profile("cpu").describe()["disabled_optimizers"] == ["SkipLayerNormFusion"]  # /info
 
 
 def _skip_norm_graph(read_mean: bool = False, opset: int = 17) -> Any:

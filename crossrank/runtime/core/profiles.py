@@ -81,7 +81,8 @@ class ProviderProfile:
         """JSON-able, for /info and `crossrank info`."""
         return {"name": self.name, "ort_provider": self.ort_provider,
                 "default_variant": self.default_variant, "io_binding": self.io_binding,
-                "tokenizer_threads": self.tokenizer_threads}
+                "tokenizer_threads": self.tokenizer_threads,
+                "disabled_optimizers": list(self.disabled_optimizers)}
 
 
 PROFILES: dict[str, ProviderProfile] = {
