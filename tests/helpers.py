@@ -47,6 +47,11 @@ class GatedSession:
         self._calls = 0
         self._lock = threading.Lock()
 
+    @property
+    def calls(self) -> int:
+        """Batches that have reached the session so far (running, waiting or done)."""
+        return self._calls
+
     def run(self, batch: batching.Batch) -> np.ndarray:
         with self._lock:
             self._calls += 1

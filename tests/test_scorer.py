@@ -7,6 +7,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,12 @@ import numpy as np
 import pytest
 
 from crossrank.export.corpus import UNICODE, mixed_chunks, passages_for
-from crossrank.runtime.core.errors import ConfigError, ModelLoadError, Unavailable
+from crossrank.runtime.core.errors import (
+    ConfigError,
+    InferenceError,
+    ModelLoadError,
+    Unavailable,
+)
 from crossrank.runtime.core.profiles import PROFILES
 from crossrank.runtime.core.scores import rank, sigmoid
 from crossrank.runtime.scorer import Scorer
@@ -235,6 +241,50 @@ def test_pipelined_path_gives_the_same_scores(realistic_dir: Path) -> None:
             assert np.abs(expected - shaped.logits(QUERY, chunks)).max() <= 1e-4
     piped.close()
     assert plain.policy.pipeline is False  # reloading never changes the original
+
+
+def test_lanes_share_the_threads_and_give_the_same_scores(realistic_dir: Path) -> None:
+    # Lanes run batches at once, each on threads / lanes (the CPU profile's default: 2 lanes).
+    chunks = varied_chunks(40)
+    for variant in ("fp32", "int8"):
+        one = Scorer.from_dir(realistic_dir, variant=variant, threads=2, lanes=1,
+                              int8_check=False)
+        two = reloaded(one, lanes=2)
+        assert (one.policy.lanes, two.policy.lanes) == (1, 2)
+        assert two.describe()["batch_policy"]["lanes"] == 2
+        threads = [s.engine.session.info.threads for s in (one, two)]  # type: ignore[attr-defined]
+        assert threads == [2, 1]  # each lane's session runs on threads / lanes
+        assert np.abs(one.logits(QUERY, chunks) - two.logits(QUERY, chunks)).max() <= 1e-4
+        one.close()
+        two.close()
+    cpu, cuda = PROFILES["cpu"], PROFILES["cuda"]
+    assert (cpu.policy_for("int8").lanes, cpu.policy_for("fp32").lanes) == (2, 1)
+    assert cuda.policy_for("fp16").lanes == 1
+    with Scorer.from_dir(realistic_dir, variant="fp32", threads=1, lanes=4) as narrow:
+        assert narrow.policy.lanes == 1  # at most one lane a thread
+    with pytest.raises(ConfigError, match="lanes"):
+        Scorer.from_dir(realistic_dir, lanes=0)
+
+
+def test_lanes_run_batches_at_once_and_a_failing_one_fails_only_its_round(
+        tiny_dir: Path) -> None:
+    base = Scorer.from_dir(tiny_dir, variant="fp32", threads=2, lanes=2, max_rows=1)
+    held, session = gated(base)
+    chunks = ["alpha", "beta gamma", "delta", "epsilon zeta eta"]
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(held.logits, QUERY, chunks)
+        assert wait_until(lambda: session.calls == 2)  # two batches on the "device" at once
+        assert not fut.done() and session.calls == 2  # and no third until one finishes
+        session.gate.set()
+        assert np.abs(fut.result() - base.logits(QUERY, chunks)).max() <= 1e-5
+    held.close()
+    failing, _ = gated(base, gated=False, fail=[3])
+    with pytest.raises(InferenceError):
+        failing.logits(QUERY, chunks)
+    assert failing.logits(QUERY, chunks).shape == (4,)  # the next round is served
+    assert failing.engine.healthy
+    failing.close()
+    base.close()
 
 
 def test_pipeline_is_on_with_cuda_only_unless_asked(tiny_dir: Path) -> None:

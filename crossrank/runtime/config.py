@@ -25,6 +25,7 @@ class RuntimeConfig:
     variant: str = "auto"  # auto: the profile's default variant where the export shipped it
     provider: str = "auto"
     threads: int | None = None  # None: usable cores
+    lanes: int | None = None  # batches at once, each on threads / lanes (None: the profile's)
     spin: bool = True  # ONNX Runtime threads spin-wait between runs (faster, busier)
     token_budget: int | None = None  # None: the provider's measured default
     max_rows: int | None = None  # None: the variant's default
@@ -54,7 +55,7 @@ class RuntimeConfig:
         one_of("variant", self.variant, VARIANTS)
         one_of("tokenizer", self.tokenizer, TOKENIZER_BACKENDS)
         one_of("activation", self.activation, ACTIVATIONS)
-        for name in ("threads", "tokenizer_threads", "token_budget", "max_rows", "max_length",
+        for name in ("threads", "lanes", "tokenizer_threads", "token_budget", "max_rows", "max_length",
                      "max_queued_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:

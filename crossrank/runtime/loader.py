@@ -265,6 +265,8 @@ def _overridden(policy: BatchPolicy, c: RuntimeConfig) -> BatchPolicy:
         changes["max_rows"] = c.max_rows
     if c.pipeline is not None:
         changes["pipeline"] = c.pipeline
+    if c.lanes:
+        changes["lanes"] = c.lanes
     return replace(policy, **changes)
 
 
@@ -275,12 +277,17 @@ def _assemble(c: RuntimeConfig, tok: PairTokenizer, model_file: Path, pol: Batch
     """Session, engine and the one service of a runtime (the only `Service(` in the package).
     bounded=False: no queue bound (the cascade's fp32 stage must not refuse half a request)."""
 
-    def open_session() -> Runner:
-        return Session(model_file, profile=prof, threads=c.threads, spin=c.spin)
-
-    sess = runner(open_session) if runner is not None else open_session()
     if policy is not None:
         pol = policy(pol)
+    # lanes share the threads: at most one lane a thread, each session run on threads / lanes
+    threads = c.threads or usable_cores()
+    pol = replace(pol, lanes=min(pol.lanes, threads))
+    lane_threads = threads // pol.lanes
+
+    def open_session() -> Runner:
+        return Session(model_file, profile=prof, threads=lane_threads, spin=c.spin)
+
+    sess = runner(open_session) if runner is not None else open_session()
     engine = Engine(sess, pol, max_length=tok.max_length, pad_token_id=pad_token_id)
     service = Service(tok, engine, c.windows,
                       max_queued_tokens=c.max_queued_tokens if bounded else None)

@@ -30,7 +30,7 @@ class Scorer:
     @classmethod
     def from_dir(cls, path: Path | str, **config: Any) -> Scorer:
         """Load an exported model directory (its manifest and files checked first). Keyword
-        arguments are RuntimeConfig's (runtime/config.py): variant, provider, threads, spin,
+        arguments are RuntimeConfig's (runtime/config.py): variant, provider, threads, lanes, spin,
         token_budget, max_rows, pipeline, tokenizer, max_length, activation, int8_check,
         cascade, window limits, max_queued_tokens."""
         return cls(loader.load(RuntimeConfig(model_dir=str(path), **config)))

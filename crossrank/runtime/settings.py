@@ -73,6 +73,9 @@ _HELP = {
     "host": "bind address (default 127.0.0.1: loopback only)",
     "port": "TCP port",
     "threads": "intra-op threads (auto or 0: usable cores)",
+    "lanes": "batches that run at once, each on threads/lanes of the threads (auto: the "
+             "provider's: 2 for int8 on CPUs, faster for requests of many chunks; 1: one batch "
+             "at a time on every thread, the lowest latency for a few chunks)",
     "spin": "1: inference threads spin-wait between runs (throughput); 0: they sleep",
     "token_budget": "tokens per batch, padding counted (auto or 0: measured default)",
     "max_rows": "rows per batch (auto or 0: variant default; int8 runs one pair per batch)",

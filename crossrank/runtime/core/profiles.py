@@ -31,10 +31,13 @@ class BatchPolicy:
     pipeline: bool = False
     slices: int = 6
     slice_min_chunks: int = 64
+    # lanes: batches that run at once, each on threads / lanes of the session's threads (at most
+    # one lane per thread: runtime/loader.py); ProviderProfile.variant_lanes sets it per variant.
+    lanes: int = 1
 
     def __post_init__(self) -> None:
-        if self.token_budget < 1 or self.max_rows < 1:
-            raise ConfigError("token_budget and max_rows must be positive integers")
+        if self.token_budget < 1 or self.max_rows < 1 or self.lanes < 1:
+            raise ConfigError("token_budget, max_rows and lanes must be positive integers")
         if self.pad_multiple < 1 or self.row_multiple < 1 or self.slices < 1:
             raise ConfigError("pad_multiple, row_multiple and slices must be positive integers")
 
@@ -57,6 +60,10 @@ class ProviderProfile:
     # Per variant: rows per batch overriding batch.max_rows (dynamic int8 takes its activation
     # scales from the whole batch, so one row per run makes a pair's score its own; docs/performance.md)
     variant_max_rows: tuple[tuple[str, int], ...] = field(default=(("int8", 1),))
+    # Per variant: lanes overriding batch.lanes. On 2 cores two lanes ran int8's one-pair batches
+    # of a 100-chunk request 1.15x faster (10 chunks 0.96x, 1 chunk 0.68x); fp32's many-row
+    # batches ran 0.95x (docs/performance.md), so fp32 keeps one lane.
+    variant_lanes: tuple[tuple[str, int], ...] = ()
     # int8 serves only after the start-up self-check (runtime/selfcheck.py): int8 kernels differ
     # between CPUs, so the export's verdict may not hold here.
     int8_self_check: bool = False
@@ -73,6 +80,9 @@ class ProviderProfile:
         end (nanotoken or tokenizers)."""
         rows = dict(self.variant_max_rows).get(variant)
         policy = self.batch if rows is None else replace(self.batch, max_rows=rows)
+        lanes = dict(self.variant_lanes).get(variant)
+        if lanes is not None:
+            policy = replace(policy, lanes=lanes)
         if tokenizer == "nanotoken" and policy.slices > self.slices_with_nanotoken:
             policy = replace(policy, slices=self.slices_with_nanotoken)
         return policy
@@ -95,6 +105,7 @@ PROFILES: dict[str, ProviderProfile] = {
         ort_options=(),
         default_variant="int8",
         batch=BatchPolicy(token_budget=2048, max_rows=64),
+        variant_lanes=(("int8", 2),),
         io_binding=False,
         tokenizer_threads=1,
         int8_self_check=True,

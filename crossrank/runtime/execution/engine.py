@@ -3,7 +3,9 @@
 It knows token rows, not requests: `Service` (service.py) tokenizes a request and submits its rows
 here, part by part; the engine's thread takes every job waiting (up to a token cap) as one round,
 sorts all their rows by length into token-budget batches, and settles each job's future with the
-logits of its own rows.
+logits of its own rows. With lanes > 1 (the policy's), that many batches of a round run at once,
+each on its share of the cores (runtime/loader.py gives the session threads / lanes threads): on
+a CPU, one-pair int8 batches are too small for every core to share one well.
 
 Queued tokens are bounded for callers that pass a limit (the server: above it, new work is
 refused at once with Overloaded, 429). Work whose caller timed out or went away is dropped before
@@ -19,7 +21,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -88,6 +90,8 @@ class Engine:
         self._cond = threading.Condition()
         self._rate = 5000.0  # tokens/s, refined as batches run; for Retry-After
         self._helpers: ThreadPoolExecutor | None = None  # pads the next batch (pipeline)
+        self._lanes: ThreadPoolExecutor | None = None  # runs batches at once (policy.lanes)
+        self._stats = threading.Lock()  # hooks and the rate, updated from every lane
         self._accepting = True
         self._alive = True
         self._thread = threading.Thread(target=self._main, name="crossrank-engine", daemon=True)
@@ -117,8 +121,9 @@ class Engine:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._fail_all(Unavailable("the scorer is shut down"))
-        if self._helpers is not None:
-            self._helpers.shutdown(wait=False)
+        for pool in (self._helpers, self._lanes):
+            if pool is not None:
+                pool.shutdown(wait=False)
 
     @property
     def healthy(self) -> bool:
@@ -231,18 +236,27 @@ class Engine:
         rows = batching.Rows.concat([job.rows for job in live])
         owners = np.repeat(np.arange(len(live)), [len(job.rows) for job in live])
         out = np.zeros(len(rows), dtype=np.float32)
-        try:
-            for batch in self.iter_batches(rows, self.plan(rows.lengths)):
-                if all(live[k].abandoned for k in set(owners[batch.positions].tolist())):
-                    continue  # nobody is waiting for these rows any more
-                t0 = time.perf_counter()
-                out[batch.positions] = self.session.run(batch)[: len(batch.positions)]
-                dt = time.perf_counter() - t0
-                real = batch.real_tokens
+        groups = self.plan(rows.lengths)
+
+        def run(batch: batching.Batch) -> None:
+            if all(live[k].abandoned for k in set(owners[batch.positions].tolist())):
+                return  # nobody is waiting for these rows any more
+            t0 = time.perf_counter()
+            out[batch.positions] = self.session.run(batch)[: len(batch.positions)]
+            dt = time.perf_counter() - t0
+            real = batch.real_tokens
+            with self._stats:
                 for h in self._hooks:
                     h.batch(batch.rows, real, batch.rows * batch.width)
                 if dt > 0:
                     self._rate = 0.9 * self._rate + 0.1 * (real / dt)
+
+        try:
+            if self.policy.lanes > 1 and len(groups) > 1:
+                self._run_lanes(rows, groups, run)
+            else:
+                for batch in self.iter_batches(rows, groups):
+                    run(batch)
         except CrossrankError as exc:
             for job in live:
                 _settle(job, exc=exc)
@@ -258,6 +272,38 @@ class Engine:
             n = len(job.rows)
             _settle(job, result=out[start:start + n].copy())
             start += n
+
+    def _run_lanes(self, rows: batching.Rows, groups: Sequence[np.ndarray],
+                   run: Callable[[batching.Batch], None]) -> None:
+        """The round's batches on `lanes` threads at once, each taking the next batch in plan
+        order (longest first for one-pair batches) as it finishes one; rows land in disjoint
+        places. The first failure stops every lane and is raised here."""
+        p = self.policy
+        args = (self.pad_token_id, p.pad_multiple, self.max_length, p.row_multiple)
+        n = min(p.lanes, len(groups))
+        if self._lanes is None:  # only the engine's thread starts lanes: no race
+            self._lanes = ThreadPoolExecutor(p.lanes, thread_name_prefix="crossrank-lane")
+        lock = threading.Lock()
+        todo = iter(groups)
+        failed: list[BaseException] = []
+
+        def lane() -> None:
+            while True:
+                with lock:
+                    group = None if failed else next(todo, None)
+                if group is None:
+                    return
+                try:
+                    run(batching.pad(rows, group, *args))
+                except BaseException as exc:
+                    with lock:
+                        failed.append(exc)
+                    return
+
+        for fut in [self._lanes.submit(lane) for _ in range(n)]:
+            fut.result()
+        if failed:
+            raise failed[0]
 
     def _notify_queued(self) -> None:
         for h in self._hooks:
