@@ -275,9 +275,9 @@ class Engine:
 
     def _run_lanes(self, rows: batching.Rows, groups: Sequence[np.ndarray],
                    run: Callable[[batching.Batch], None]) -> None:
-        """The round's batches on `lanes` threads at once, each taking the next batch in plan
-        order (longest first for one-pair batches) as it finishes one; rows land in disjoint
-        places. The first failure stops every lane and is raised here."""
+        """The round's batches on `lanes` threads at once, each lane taking the next batch in
+        plan order as it finishes one; rows land in disjoint places. The first failure stops
+        every lane and is raised here."""
         p = self.policy
         args = (self.pad_token_id, p.pad_multiple, self.max_length, p.row_multiple)
         n = min(p.lanes, len(groups))
