@@ -140,22 +140,26 @@ class Engine:
         p = self.policy
         return batching.plan(lengths, p.token_budget, p.max_rows, p.pad_multiple, self.max_length)
 
+    def pad(self, rows: batching.Rows, group: np.ndarray) -> batching.Batch:
+        """One planned group of rows as a padded batch, with this policy's shape rounding."""
+        p = self.policy
+        return batching.pad(rows, group, self.pad_token_id, p.pad_multiple, self.max_length,
+                            p.row_multiple)
+
     def iter_batches(self, rows: batching.Rows,
                      groups: Sequence[np.ndarray]) -> Iterator[batching.Batch]:
         """Padded batches in plan order; with pipelining, the next is padded during this one."""
-        p = self.policy
-        args = (self.pad_token_id, p.pad_multiple, self.max_length, p.row_multiple)
-        if not p.pipeline or len(groups) < 2:
+        if not self.policy.pipeline or len(groups) < 2:
             for g in groups:
-                yield batching.pad(rows, g, *args)
+                yield self.pad(rows, g)
             return
         if self._helpers is None:  # only the engine's thread pads: no race
             self._helpers = ThreadPoolExecutor(1, thread_name_prefix="crossrank-pad")
-        fut = self._helpers.submit(batching.pad, rows, groups[0], *args)
+        fut = self._helpers.submit(self.pad, rows, groups[0])
         for k in range(len(groups)):
             batch = fut.result()
             if k + 1 < len(groups):
-                fut = self._helpers.submit(batching.pad, rows, groups[k + 1], *args)
+                fut = self._helpers.submit(self.pad, rows, groups[k + 1])
             yield batch
 
     # -- submitting ---------------------------------------------------------------------------
@@ -278,11 +282,9 @@ class Engine:
         """The round's batches on `lanes` threads at once, each lane taking the next batch in
         plan order as it finishes one; rows land in disjoint places. The first failure stops
         every lane and is raised here."""
-        p = self.policy
-        args = (self.pad_token_id, p.pad_multiple, self.max_length, p.row_multiple)
-        n = min(p.lanes, len(groups))
+        lanes = self.policy.lanes
         if self._lanes is None:  # only the engine's thread starts lanes: no race
-            self._lanes = ThreadPoolExecutor(p.lanes, thread_name_prefix="crossrank-lane")
+            self._lanes = ThreadPoolExecutor(lanes, thread_name_prefix="crossrank-lane")
         lock = threading.Lock()
         todo = iter(groups)
         failed: list[BaseException] = []
@@ -294,13 +296,13 @@ class Engine:
                 if group is None:
                     return
                 try:
-                    run(batching.pad(rows, group, *args))
+                    run(self.pad(rows, group))
                 except BaseException as exc:
                     with lock:
                         failed.append(exc)
                     return
 
-        for fut in [self._lanes.submit(lane) for _ in range(n)]:
+        for fut in [self._lanes.submit(lane) for _ in range(min(lanes, len(groups)))]:
             fut.result()
         if failed:
             raise failed[0]
