@@ -14,12 +14,28 @@ from crossrank.runtime.scorer import Scorer
 from tests.helpers import app_for, shipped_int8
 
 
-def merged(fp32: np.ndarray, int8: np.ndarray, k: int, bound: float) -> tuple[np.ndarray, int]:
-    """What the service answers: int8 scores with the window replaced by fp32's."""
-    pos = cascade.window(int8, k, bound)
+def merged(fp32: np.ndarray, int8: np.ndarray, k: int,
+           bound: float) -> tuple[np.ndarray, int, int]:
+    """What the service answers: int8 scores with every round's window replaced by fp32's; the
+    pairs re-scored and the rounds it took."""
+    exact = np.full(len(int8), np.nan)
+    rounds = 0
+    while len(pos := cascade.window(int8, k, bound, exact)):
+        assert np.isnan(exact[pos]).all()  # a round never re-scores a pair twice
+        exact[pos] = fp32[pos]
+        rounds += 1
+    known = ~np.isnan(exact)
     out = int8.copy()
-    out[pos] = fp32[pos]
-    return out, len(pos)
+    out[known] = exact[known]
+    return out, int(known.sum()), rounds
+
+
+def single_window(int8: np.ndarray, k: int, bound: float) -> int:
+    """Pairs the one-round cascade re-scored: every int8 score within 2E of the k-th best."""
+    if k >= len(int8):
+        return len(int8)
+    kth = np.sort(int8)[::-1][k - 1]
+    return int((int8 >= kth - 2 * bound).sum())
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -30,19 +46,42 @@ def test_the_top_k_is_fp32s_whenever_the_error_is_within_the_bound(seed: int) ->
     if seed % 2:  # near-ties around the k-th place, where int8 misorders most
         fp32[: n // 2] = fp32[0] + rng.normal(0, 0.05, n // 2)
     int8 = fp32 + rng.uniform(-bound, bound, n)  # every error within the bound
-    out, rescored = merged(fp32, int8, k, bound)
+    out, rescored, rounds = merged(fp32, int8, k, bound)
     top = fidelity.order(fp32)[:k]
     assert fidelity.order(out)[:k].tolist() == top.tolist()
     assert np.array_equal(out[top], fp32[top])
-    assert k <= rescored <= n or n < k
+    assert k <= rescored <= single_window(int8, k, bound) or n < k
+    assert rounds <= 2
+
+
+def test_the_rounds_re_score_fewer_pairs_than_one_wide_window() -> None:
+    # the 1,000-pair version of the property test above, errors up to the bound: the rounds
+    # never re-score more than the single 2E window, and on such requests clearly fewer
+    rng = np.random.default_rng(0)
+    rounds_total = single_total = 0
+    for _ in range(200):
+        fp32 = rng.normal(0, 3, 100)
+        int8 = fp32 + rng.uniform(-0.3, 0.3, 100)
+        out, rescored, _ = merged(fp32, int8, 10, 0.3)
+        assert fidelity.order(out)[:10].tolist() == fidelity.order(fp32)[:10].tolist()
+        rounds_total += rescored
+        single_total += single_window(int8, 10, 0.3)
+    assert rounds_total < 0.9 * single_total
 
 
 def test_the_window_is_everything_for_small_requests_and_narrow_for_clear_ones() -> None:
     x = np.array([3.0, 1.0, 2.0])
     assert cascade.window(x, 5, 0.1).tolist() == [0, 1, 2]
+    done = np.array([3.0, 1.0, 2.0])
+    assert len(cascade.window(x, 5, 0.1, done)) == 0
     clear = np.arange(100, dtype=np.float64)  # gaps of 1, bound 0.1: only the top 10 are close
     assert len(cascade.window(clear, 10, 0.1)) == 10
-    assert len(cascade.window(clear, 10, 2.0)) == 14  # within 4 of the 10th best (90)
+    assert len(cascade.window(clear, 10, 2.0)) == 12  # round 1: within 2 of the 10th best (90)
+    exact = np.full(100, np.nan)
+    exact[88:] = clear[88:] - 2.0  # fp32 2 lower everywhere: its 10th best is 88
+    assert cascade.window(clear, 10, 2.0, exact).tolist() == [86, 87]  # round 2: int8 >= 86
+    exact[86:88] = clear[86:88] - 2.0
+    assert len(cascade.window(clear, 10, 2.0, exact)) == 0  # fp32's top 10 is known
 
 
 def test_stats_count_what_was_rescored() -> None:

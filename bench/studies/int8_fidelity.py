@@ -8,7 +8,8 @@ each from a lexical first stage):
 - the gate's figures on the exporter's check sets (from the manifest) and its verdict;
 - int8 against fp32 on the test requests by the same measures (runtime/core/fidelity.py);
 - fp32, int8 and the cascade (exact top 10) timed per request, round-robin, medians, with the
-  cascade's re-scored share; and whether each cascade top 10 equals fp32's.
+  cascade's re-scored share (and the share one window of 2E would have re-scored); and whether
+  each cascade top 10 equals fp32's.
 
     .venv/bin/python -m bench.studies.int8_fidelity [--fixture trained prose-head] [--rounds 3]
 
@@ -86,6 +87,10 @@ def measure(name: str, rounds: int, k: int = 10, isa: str | None = None,
         j = fidelity.judge(np.concatenate(ref), np.concatenate(got), groups, labels)
         rms = fidelity.rms_error_over_spread(np.concatenate(ref), np.concatenate(got), groups)
         stats = cas.describe().get("cascade", {})
+        # what the earlier one-round cascade re-scored: every int8 score within 2E of the k-th best
+        bound = cas.info.cascade_bound if cas.info else None
+        one_round = (sum(int((x >= np.sort(x)[::-1][min(k, len(x)) - 1] - 2 * bound).sum())
+                         for x in got) / sum(len(x) for x in got)) if bound else None
         med = {w: statistics.median(ts) for w, ts in times.items()}
         for s in (f32, i8, cas):
             s.close()
@@ -104,7 +109,8 @@ def measure(name: str, rounds: int, k: int = 10, isa: str | None = None,
         "test_requests": {**j.as_dict(), "rms_error_over_spread": round(rms, 5), "fp32_logits": {
             "min": round(float(every.min()), 2), "max": round(float(every.max()), 2),
             "std": round(float(every.std()), 3)}},
-        "cascade": {"k": k, **stats, "exact_top_k_requests": f"{exact}/{len(reqs)}"},
+        "cascade": {"k": k, **stats, "exact_top_k_requests": f"{exact}/{len(reqs)}",
+                    "one_round_share": None if one_round is None else round(one_round, 4)},
         "median_s_per_request": {w: round(t, 4) for w, t in med.items()},
         "speed_vs_fp32": {w: round(med["fp32"] / t, 2) for w, t in med.items()},
     }

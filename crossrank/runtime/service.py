@@ -180,6 +180,40 @@ class Refiner:
     stats: cascade.CascadeStats
 
 
+class _Refinement:
+    """One request's way through the cascade: its int8 scores, then rounds of pairs re-scored in
+    fp32 (cascade.window) until fp32's top k is known; `result` has fp32's scores where known."""
+
+    def __init__(self, refiner: Refiner, request: ScoreRequest, scored: Scored) -> None:
+        self.refiner = refiner
+        self.exact_service = refiner.service
+        self.request = request
+        self.scored = scored
+        self.k = request.options.exact_top_k or refiner.default_k
+        self.exact = np.full(len(scored.logits), np.nan)
+        self.tokens = scored.tokens
+
+    def next(self) -> tuple[np.ndarray, ScoreRequest] | None:
+        """The positions of the next round and their request; None when done (then counted)."""
+        pos = cascade.window(self.scored.logits, self.k, self.refiner.bound, self.exact)
+        if len(pos) == 0:
+            self.refiner.stats.add(len(self.exact), int((~np.isnan(self.exact)).sum()))
+            return None
+        r = self.request
+        return pos, ScoreRequest(r.query, [r.texts[i] for i in pos],
+                                 replace(r.options, exact_top_k=None, report_truncation=False))
+
+    def take(self, pos: np.ndarray, exact: Scored) -> None:
+        self.exact[pos] = exact.logits
+        self.tokens += exact.tokens
+
+    def result(self) -> Scored:
+        known = ~np.isnan(self.exact)
+        logits = self.scored.logits.copy()
+        logits[known] = self.exact[known]
+        return replace(self.scored, logits=logits, tokens=self.tokens)
+
+
 class Service:
     """Scores requests on one engine: `score` blocks its thread, `score_async` its coroutine
     only. max_queued_tokens: queued tokens above which new requests are refused (None: never).
@@ -194,24 +228,12 @@ class Service:
         self.max_queued_tokens = max_queued_tokens
         self.refiner = refiner
 
-    def _refine_window(self, request: ScoreRequest,
-                       scored: Scored) -> tuple[np.ndarray, ScoreRequest] | None:
-        """The positions to re-score in fp32 and their request, or None when there is nothing to
-        refine (no cascade, or pairs of many queries: CrossEncoder.predict wants every score)."""
-        r = self.refiner
-        if r is None or not isinstance(request.query, str):
+    def _refinement(self, request: ScoreRequest, scored: Scored) -> _Refinement | None:
+        """The cascade's rounds for this request, or None when there is nothing to refine (no
+        cascade, or pairs of many queries: CrossEncoder.predict wants every score)."""
+        if self.refiner is None or not isinstance(request.query, str):
             return None
-        pos = cascade.window(scored.logits, request.options.exact_top_k or r.default_k, r.bound)
-        r.stats.add(len(scored.logits), len(pos))
-        sub = ScoreRequest(request.query, [request.texts[i] for i in pos],
-                           replace(request.options, exact_top_k=None, report_truncation=False))
-        return pos, sub
-
-    @staticmethod
-    def _merge(scored: Scored, pos: np.ndarray, exact: Scored) -> Scored:
-        logits = scored.logits.copy()
-        logits[pos] = exact.logits
-        return replace(scored, logits=logits, tokens=scored.tokens + exact.tokens)
+        return _Refinement(self.refiner, request, scored)
 
     def _start(self, request: ScoreRequest, timeout_s: float | None) -> _Call | Scored:
         """The request checked and cut into parts, or its answer when it has no texts."""
@@ -242,12 +264,12 @@ class Service:
             call.abandon()
             raise
         scored = call.finish(outs)
-        refine = self._refine_window(request, scored)
+        refine = self._refinement(request, scored)
         if refine is None:
             return scored
-        assert self.refiner is not None
-        return self._merge(scored, refine[0],
-                           self.refiner.service.score(refine[1], call.remaining()))
+        while (step := refine.next()) is not None:
+            refine.take(step[0], refine.exact_service.score(step[1], call.remaining()))
+        return refine.result()
 
     async def score_async(self, request: ScoreRequest, timeout_s: float) -> Scored:
         """Score one request without blocking the event loop: large parts are tokenized in a
@@ -270,14 +292,14 @@ class Service:
             call.abandon()
             raise
         scored = call.finish(outs)
-        refine = self._refine_window(request, scored)
+        refine = self._refinement(request, scored)
         if refine is None:
             return scored
-        assert self.refiner is not None
-        remaining = call.remaining()
-        exact = await self.refiner.service.score_async(
-            refine[1], timeout_s if remaining is None else remaining)
-        return self._merge(scored, refine[0], exact)
+        while (step := refine.next()) is not None:
+            remaining = call.remaining()
+            refine.take(step[0], await refine.exact_service.score_async(
+                step[1], timeout_s if remaining is None else remaining))
+        return refine.result()
 
 
 def check_texts(query: object, texts: Sequence[object]) -> None:
