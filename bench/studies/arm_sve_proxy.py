@@ -1,0 +1,88 @@
+"""Is neoverse-v1 with SVE turned off a fair stand-in for Graviton3's int8 numerics?
+
+qemu-user emulates SVE so slowly that the ARM check (tools/arm64/check.py) gave no verdict for
+neoverse-v1 (Graviton3) within an hour. ONNX Runtime's ARM int8 matrix kernels are picked by
+dotprod and i8mm, which `-cpu neoverse-v1,sve=off` keeps; what SVE changes is ONNX Runtime's fp32
+element-wise kernels (erf, exp, ...). This scores a few pairs of the trained fixture's test
+requests with the int8 file under each -cpu given (default: neoverse-v1, neoverse-v1 without
+SVE, neoverse-n1) and prints how far apart their logits are, and how long each took.
+
+    .venv/bin/python -m bench.studies.arm_sve_proxy MODEL_DIR [--pairs 8] [--cpu ...]
+
+Needs tools/arm64/setup.sh first. Writes bench/results/arm-sve-proxy-latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tools.arm64.check import CACHE
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "arm-sve-proxy-latest.json"
+
+SNIPPET = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from crossrank.runtime.scorer import Scorer
+pairs = json.loads(sys.stdin.read())
+s = Scorer.from_dir(sys.argv[2], variant="int8", int8_check=False, provider="cpu")
+print("RESULT " + json.dumps([float(x) for x in s.predict([tuple(p) for p in pairs])]))
+"""
+
+
+def run(cpu: str, model: Path, pairs: list[list[str]], timeout_s: float) -> dict[str, Any]:
+    qemu = (CACHE / "qemu").read_text().strip()
+    cmd = [qemu, "-cpu", cpu, "-L", str(CACHE / "root"),
+           str(CACHE / "root" / "usr" / "bin" / "python3.11"), "-c", SNIPPET,
+           str(CACHE / "site"), str(model)]
+    env = {**os.environ, "CROSSRANK_CACHE_DIR": "off", "PYTHONNOUSERSITE": "1"}
+    t0 = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, input=json.dumps(pairs), capture_output=True, text=True,
+                             env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"cpu": cpu, "error": f"no answer within {timeout_s:.0f} s"}
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        return {"cpu": cpu, "error": (out.stderr or out.stdout).strip()[-500:]}
+    return {"cpu": cpu, "seconds": round(time.perf_counter() - t0, 1),
+            "logits": json.loads(line[len("RESULT "):])}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=Path)
+    p.add_argument("--pairs", type=int, default=8)
+    p.add_argument("--cpu", nargs="+",
+                   default=["neoverse-v1", "neoverse-v1,sve=off", "neoverse-n1"])
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+    from fixtures import prose
+
+    r = prose.requests("test")[0]
+    pairs = [[r.query, t] for t in list(r.passages)[: args.pairs]]
+    rows = [run(c, args.model.resolve(), pairs, args.timeout) for c in args.cpu]
+    for a in rows:
+        diffs = {str(b["cpu"]): float(np.abs(np.subtract(a["logits"], b["logits"])).max())
+                 for b in rows if b is not a and "logits" in a and "logits" in b}
+        if diffs:
+            a["max_abs_diff"] = diffs
+    for a in rows:
+        print(a["cpu"], a.get("seconds"), a.get("max_abs_diff") or a.get("error"))
+    args.out.write_text(json.dumps({"model": args.model.name, "pairs": len(pairs),
+                                    "rows": rows}, indent=1) + "\n")
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
