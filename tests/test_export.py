@@ -18,7 +18,7 @@ from crossrank.export.convert import activation, read_config, resolve
 from crossrank.export.pipeline import Options, run
 from crossrank.export.quantize import detect_isa, quantize
 from crossrank.runtime.modeldir import sha256
-from tests.helpers import shipped_int8
+from tests.helpers import refused_int8_serves, shipped_int8
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -159,8 +159,11 @@ def test_int8_failing_on_real_weights_is_not_shipped(tiny_ckpt: Path, tmp_path: 
     assert m["variants"]["int8"]["verification"]["passed"] is False
     from crossrank.runtime.scorer import Scorer
 
-    with Scorer.from_dir(out) as plain:  # never served alone
+    with Scorer.from_dir(out, cascade_fallback=False) as plain:  # never served alone
         assert plain.info is not None and plain.info.variant == "fp32"
+    with Scorer.from_dir(out) as default:  # behind a top-10 cascade where that beats fp32
+        assert default.info is not None and default.info.variant == refused_int8_serves()
+        assert default.info.cascade_k == (10 if default.info.variant == "int8" else None)
     with Scorer.from_dir(out, cascade=5) as cas:  # only behind the cascade
         assert cas.info is not None and cas.info.variant == "int8" and cas.info.cascade_k == 5
     # the mixed-precision search ran first: every node alone, then half the weights in fp32

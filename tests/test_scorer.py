@@ -26,7 +26,7 @@ from crossrank.runtime.core.profiles import PROFILES
 from crossrank.runtime.core.scores import rank, sigmoid
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.service import parts_of
-from tests.helpers import gated, reloaded, shipped_int8, wait_until
+from tests.helpers import gated, refused_int8_serves, reloaded, shipped_int8, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY = "Who was the first person to walk on the moon?"
@@ -429,7 +429,7 @@ def test_int8_failing_the_gate_here_serves_fp32_and_says_why(
         data["fp32_logits"] = data["fp32_logits"][::-1]
 
     edit_check_requests(d, unfaithful)
-    s = Scorer.from_dir(d)
+    s = Scorer.from_dir(d, cascade_fallback=False)
     assert s.info is not None and s.info.variant == "fp32"
     check = s.info.int8_check
     assert check is not None and check["status"] == "failed" and check["how"] == "judged"
@@ -449,6 +449,14 @@ def test_int8_failing_the_gate_here_serves_fp32_and_says_why(
         "verification"]["error"]["bound"]
     assert cas is not None and cas.variant == "int8" and cas.cascade_k == 10
     assert cas.cascade_bound == max(export_bound, check["error_bound"])
+    # by default, where the cascade beats fp32 (VNNI), the refused int8 serves behind it: two
+    # chunks are within its top 10, so both are fp32's scores
+    default = Scorer.from_dir(d)
+    assert default.info is not None and default.info.variant == refused_int8_serves()
+    if default.info.variant == "int8":
+        assert default.info.cascade_k == 10
+    assert np.allclose(default.logits(QUERY, ["a", "moon landing"]), want, atol=1e-5)
+    default.close()
 
 
 def test_int8_on_other_kernels_without_check_requests_serves_fp32(

@@ -38,6 +38,10 @@ class RuntimeConfig:
     # serve fp32 at once while the check runs, then int8 if it passes (a new CPU's first start)
     int8_check_background: bool = False
     cascade: int = 0  # int8 on CPU: fp32's exact top k per request (0: off)
+    # where int8 was refused (at export, or by this CPU's check) and this CPU class runs the
+    # cascade faster than fp32 (the profile's cascade_fallback_isas): serve int8 behind a top-k
+    # cascade (the profile's k) instead of fp32
+    cascade_fallback: bool = True
     window_stride: int = DEFAULT_WINDOWS.stride  # overflow=split: tokens shared by windows
     max_windows_per_chunk: int = DEFAULT_WINDOWS.max_per_chunk
     max_windows_per_request: int = DEFAULT_WINDOWS.max_per_request

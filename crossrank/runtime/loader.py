@@ -204,8 +204,9 @@ def load(config: RuntimeConfig, *, runner: RunnerSeam | None = None,
         # The instruction-set warning is for an int8 served with no passed check behind it.
         isa = md.isa_check(chosen, warn=check.ok and check.status != "passed")
     served_int8 = rt.info.variant == "int8"
-    if c.cascade and prof.cascade and c.variant in ("auto", "int8"):
-        rt = _with_cascade(rt, md, c.cascade, build, check, refused)
+    k = c.cascade or _fallback_k(c, prof, md, refused)
+    if k and prof.cascade and c.variant in ("auto", "int8"):
+        rt = _with_cascade(rt, md, k, build, check, refused)
     if refused is not None and rt is not refused:
         refused.close()
     rt.info = _verdict(rt.info, isa, check, served_int8)
@@ -369,6 +370,23 @@ def _checked_later(build: Callable[..., Runtime], md: modeldir.ModelDir,
     return rt
 
 
+def _fallback_k(c: RuntimeConfig, prof: ProviderProfile, md: modeldir.ModelDir,
+                refused: Runtime | None) -> int:
+    """The cascade's k where an int8 was refused (by the export's gate, or by this CPU's check)
+    and this CPU class runs the cascade faster than fp32; else 0 (fp32 serves)."""
+    if not (c.cascade_fallback and c.variant == "auto" and prof.cascade
+            and (md.cascade_only() or refused is not None)):
+        return 0
+    isa = cpu.detect_isa()
+    if isa not in prof.cascade_fallback_isas:
+        log.info("int8 refused: serving fp32 (the cascade is not faster than fp32 on %s CPUs)",
+                 isa)
+        return 0
+    log.info("int8 refused: it serves behind the precision cascade where it has an error bound "
+             "(--cascade-fallback 0: fp32)")
+    return prof.cascade_fallback_k
+
+
 def _with_cascade(rt: Runtime, md: modeldir.ModelDir, k: int, build: Callable[..., Runtime],
                   check: selfcheck.Int8Check | None, refused: Runtime | None) -> Runtime:
     """int8 in front of fp32 (runtime/core/cascade.py): the served int8, or one the gate refused (at
@@ -395,9 +413,8 @@ def _with_cascade(rt: Runtime, md: modeldir.ModelDir, k: int, build: Callable[..
     first.service.refiner = Refiner(exact.service, bound, k, CascadeStats())
     first.exact = exact
     first.info = replace(first.info, variant="int8", cascade_k=k, cascade_bound=bound)
-    log.info("precision cascade: int8, then fp32 for every pair within %.3g logits x 2 of "
-             "the k-th best (each request's top %d, or its own top_n/top_k, is fp32's)",
-             bound, k)
+    log.info("precision cascade: int8, then fp32 for the pairs within %.3g logits of the k-th "
+             "best (each request's top %d, or its own top_n/top_k, is fp32's)", bound, k)
     return first
 
 

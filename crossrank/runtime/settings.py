@@ -116,6 +116,9 @@ _HELP = {
     "cascade": "int8 on the CPU: K > 0 also loads fp32 and makes each request's top K "
                "(its own top_n/top_k when it names one) exactly fp32's scores and order, by "
                "re-scoring in fp32 the pairs int8 could misplace there; 0: off",
+    "cascade_fallback": "1: where int8 was refused (by the export's gate or this CPU's check) "
+                        "on a CPU class where the cascade runs faster than fp32 (AVX-512 VNNI), "
+                        "serve it behind a top-10 cascade instead of fp32; 0: fp32",
 }
 
 

@@ -69,6 +69,11 @@ class ProviderProfile:
     int8_self_check: bool = False
     # int8 may serve behind the precision cascade (fp32 re-scores each request's top k).
     cascade: bool = False
+    # CPU classes (cpu.detect_isa) where an int8 the gate refused serves behind the cascade by
+    # default, and the k a request gets when it names none: where the cascade was measured faster
+    # than fp32 (docs/int8.md, "The precision cascade")
+    cascade_fallback_isas: tuple[str, ...] = ()
+    cascade_fallback_k: int = 10
     # Tokenizing in runs hides tokenizing behind the device; with nanotoken there is little left
     # to hide and each run costs a hand-off (simulated device at the H200's ratio: 100 chunks
     # 36.2 ms in one part vs 40.0 ms in runs; docs/performance.md "GPU"), so it tokenizes in one
@@ -110,6 +115,9 @@ PROFILES: dict[str, ProviderProfile] = {
         tokenizer_threads=1,
         int8_self_check=True,
         cascade=True,
+        # VNNI (2-core Xeon, trained and prose-head fixtures, same run): the cascade 1.50-1.57x
+        # fp32; under AVX2 numerics int8 is only ~1.1x fp32 and the cascade was 0.82x, so fp32
+        cascade_fallback_isas=("avx512_vnni",),
         disabled_optimizers=("SkipLayerNormFusion",),
     ),
     # Measured on an H200 (docs/performance.md "GPU"): 32k-token batches; widths rounded to 64 tokens and rows
