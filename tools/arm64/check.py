@@ -8,8 +8,7 @@ the gate's figures on its own int8 where it did not. The verdict cache is off, s
 measured. qemu gives the emulated CPU's int8 numbers exactly (ONNX Runtime picks its kernels by
 the emulated CPUID or HWCAPs), never its speed: the seconds are emulated ones.
 
-- ARM64 classes (cortex-a72, neoverse-n1, neoverse-v1, max; and neoverse-v1,sve=off, Graviton3's
-  int8 kernels without the SVE that qemu emulates too slowly) run the aarch64 Python that
+- ARM64 classes (cortex-a72, neoverse-n1, neoverse-v1, max) run the aarch64 Python that
   tools/arm64/setup.sh builds.
 - x86 classes (EPYC-Rome: AVX2 without VNNI, whose int8 logits match a real Zen 3's to ~5e-7;
   any other qemu x86 model name in X86_CPUS) run this checkout's own .venv under qemu-x86_64,
@@ -42,10 +41,6 @@ CACHE = ROOT / ".cache" / "arm64"
 # Raspberry Pi 4 (NEON only); Graviton2 and the Pi 5's int8 features (dotprod); Graviton3
 # (dotprod, i8mm, SVE); everything qemu has (SVE2, SME)
 CPUS = ("cortex-a72", "neoverse-n1", "neoverse-v1", "max")
-# Graviton3's int8 matrix kernels (dotprod, i8mm) without SVE, which qemu emulates too slowly for
-# a verdict within an hour; SVE changes only ONNX Runtime's fp32 element-wise kernels there
-# (bench/studies/arm_sve_proxy.py measures how far apart the two are)
-ARM_PROXIES = ("neoverse-v1,sve=off",)
 # x86 without VNNI: Zen 2 (EPYC-Rome) and Zen 3 (EPYC-Milan) have AVX2 only; Haswell is Intel's
 X86_CPUS = ("EPYC-Rome", "EPYC-Milan", "Haswell")
 MASKED = "avx2-masked"  # native, CPUID masked (tools/avx2/run.sh)
@@ -150,13 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("name at least one exported model directory")
     if not args.timeout > 0:
         ap.error(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
-    known = CPUS + ARM_PROXIES + X86_CPUS + (MASKED,)
+    known = CPUS + X86_CPUS + (MASKED,)
     unknown = [c for c in args.cpu if c not in known]
     if unknown:
         ap.error(f"unknown -cpu {unknown}: choose from {', '.join(known)}")
     qemu_file = CACHE / "qemu"
     arm = qemu_file.read_text().strip() if qemu_file.is_file() else None
-    if any(c in CPUS + ARM_PROXIES for c in args.cpu) and not (arm and (CACHE / "site").is_dir()):
+    if any(c in CPUS for c in args.cpu) and not (arm and (CACHE / "site").is_dir()):
         print("no aarch64 Python yet: run `bash tools/arm64/setup.sh` first", file=sys.stderr)
         return 2
     x86 = x86_qemu(arm)
