@@ -44,6 +44,7 @@ def checkpoint(name: str, root: Path) -> Path:
 
 def measure(name: str, rounds: int, k: int = 10, isa: str | None = None,
             recipe: str | None = None) -> dict[str, Any]:
+    from bench.studies.cascade_rounds import one_window
     from crossrank.export.pipeline import Options, run
     from crossrank.runtime import loader
     from crossrank.runtime.core import fidelity
@@ -89,8 +90,8 @@ def measure(name: str, rounds: int, k: int = 10, isa: str | None = None,
         stats = cas.describe().get("cascade", {})
         # what the earlier one-round cascade re-scored: every int8 score within 2E of the k-th best
         bound = cas.info.cascade_bound if cas.info else None
-        one_round = (sum(int((x >= np.sort(x)[::-1][min(k, len(x)) - 1] - 2 * bound).sum())
-                         for x in got) / sum(len(x) for x in got)) if bound else None
+        one_round = (sum(len(one_window(x, k, bound)) for x in got)
+                     / sum(len(x) for x in got)) if bound else None
         med = {w: statistics.median(ts) for w, ts in times.items()}
         for s in (f32, i8, cas):
             s.close()

@@ -186,7 +186,6 @@ class _Refinement:
 
     def __init__(self, refiner: Refiner, request: ScoreRequest, scored: Scored) -> None:
         self.refiner = refiner
-        self.exact_service = refiner.service
         self.request = request
         self.scored = scored
         self.k = request.options.exact_top_k or refiner.default_k
@@ -268,7 +267,7 @@ class Service:
         if refine is None:
             return scored
         while (step := refine.next()) is not None:
-            refine.take(step[0], refine.exact_service.score(step[1], call.remaining()))
+            refine.take(step[0], refine.refiner.service.score(step[1], call.remaining()))
         return refine.result()
 
     async def score_async(self, request: ScoreRequest, timeout_s: float) -> Scored:
@@ -297,7 +296,7 @@ class Service:
             return scored
         while (step := refine.next()) is not None:
             remaining = call.remaining()
-            refine.take(step[0], await refine.exact_service.score_async(
+            refine.take(step[0], await refine.refiner.service.score_async(
                 step[1], timeout_s if remaining is None else remaining))
         return refine.result()
 
