@@ -8,7 +8,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-def _optimize(src: Path, cfg: dict[str, Any], use_gpu: bool, fuse_embeddings: bool = True) -> Any:
+def _optimize(src: Path, cfg: dict[str, Any], use_gpu: bool) -> Any:
     import onnx
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
@@ -19,7 +19,6 @@ def _optimize(src: Path, cfg: dict[str, Any], use_gpu: bool, fuse_embeddings: bo
     # ran past 10 minutes with 8 GB resident, against 7 s without it, with the same fusions.
     graph = onnx.load(str(src), load_external_data=False).graph
     options.enable_shape_inference = not any(n.op_type == "If" for n in graph.node)
-    options.enable_embed_layer_norm = fuse_embeddings
 
     # ONNX Runtime's "bert" fusion patterns cover the encoder families cross-encoders use (BERT,
     # RoBERTa, XLM-R, ELECTRA, MiniLM); on anything else they fuse what matches and leave the
@@ -37,12 +36,8 @@ def _optimize(src: Path, cfg: dict[str, Any], use_gpu: bool, fuse_embeddings: bo
 
 def fuse_fp32(src: Path, dst: Path, cfg: dict[str, Any]) -> dict[str, int]:
     """Write the fused fp32 graph (the CPU's: fp32 and, from it, int8) to dst; returns the
-    fused-operator counts. The embeddings stay unfused (Gathers, Adds and a LayerNormalization
-    instead of EmbedLayerNormalization) so that the int8 file can store the token table in int8
-    (quantize.quantize_embeddings): MiniLM-L-12's 30,522 x 384 table is half its int8 file.
-    Unfused, the CPU runs as fast (stand-in L-12, 100-chunk request, same run, 2-core Xeon: int8
-    3.09 vs 3.15 s, fp32 6.45 vs 6.79 s, medians of 3)."""
-    model = _optimize(src, cfg, use_gpu=False, fuse_embeddings=False)
+    fused-operator counts."""
+    model = _optimize(src, cfg, use_gpu=False)
     stats = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
     split = split_skip_norms(model.model)
     if split:

@@ -83,11 +83,9 @@ def _fingerprint(src: Path | None, opts: Options) -> str:
     h = hashlib.sha256()
     # a recipe named only when one was: exports made before the option keep their fingerprint
     named = {"int8_recipe": opts.int8_recipe} if opts.int8_recipe else {}
-    # norms split and embeddings unfused for the CPU (optimize.fuse_fp32): earlier exports are
-    # rebuilt
+    # norms split for the CPU (optimize.split_skip_norms): earlier exports are rebuilt
     h.update(json.dumps({"format": FORMAT_VERSION, "stand_in": opts.stand_in, "isa": opts.isa,
                          **named, "variants": opts.variants, "opset": OPSET, "norms": "split",
-                         "embeddings": "unfused",
                          "max_length": opts.max_length}, sort_keys=True).encode())
     if src is not None:
         for p in sorted(src.iterdir()):
