@@ -382,8 +382,9 @@ def _fallback_k(c: RuntimeConfig, prof: ProviderProfile, md: modeldir.ModelDir,
         log.info("int8 refused: serving fp32 (the cascade is not faster than fp32 on %s CPUs)",
                  isa)
         return 0
-    log.info("int8 refused: it serves behind the precision cascade where it has an error bound "
-             "(--cascade-fallback 0: fp32)")
+    log.info("int8 refused: %s CPUs run it faster behind the precision cascade than fp32 "
+             "alone, so the cascade serves it if the export has an error bound "
+             "(--cascade-fallback 0: fp32)", isa)
     return prof.cascade_fallback_k
 
 
