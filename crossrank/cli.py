@@ -441,7 +441,11 @@ def _info(args: argparse.Namespace) -> int:
         if recipe.get("isa"):
             note = "" if recipe["isa"] == summary["this_cpu"] else (
                 "  <- not this CPU's: re-export here for verified int8")
-            print(f"        int8 recipe {recipe.get('name', '')} for {recipe['isa']}{note}")
+            kept = len(recipe.get("fp32_nodes") or [])
+            mixed = f"; {kept} nodes kept in fp32 (mixed precision)" if kept else ""
+            print(f"        int8 recipe {recipe.get('name', '')} for {recipe['isa']}{note}{mixed}")
+        for line in gate_lines(ver):
+            print("        " + line)
     if checked:
         check = summary["int8_check"]
         when = "cached" if check.get("cached") else f"{check['seconds']:.2f}s"
@@ -463,6 +467,37 @@ def _info(args: argparse.Namespace) -> int:
         else:
             print(f"  int8 check  {check['status']} (this export keeps no check pairs)")
     return 0
+
+
+def gate_lines(ver: dict[str, Any]) -> list[str]:
+    """The int8 gate's verdict on each check set and how close it came to each bound (a verdict
+    near its bounds can change with a re-export that moves the int8 scores a little: see
+    docs/int8.md); nothing for a verification without the gate's sets (a stand-in's)."""
+    from crossrank.runtime.core import fidelity
+
+    sets = [(name, j) for name, j in ver.items()
+            if isinstance(j, dict) and "clear_misses" in j and "worst_graded_ndcg" in j]
+    if not sets:
+        return []
+    out = [f"int8 gate   {'passed' if ver.get('passed') else 'REFUSED'} (bounds per check set: "
+           f"clear misses <= {fidelity.MAX_CLEAR_MISSES}, a clear miss being a top-10 swap wider "
+           f"than {fidelity.CLEAR_MARGIN} x std; worst graded NDCG@10 >= "
+           f"{fidelity.MIN_GRADED_NDCG}; quality kept not below chance, p >= "
+           f"{fidelity.MIN_CHANCE_P})"]
+    for name, j in sets:
+        kept = j.get("quality_kept")
+        quality = "not judged" if kept is None else f"{kept:.3f}"
+        if kept is not None and j.get("quality_kept_chance_p") is not None:
+            quality += (f" (chance {j['quality_kept_by_chance']:.3f}, "
+                        f"p {j['quality_kept_chance_p']:.2f})")
+        out.append(f"  {name:9s} clear misses {j['clear_misses']}, widest swap "
+                   f"{j.get('widest_swap', 0.0):.3f} x std, worst graded NDCG@10 "
+                   f"{j['worst_graded_ndcg']:.4f}, quality kept {quality}")
+    err = ver.get("error")
+    if isinstance(err, dict) and err.get("bound") is not None:
+        out.append(f"int8 error  mean {err['mean_abs']:.3f}, max {err['max_abs']:.3f} logits on "
+                   f"{err['pairs']} check pairs; the cascade's bound {err['bound']:.3f}")
+    return out
 
 
 # -- bench ---------------------------------------------------------------------------------------

@@ -117,3 +117,23 @@ def test_help_and_version_import_nothing_heavy() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        timeout=60)
     assert "crossrank 0.1.0" in r.stdout and "HEAVY []" in r.stdout, r.stdout + r.stderr
+
+
+def test_info_shows_the_int8_gate_against_its_bounds() -> None:
+    # A verdict near its bounds can change with a re-export (docs/int8.md): `crossrank info`
+    # shows each check set's figures beside the bounds, and the cascade's error bound.
+    from crossrank.cli import gate_lines
+
+    j = {"clear_misses": 1, "widest_swap": 0.111, "worst_graded_ndcg": 0.998,
+         "quality_kept": 1.012, "quality_kept_by_chance": 1.0075, "quality_kept_chance_p": 0.596}
+    ver = {"spearman": 0.99, "passed": False, "ranking": {**j, "quality_kept": None},
+           "held_out": j, "error": {"pairs": 1664, "mean_abs": 0.08, "max_abs": 0.4,
+                                    "bound": 0.6}}
+    lines = gate_lines(ver)
+    assert lines[0].startswith("int8 gate   REFUSED") and "0.1 x std" in lines[0]
+    assert "ranking   clear misses 1, widest swap 0.111 x std" in lines[1]
+    assert lines[1].endswith("quality kept not judged")
+    assert lines[2].endswith("quality kept 1.012 (chance 1.008, p 0.60)")
+    assert lines[3] == ("int8 error  mean 0.080, max 0.400 logits on 1664 check pairs; the "
+                        "cascade's bound 0.600")
+    assert gate_lines({"spearman": 0.97, "passed": False}) == []  # a stand-in: recorded only
