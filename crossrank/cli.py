@@ -485,19 +485,24 @@ def gate_lines(ver: dict[str, Any]) -> list[str]:
            f"{fidelity.MIN_GRADED_NDCG}; quality kept not below chance, p >= "
            f"{fidelity.MIN_CHANCE_P})"]
     for name, j in sets:
-        kept = j.get("quality_kept")
-        quality = "not judged" if kept is None else f"{kept:.3f}"
-        if kept is not None and j.get("quality_kept_chance_p") is not None:
-            quality += (f" (chance {j['quality_kept_by_chance']:.3f}, "
-                        f"p {j['quality_kept_chance_p']:.2f})")
+        quality = "not judged" if j.get("quality_kept") is None else _num(j["quality_kept"], 3)
+        if j.get("quality_kept") is not None and j.get("quality_kept_chance_p") is not None:
+            quality += (f" (chance {_num(j.get('quality_kept_by_chance'), 3)}, "
+                        f"p {_num(j['quality_kept_chance_p'], 2)})")
         out.append(f"  {name:9s} clear misses {j['clear_misses']}, widest swap "
-                   f"{j.get('widest_swap', 0.0):.3f} x std, worst graded NDCG@10 "
-                   f"{j['worst_graded_ndcg']:.4f}, quality kept {quality}")
+                   f"{_num(j.get('widest_swap', 0.0), 3)} x std, worst graded NDCG@10 "
+                   f"{_num(j['worst_graded_ndcg'], 4)}, quality kept {quality}")
     err = ver.get("error")
     if isinstance(err, dict) and err.get("bound") is not None:
-        out.append(f"int8 error  mean {err['mean_abs']:.3f}, max {err['max_abs']:.3f} logits on "
-                   f"{err['pairs']} check pairs; the cascade's bound {err['bound']:.3f}")
+        out.append(f"int8 error  mean {_num(err.get('mean_abs'), 3)}, max "
+                   f"{_num(err.get('max_abs'), 3)} logits on {err.get('pairs', '?')} check pairs; "
+                   f"the cascade's bound {_num(err['bound'], 3)}")
     return out
+
+
+def _num(x: Any, digits: int) -> str:
+    """x with digits decimals; "n/a" for anything a hand-edited manifest left that is no number."""
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else "n/a"
 
 
 # -- bench ---------------------------------------------------------------------------------------

@@ -137,3 +137,8 @@ def test_info_shows_the_int8_gate_against_its_bounds() -> None:
     assert lines[3] == ("int8 error  mean 0.080, max 0.400 logits on 1664 check pairs; the "
                         "cascade's bound 0.600")
     assert gate_lines({"spearman": 0.97, "passed": False}) == []  # a stand-in: recorded only
+    # a hand-edited manifest with no numbers where numbers belong: "n/a", never a traceback
+    odd = {"passed": True, "held_out": {"clear_misses": 0, "worst_graded_ndcg": None,
+                                        "quality_kept": "x"}, "error": {"bound": "?"}}
+    assert gate_lines(odd)[1].endswith("worst graded NDCG@10 n/a, quality kept n/a")
+    assert gate_lines(odd)[2].startswith("int8 error  mean n/a")
