@@ -126,7 +126,8 @@ def test_info_shows_the_int8_gate_against_its_bounds() -> None:
 
     j = {"clear_misses": 1, "widest_swap": 0.111, "worst_graded_ndcg": 0.998,
          "quality_kept": 1.012, "quality_kept_by_chance": 1.0075, "quality_kept_chance_p": 0.596}
-    ver = {"spearman": 0.99, "passed": False, "ranking": {**j, "quality_kept": None},
+    ver = {"spearman": 0.99, "passed": False, "bound": "clear misses (fp32 gap > 0.1 x std) <= 0",
+           "ranking": {**j, "quality_kept": None},
            "held_out": j, "error": {"pairs": 1664, "mean_abs": 0.08, "max_abs": 0.4,
                                     "bound": 0.6}}
     lines = gate_lines(ver)
@@ -141,4 +142,5 @@ def test_info_shows_the_int8_gate_against_its_bounds() -> None:
     odd = {"passed": True, "held_out": {"clear_misses": 0, "worst_graded_ndcg": None,
                                         "quality_kept": "x"}, "error": {"bound": "?"}}
     assert gate_lines(odd)[1].endswith("worst graded NDCG@10 n/a, quality kept n/a")
+    assert "0.1 x std" in gate_lines(odd)[0]  # no recorded bounds: today's, from the gate
     assert gate_lines(odd)[2].startswith("int8 error  mean n/a")

@@ -116,7 +116,8 @@ PROFILES: dict[str, ProviderProfile] = {
         int8_self_check=True,
         cascade=True,
         # VNNI (2-core Xeon, trained and prose-head fixtures, same run): the cascade 1.50-1.57x
-        # fp32; under AVX2 numerics int8 is only 1.29x fp32 and the cascade 1.00x, so fp32
+        # fp32; under AVX2 numerics int8 is only 1.29x fp32 and the cascade 1.00x, so fp32 serves
+        # a refused int8 there
         cascade_fallback_isas=("avx512_vnni",),
         disabled_optimizers=("SkipLayerNormFusion",),
     ),
