@@ -322,3 +322,91 @@ def test_the_avx2_runner_hides_avx512_from_cpuid_or_says_it_cannot() -> None:
     else:
         assert out.returncode == 2 and "tools/avx2/run.sh:" in out.stderr
         assert check.returncode == 2 and "tools/avx2/run.sh:" in check.stderr
+
+
+# -- tools/arm64/resumable.py: the serving check in slices that survive being stopped ---------------
+
+def test_the_resumable_check_judges_kept_logits_as_the_serving_check_does() -> None:
+    """Logits kept slice by slice, judged on the host, give the serving check's verdict."""
+    from tools.arm64 import resumable
+
+    record, data = fake_export()
+    for noise, want in ((0.02, "passed"), (0.6, "failed")):
+        predict = predictor(record, data, noise=noise, shift=0.15)  # other kernels: judged
+        pairs, n_fast = resumable.check_pairs(record, data)
+        assert n_fast == 32 and len(pairs) == 32 + len(data["pairs"])
+        logits = np.concatenate([predict([(q, c) for q, c in pairs[:n_fast]]),
+                                 predict([(q, c) for q, c in pairs[n_fast:]])])
+        got = resumable.judge(record, data, logits)
+        direct = selfcheck.check_here(record, selfcheck.Requests.parse(data), predict)
+        assert got.status == want and got.how == "judged"
+        assert (got.judgement, got.error_bound, got.max_abs_diff) == (
+            direct.judgement, direct.error_bound, direct.max_abs_diff)
+    with pytest.raises(ValueError, match="logits for"):
+        resumable.judge(record, data, logits[:-1])
+
+
+def test_the_resumable_check_keeps_whole_slices_and_ignores_a_torn_line(tmp_path: Path) -> None:
+    from tools.arm64 import resumable
+
+    log = tmp_path / "logits.jsonl"
+    log.write_text(json.dumps({"start": 0, "logits": [1.0, 2.0]}) + "\n"
+                   + json.dumps({"start": 4, "logits": [5.0, 6.0]}) + "\n"
+                   + '{"start": 2, "logi')  # a run killed mid-write
+    kept = resumable.kept_logits(tmp_path, 6)
+    assert kept == {0: [1.0, 2.0], 4: [5.0, 6.0]}
+    assert resumable.assembled(kept, 6) is None  # pairs 2-3 still missing
+    kept[2] = [3.0, 4.0]
+    whole = resumable.assembled(kept, 6)
+    assert whole is not None and whole.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def test_the_resumable_check_resumes_after_the_kept_slices(
+        realistic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end with this machine's Python in place of the emulated one: a slice kept by an
+    earlier run is not scored again, the rest are, and the host's verdict is the serving one."""
+    import sys
+
+    from crossrank.runtime import modeldir
+    from crossrank.runtime.scorer import Scorer
+    from tests.helpers import shipped_int8
+    from tools.arm64 import resumable
+
+    shipped_int8(realistic_dir)
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setattr(resumable, "command", lambda _cpu, md, work, size, threads: [
+        sys.executable, "-c", resumable.SNIPPET, str(root), str(md), str(work), str(size),
+        str(threads)])
+    md = modeldir.load(realistic_dir)
+    work = tmp_path / "work"
+    pairs = resumable.prepare(md, work)
+    (work / "logits.jsonl").write_text(json.dumps({"start": 0, "logits": [99.0] * 16}) + "\n")
+    resumable.emulate(realistic_dir, "neoverse-v1", work, 16, 1, 600.0)
+    kept = resumable.kept_logits(work, len(pairs))
+    assert kept[0] == [99.0] * 16  # kept, not scored again
+    assert sorted(kept) == list(range(0, len(pairs), 16))
+    here = Scorer.from_dir(realistic_dir, variant="int8", int8_check=False)
+    kept[0] = here.predict([(q, c) for q, c in pairs[:16]]).tolist()
+    logits = resumable.assembled(kept, len(pairs))
+    assert logits is not None
+    assert np.array_equal(logits, here.predict([(q, c) for q, c in pairs]))  # slices = one call
+    found = md.int8_check_requests()
+    verdict = resumable.judge(md.int8_self_check(), found[0] if found else None, logits)
+    assert (verdict.status, verdict.how) == ("passed", "reproduced")  # the exporting CPU
+    other = tmp_path / "other"  # logits of another export are never mixed in
+    other.mkdir()
+    (other / "pairs.json").write_text(json.dumps({"int8_sha256": "0" * 64, "pairs": []}))
+    with pytest.raises(SystemExit, match="another export"):
+        resumable.prepare(md, other)
+
+
+def test_the_resumable_check_refuses_clearly(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.arm64 import resumable
+
+    assert resumable.main([str(tmp_path)]) == 2  # no aarch64 Python set up, or not an export
+    assert capsys.readouterr().err.strip()
+    with pytest.raises(SystemExit) as bad:
+        resumable.main([str(tmp_path), "--slice", "0"])
+    assert bad.value.code == 2 and "--slice must be" in capsys.readouterr().err
