@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                   for x in (work / "logits.jsonl").read_text().splitlines() if x.strip())
     r: dict[str, Any] = {"variant": "int8" if result.status == "passed" else "fp32",
                          "check": {**asdict(result), "seconds": round(seconds, 1)},
-                         "int8_features": [args.cpu], "slices": len(kept)}
+                         "int8_features": [f"{args.cpu} (emulated)"], "slices": len(kept)}
     print(HEADER)
     print(row(args.model, args.cpu, r))
     if args.out:
