@@ -98,8 +98,12 @@ def prepare(md: modeldir.ModelDir, work: Path) -> list[list[str]]:
     pairs, n_fast = check_pairs(md.int8_self_check(), found[0] if found else None)
     f = work / "pairs.json"
     if f.is_file():
-        kept = json.loads(f.read_text())
-        if kept.get("int8_sha256") != sha or kept.get("pairs") != pairs:
+        try:
+            kept = json.loads(f.read_text())
+        except ValueError:
+            kept = {}
+        if not isinstance(kept, dict) or kept.get("int8_sha256") != sha \
+                or kept.get("pairs") != pairs:
             raise SystemExit(f"{work} holds logits of another export or check; remove it or "
                              "name another --work")
         return pairs
@@ -108,17 +112,28 @@ def prepare(md: modeldir.ModelDir, work: Path) -> list[list[str]]:
     return pairs
 
 
-def kept_logits(work: Path, n: int) -> dict[int, list[float]]:
-    """The slices scored so far, by start (a torn last line from a killed run is ignored)."""
-    got: dict[int, list[float]] = {}
+def kept_lines(work: Path) -> list[dict[str, Any]]:
+    """WORK/logits.jsonl's whole lines (a torn last line from a killed run is ignored)."""
+    out = []
     f = work / "logits.jsonl"
-    if f.is_file():
-        for line in f.read_text().splitlines():
-            try:
-                d = json.loads(line)
-                got[int(d["start"])] = [float(x) for x in d["logits"]]
-            except (ValueError, KeyError, TypeError):
-                continue
+    for line in f.read_text().splitlines() if f.is_file() else []:
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(d, dict):
+            out.append(d)
+    return out
+
+
+def kept_logits(work: Path, n: int) -> dict[int, list[float]]:
+    """The slices scored so far, by start."""
+    got: dict[int, list[float]] = {}
+    for d in kept_lines(work):
+        try:
+            got[int(d["start"])] = [float(x) for x in d["logits"]]
+        except (ValueError, KeyError, TypeError):
+            continue
     return {s: v for s, v in got.items() if 0 <= s < n}
 
 
@@ -249,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     found = md.int8_check_requests()
     result = judge(md.int8_self_check(), found[0] if found else None, logits)
-    seconds = sum(float(json.loads(x).get("seconds", 0))
-                  for x in (work / "logits.jsonl").read_text().splitlines() if x.strip())
+    seconds = sum(float(d.get("seconds", 0) or 0) for d in kept_lines(work))
     r: dict[str, Any] = {"variant": "int8" if result.status == "passed" else "fp32",
                          "check": {**asdict(result), "seconds": round(seconds, 1)},
                          "int8_features": [f"{args.cpu} (emulated)"], "slices": len(kept)}
