@@ -375,12 +375,14 @@ def test_the_resumable_check_resumes_after_the_kept_slices(
 
     shipped_int8(realistic_dir)
     root = Path(__file__).resolve().parents[1]
-    monkeypatch.setattr(resumable, "command", lambda _cpu, md, work, size, threads: [
+    monkeypatch.setattr(resumable, "command", lambda _cpu, md, work, size, threads, done: [
         sys.executable, "-c", resumable.SNIPPET, str(root), str(md), str(work), str(size),
-        str(threads)])
+        str(threads), json.dumps(done)])
     md = modeldir.load(realistic_dir)
     work = tmp_path / "work"
-    pairs = resumable.prepare(md, work)
+    found = md.int8_check_requests()
+    sha = md.file_sha256(modeldir.VARIANT_FILES["int8"])
+    pairs = resumable.prepare(sha, md.int8_self_check(), found[0] if found else None, work)
     (work / "logits.jsonl").write_text(json.dumps({"start": 0, "logits": [99.0] * 16}) + "\n")
     resumable.emulate(realistic_dir, "neoverse-v1", work, 16, 1, 600.0)
     kept = resumable.kept_logits(work, len(pairs))
@@ -391,14 +393,13 @@ def test_the_resumable_check_resumes_after_the_kept_slices(
     logits = resumable.assembled(kept, len(pairs))
     assert logits is not None
     assert np.array_equal(logits, here.predict([(q, c) for q, c in pairs]))  # slices = one call
-    found = md.int8_check_requests()
     verdict = resumable.judge(md.int8_self_check(), found[0] if found else None, logits)
     assert (verdict.status, verdict.how) == ("passed", "reproduced")  # the exporting CPU
     other = tmp_path / "other"  # logits of another export are never mixed in
     other.mkdir()
     (other / "pairs.json").write_text(json.dumps({"int8_sha256": "0" * 64, "pairs": []}))
     with pytest.raises(SystemExit, match="another export"):
-        resumable.prepare(md, other)
+        resumable.prepare(sha, md.int8_self_check(), found[0] if found else None, other)
 
 
 def test_the_resumable_check_refuses_clearly(tmp_path: Path,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from tools.arm64.check import CACHE
+from tools.arm64.check import CACHE, arm_python, emulated_env
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "arm-sve-proxy-latest.json"
 
@@ -44,10 +43,8 @@ print("RESULT " + json.dumps([float(x) for x in s.predict([tuple(p) for p in pai
 
 def run(cpu: str, model: Path, pairs: list[list[str]], timeout_s: float) -> dict[str, Any]:
     qemu = (CACHE / "qemu").read_text().strip()
-    cmd = [qemu, "-cpu", cpu, "-L", str(CACHE / "root"),
-           str(CACHE / "root" / "usr" / "bin" / "python3.11"), "-c", SNIPPET,
-           str(CACHE / "site"), str(model)]
-    env = {**os.environ, "CROSSRANK_CACHE_DIR": "off", "PYTHONNOUSERSITE": "1"}
+    cmd = [*arm_python(qemu, cpu), "-c", SNIPPET, str(CACHE / "site"), str(model)]
+    env = emulated_env()
     t0 = time.perf_counter()
     try:
         out = subprocess.run(cmd, input=json.dumps(pairs), capture_output=True, text=True,

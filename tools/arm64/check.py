@@ -62,6 +62,18 @@ print("RESULT " + json.dumps({"variant": s.info.variant, "check": s.info.int8_ch
 TIMEOUT_S = 3600.0  # seconds of emulation per row
 
 
+def emulated_env() -> dict[str, str]:
+    """The environment of an emulated run: no verdict cache (every row measured), no user site."""
+    return {**os.environ, "CROSSRANK_CACHE_DIR": "off", "PYTHONNOUSERSITE": "1"}
+
+
+def arm_python(qemu: str, cpu_name: str) -> list[str]:
+    """The aarch64 Python that setup.sh built, under qemu-user with this -cpu; the caller adds
+    "-c", its code, the site folder (CACHE / "site") and its own arguments."""
+    return [qemu, "-cpu", cpu_name, "-L", str(CACHE / "root"),
+            str(CACHE / "root" / "usr" / "bin" / "python3.11")]
+
+
 def x86_qemu(arm_qemu: str | None) -> str | None:
     """qemu-x86_64: beside the recorded qemu-aarch64 (one qemu-user package), else on PATH."""
     import shutil
@@ -75,16 +87,14 @@ def x86_qemu(arm_qemu: str | None) -> str | None:
 
 def run_one(qemu: str, model: Path, cpu_name: str,
             timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
-    env = {**os.environ, "CROSSRANK_CACHE_DIR": "off", "PYTHONNOUSERSITE": "1"}
+    env = emulated_env()
     if cpu_name == MASKED:
         cmd = ["bash", str(ROOT / "tools" / "avx2" / "run.sh"), sys.executable, "-c", SNIPPET,
                str(ROOT), str(model)]
     elif cpu_name in X86_CPUS:  # this checkout's Python; the int8 kernels follow the emulated CPUID
         cmd = [qemu, "-cpu", cpu_name, sys.executable, "-c", SNIPPET, str(ROOT), str(model)]
     else:
-        cmd = [qemu, "-cpu", cpu_name, "-L", str(CACHE / "root"),
-               str(CACHE / "root" / "usr" / "bin" / "python3.11"), "-c", SNIPPET,
-               str(CACHE / "site"), str(model)]
+        cmd = [*arm_python(qemu, cpu_name), "-c", SNIPPET, str(CACHE / "site"), str(model)]
     t0 = time.perf_counter()
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)

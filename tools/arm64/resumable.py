@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -43,7 +42,7 @@ import numpy as np
 from crossrank.runtime import modeldir, selfcheck
 from crossrank.runtime.core.errors import ModelLoadError
 from crossrank.runtime.modeldir import VARIANT_FILES
-from tools.arm64.check import CACHE, CPUS, HEADER, row
+from tools.arm64.check import CACHE, CPUS, HEADER, arm_python, emulated_env, row
 
 SNIPPET = """
 import json, os, sys, time
@@ -51,15 +50,9 @@ sys.path.insert(0, sys.argv[1])
 from crossrank.runtime.scorer import Scorer
 work = sys.argv[3]
 size, threads = int(sys.argv[4]), int(sys.argv[5])
+done = set(json.loads(sys.argv[6]))  # the starts of the slices already kept (kept_logits)
 pairs = [tuple(p) for p in json.load(open(os.path.join(work, "pairs.json")))["pairs"]]
 out = os.path.join(work, "logits.jsonl")
-done = set()
-if os.path.exists(out):
-    for line in open(out):
-        try:
-            done.add(int(json.loads(line)["start"]))
-        except (ValueError, KeyError):
-            pass
 t = time.perf_counter()
 s = Scorer.from_dir(sys.argv[2], variant="int8", int8_check=False, provider="cpu",
                     threads=threads or None)
@@ -91,11 +84,10 @@ def work_dir(model: Path, cpu_name: str, sha: str) -> Path:
     return CACHE / "resumable" / f"{model.name}-{cpu_name.replace(',', '_')}-{sha[:12]}"
 
 
-def prepare(md: modeldir.ModelDir, work: Path) -> list[list[str]]:
-    """WORK/pairs.json for this export (written once; refused if it names another int8 file)."""
-    sha = md.file_sha256(VARIANT_FILES["int8"])
-    found = md.int8_check_requests()
-    pairs, n_fast = check_pairs(md.int8_self_check(), found[0] if found else None)
+def prepare(sha: str, record: Any, data: Any, work: Path) -> list[list[str]]:
+    """WORK/pairs.json for this export (sha: its int8 file's; record, data: as check_pairs),
+    written once; refused if it names another int8 file or check."""
+    pairs, n_fast = check_pairs(record, data)
     f = work / "pairs.json"
     if f.is_file():
         try:
@@ -154,29 +146,32 @@ def judge(record: Any, data: Any, logits: np.ndarray) -> selfcheck.Int8Check:
     answers = {"fast": logits[:n_fast], "judged": logits[n_fast:]}
 
     def predict(asked: list[tuple[str, str]]) -> np.ndarray:
-        part = "fast" if [list(p) for p in asked] == pairs[:n_fast] else "judged"
-        if [list(p) for p in asked] != (pairs[:n_fast] if part == "fast" else pairs[n_fast:]):
-            raise ValueError("the check asked for pairs this run did not score")
-        return answers[part]
+        wanted = [list(p) for p in asked]
+        for part, scored in (("fast", pairs[:n_fast]), ("judged", pairs[n_fast:])):
+            if wanted == scored:
+                return answers[part]
+        raise ValueError("the check asked for pairs this run did not score")
 
     requests = selfcheck.Requests.parse(data) if data is not None else None
     return selfcheck.check_here(record, requests, predict)
 
 
-def command(cpu_name: str, md_path: Path, work: Path, size: int, threads: int) -> list[str]:
-    """The emulated Python scoring WORK's slices (tests run SNIPPET natively instead)."""
-    qemu = (CACHE / "qemu").read_text().strip()
-    return [qemu, "-cpu", cpu_name, "-L", str(CACHE / "root"),
-            str(CACHE / "root" / "usr" / "bin" / "python3.11"), "-c", SNIPPET,
-            str(CACHE / "site"), str(md_path), str(work), str(size), str(threads)]
+def command(cpu_name: str, md_path: Path, work: Path, size: int, threads: int,
+            done: list[int]) -> list[str]:
+    """The emulated Python scoring WORK's slices but those starting at done (tests run SNIPPET
+    natively instead)."""
+    return [*arm_python((CACHE / "qemu").read_text().strip(), cpu_name), "-c", SNIPPET,
+            str(CACHE / "site"), str(md_path), str(work), str(size), str(threads),
+            json.dumps(done)]
 
 
 def emulate(md_path: Path, cpu_name: str, work: Path, size: int, threads: int,
             timeout_s: float) -> str:
     """Score the slices not yet kept, under qemu, until done or timeout_s; the last lines of
     its output."""
-    cmd = command(cpu_name, md_path, work, size, threads)
-    env = {**os.environ, "CROSSRANK_CACHE_DIR": "off", "PYTHONNOUSERSITE": "1"}
+    done = sorted(kept_logits(work, len(json.loads((work / "pairs.json").read_text())["pairs"])))
+    cmd = command(cpu_name, md_path, work, size, threads, done)
+    env = emulated_env()
     log = work / "emulation.log"
     with open(log, "a") as f:
         f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} -cpu {cpu_name} slice {size}\n")
@@ -204,14 +199,11 @@ print("RESULT %r" % float(np.abs(whole - alone).max()))
 def verify(md_path: Path, cpu_name: str, pairs: list[list[str]]) -> str:
     """Under emulation: the largest |logit| difference between scoring 4 pairs in one call and
     one by one ("0.0" expected), or what went wrong."""
-    qemu = (CACHE / "qemu").read_text().strip()
-    cmd = [qemu, "-cpu", cpu_name, "-L", str(CACHE / "root"),
-           str(CACHE / "root" / "usr" / "bin" / "python3.11"), "-c", VERIFY,
+    cmd = [*arm_python((CACHE / "qemu").read_text().strip(), cpu_name), "-c", VERIFY,
            str(CACHE / "site"), str(md_path)]
-    env = {**os.environ, "CROSSRANK_CACHE_DIR": "off", "PYTHONNOUSERSITE": "1"}
     try:
         out = subprocess.run(cmd, input=json.dumps(pairs[:4]), capture_output=True, text=True,
-                             env=env, timeout=3600.0)
+                             env=emulated_env(), timeout=3600.0)
     except subprocess.TimeoutExpired:
         return "no answer within an hour"
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -246,8 +238,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     sha = md.file_sha256(VARIANT_FILES["int8"])
+    record = md.int8_self_check()
+    found = md.int8_check_requests()
+    data = found[0] if found else None
     work = args.work or work_dir(args.model.resolve(), args.cpu, sha)
-    pairs = prepare(md, work)
+    pairs = prepare(sha, record, data, work)
     path = args.model.resolve()
     if args.verify:
         print(f"slices against one call, 4 pairs under {args.cpu}: max |diff| "
@@ -262,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if logits is None:
         print(f"{sum(map(len, kept.values()))}/{len(pairs)} pairs scored: run again to resume")
         return 3
-    found = md.int8_check_requests()
-    result = judge(md.int8_self_check(), found[0] if found else None, logits)
+    result = judge(record, data, logits)
     seconds = sum(float(d.get("seconds", 0) or 0) for d in kept_lines(work))
     r: dict[str, Any] = {"variant": "int8" if result.status == "passed" else "fp32",
                          "check": {**asdict(result), "seconds": round(seconds, 1)},
