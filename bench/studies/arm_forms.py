@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench.studies import start
-from bench.studies.arm_sve_proxy import run as emulated_logits
+from tools.arm64.check import emulated_logits
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "arm-forms-latest.json"
 

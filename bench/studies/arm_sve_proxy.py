@@ -20,42 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from tools.arm64.check import CACHE, arm_python, emulated_env
+from tools.arm64.check import emulated_logits
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "arm-sve-proxy-latest.json"
-
-SNIPPET = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from crossrank.runtime.scorer import Scorer
-pairs = json.loads(sys.stdin.read())
-s = Scorer.from_dir(sys.argv[2], variant="int8", int8_check=False, provider="cpu")
-print("RESULT " + json.dumps([float(x) for x in s.predict([tuple(p) for p in pairs])]))
-"""
-
-
-def run(cpu: str, model: Path, pairs: list[list[str]], timeout_s: float) -> dict[str, Any]:
-    qemu = (CACHE / "qemu").read_text().strip()
-    cmd = [*arm_python(qemu, cpu), "-c", SNIPPET, str(CACHE / "site"), str(model)]
-    env = emulated_env()
-    t0 = time.perf_counter()
-    try:
-        out = subprocess.run(cmd, input=json.dumps(pairs), capture_output=True, text=True,
-                             env=env, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"cpu": cpu, "error": f"no answer within {timeout_s:.0f} s"}
-    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        return {"cpu": cpu, "error": (out.stderr or out.stdout).strip()[-500:]}
-    return {"cpu": cpu, "seconds": round(time.perf_counter() - t0, 1),
-            "logits": json.loads(line[len("RESULT "):])}
 
 
 def main() -> None:
@@ -72,7 +43,7 @@ def main() -> None:
 
     r = prose.requests("test")[0]
     pairs = [[r.query, t] for t in list(r.passages)[: args.pairs]]
-    rows = [run(c, args.model.resolve(), pairs, args.timeout) for c in args.cpu]
+    rows = [emulated_logits(c, args.model.resolve(), pairs, args.timeout) for c in args.cpu]
     for a in rows:
         diffs = {str(b["cpu"]): float(np.abs(np.subtract(a["logits"], b["logits"])).max())
                  for b in rows if b is not a and "logits" in a and "logits" in b}

@@ -74,6 +74,35 @@ def arm_python(qemu: str, cpu_name: str) -> list[str]:
             str(CACHE / "root" / "usr" / "bin" / "python3.11")]
 
 
+PAIRS_SNIPPET = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from crossrank.runtime.scorer import Scorer
+pairs = json.loads(sys.stdin.read())
+s = Scorer.from_dir(sys.argv[2], variant="int8", int8_check=False, provider="cpu")
+print("RESULT " + json.dumps([float(x) for x in s.predict([tuple(p) for p in pairs])]))
+"""
+
+
+def emulated_logits(cpu_name: str, model: Path, pairs: list[list[str]],
+                    timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+    """The export's int8 logits of these (query, passage) pairs under qemu as cpu_name, one
+    call, check off: {"cpu", "seconds", "logits"} or {"cpu", "error"}."""
+    cmd = [*arm_python((CACHE / "qemu").read_text().strip(), cpu_name), "-c", PAIRS_SNIPPET,
+           str(CACHE / "site"), str(model)]
+    t0 = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, input=json.dumps(pairs), capture_output=True, text=True,
+                             env=emulated_env(), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"cpu": cpu_name, "error": f"no answer within {timeout_s:.0f} s"}
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        return {"cpu": cpu_name, "error": (out.stderr or out.stdout).strip()[-500:]}
+    return {"cpu": cpu_name, "seconds": round(time.perf_counter() - t0, 1),
+            "logits": json.loads(line[len("RESULT "):])}
+
+
 def x86_qemu(arm_qemu: str | None) -> str | None:
     """qemu-x86_64: beside the recorded qemu-aarch64 (one qemu-user package), else on PATH."""
     import shutil
