@@ -98,6 +98,12 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
+    for m in args.models:  # every export checked before minutes of emulation start
+        try:
+            json.loads((m / "manifest.json").read_text())["variants"]["int8"]["recipe"]["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            p.error(f"{m}: not an export with an int8 variant (make one with `crossrank export "
+                    "CKPT --variants fp32,int8 [--int8-recipe NAME]`)")
     res: dict[str, Any] = {**start(),
                            "models": [study(m, args.cpu, args.top, args.timeout) for m in args.models]}
     args.out.write_text(json.dumps(res, indent=1) + "\n")
