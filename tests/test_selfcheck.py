@@ -411,3 +411,82 @@ def test_the_resumable_check_refuses_clearly(tmp_path: Path,
     with pytest.raises(SystemExit) as bad:
         resumable.main([str(tmp_path), "--slice", "0"])
     assert bad.value.code == 2 and "--slice must be" in capsys.readouterr().err
+
+
+def test_the_instruction_counter_picks_its_pairs_and_reads_callgrind() -> None:
+    from tools.arm64 import instructions as ins
+
+    tokens = [50, 400, 120, 200, 90, 300, 150, 250, 60]
+    warm, counted = ins.sample(tokens, 3)
+    assert tokens[warm] == 150 and warm not in counted  # the median warms up, never counted
+    assert sorted(tokens[i] for i in counted) == [90, 200, 250]  # the quartiles but the median
+    assert ins.collected("version: 1\nevents: Ir\nsummary: 1234567\ntotals: 1234567\n") == 1234567
+    assert ins.collected("version: 1\nevents: Ir\nfl=(1) a.c\n") is None  # still being written
+    assert ins.features(ins.HWCAP["asimd"] | ins.HWCAP["asimddp"], ins.HWCAP2["i8mm"]) == [
+        "asimd", "asimddp", "i8mm"]
+
+
+def test_the_instruction_counter_refuses_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.arm64 import instructions as ins
+
+    monkeypatch.setattr(ins, "ROOT", tmp_path / "no-root")  # valgrind's root not built
+    assert ins.main([str(tmp_path)]) == 2
+    assert "setup.sh valgrind" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        ins.main([str(tmp_path), "--sample", "0"])
+    assert bad.value.code == 2 and "--sample must be" in capsys.readouterr().err
+
+
+def test_the_instruction_counter_runs_its_snippet_and_counts_per_token(
+        realistic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end with this machine's Python in place of callgrind under qemu: the snippet
+    scores as served, and the count of the sample is the two runs' difference per token."""
+    import sys
+
+    from tests.helpers import shipped_int8
+    from tools.arm64 import instructions as ins
+
+    shipped_int8(realistic_dir)
+    root = Path(__file__).resolve().parents[1]
+    # a stand-in for callgrind: dumps 10^6 + 10^3 x pairs instructions, then runs the snippet
+    dump = ("import json, sys; n = len(json.load(open(sys.argv[1]))); "
+            "open(sys.argv[2] + '.1', 'w').write('totals: %d\\n' % (10**6 + 10**3 * n))")
+    monkeypatch.setattr(ins, "command", lambda _q, _cpu, model, pairs, out: [
+        "bash", "-c", '"$1" -c "$6" "$5" "$7" && "$1" -c "$2" "$3" "$4" "$5"', "-",
+        sys.executable, ins.SNIPPET, str(root), str(model), str(pairs), dump, str(out)])
+    for attr, where in (("CACHE", tmp_path), ("ROOT", tmp_path / "vg"), ("SITE", tmp_path / "s")):
+        monkeypatch.setattr(ins, attr, where)
+    (tmp_path / "qemu").write_text("qemu-aarch64\n")
+    (tmp_path / "vg" / ins.TOOL).parent.mkdir(parents=True)
+    (tmp_path / "vg" / ins.TOOL).write_text("")
+    (tmp_path / "s").mkdir()
+    out = tmp_path / "count.json"
+    assert ins.main([str(realistic_dir), "--sample", "3", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())[f"{realistic_dir.name}/cortex-a72"]
+    assert got["instructions"] == {"warm_up_run": 1_001_000, "with_sample": 1_004_000}
+    assert got["instructions_per_token"] == round(3000 / sum(got["sample_tokens"]))
+    assert got["check"]["instructions_estimated"] == round(
+        3000 / sum(got["sample_tokens"]) * got["check"]["tokens"])
+    assert got["warm_up_logit_agrees"] and got["sample_pairs"] == 3
+
+
+def test_the_instruction_counter_stops_a_run_that_hangs_after_its_dump(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """valgrind under qemu can hang while ending a threaded process: once the dump is complete
+    the run is stopped and counted; a run that ends with no dump is an error, not a hang."""
+    import sys
+
+    from tools.arm64 import instructions as ins
+
+    hangs = ("import json, sys, time; open(sys.argv[1] + '.1', 'w').write('totals: 42\\n'); "
+             "print('RESULT ' + json.dumps({'logits': [1.5], 'hwcap': 2, 'hwcap2': 0}), "
+             "flush=True); time.sleep(600)")
+    fails = "import sys; print('valgrind: failed to start tool', file=sys.stderr); sys.exit(1)"
+    monkeypatch.setattr(ins, "command", lambda _q, _cpu, _m, pairs, out: [
+        sys.executable, "-c", fails if "pairs1" in str(pairs) else hangs, str(out)])
+    monkeypatch.setattr(ins, "EXIT_GRACE_S", 0.5)
+    hung, failed = ins.counts("qemu", "cortex-a72", tmp_path, [[["q", "p"]], [["q", "p"]]],
+                              timeout_s=60, poll_s=0.1)
+    assert hung == {"instructions": 42, "logits": [1.5], "features": ["asimd"]}
+    assert failed == {"error": "valgrind: failed to start tool"}

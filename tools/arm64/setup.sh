@@ -4,6 +4,7 @@
 # speed. Cached under .cache/arm64/ (root ~80 MB, packages ~120 MB); about a minute to build.
 #
 #   bash tools/arm64/setup.sh            # then: .venv/bin/python -m tools.arm64.check MODEL_DIR...
+#   bash tools/arm64/setup.sh valgrind   # also the root tools/arm64/instructions.py counts in
 #
 # Needs: mmdebstrap (Debian: apt-get install mmdebstrap), a qemu-aarch64 of version 8 or newer
 # (neoverse-v1 and neoverse-n2 came in 8.x; Debian 13's qemu-user has 10.0; set QEMU=/path), and
@@ -57,3 +58,27 @@ echo "$QEMU" > "$CACHE/qemu"
   "import sys; sys.path.insert(0, '$CACHE/site'); import onnxruntime, crossrank, platform; \
 print('aarch64 python ready:', platform.machine(), 'onnxruntime', onnxruntime.__version__, \
 'crossrank', crossrank.__version__)"
+
+# `setup.sh valgrind`: also a second aarch64 root for counting ARM instructions
+# (tools/arm64/instructions.py): Debian 13's valgrind 3.24 and CPython 3.13 with the same runtime
+# packages. Bookworm's valgrind 3.19 aborts reading onnxruntime's unwind tables, and 3.24's
+# preload library does not work with bookworm's glibc, so this root is trixie's throughout.
+if [ "${1:-}" = "valgrind" ]; then
+  if [ ! -x "$CACHE/vgroot/usr/libexec/valgrind/callgrind-arm64-linux" ]; then
+    rm -rf "$CACHE/vgroot.tmp"
+    mmdebstrap --variant=extract --architectures=arm64 \
+      --include=python3.13,libpython3.13-stdlib,libstdc++6,libgomp1,valgrind \
+      trixie "$CACHE/vgroot.tmp" "$MIRROR"
+    # the extract variant leaves out the merged-/usr links the dynamic loader's path needs
+    for d in bin lib sbin; do [ -e "$CACHE/vgroot.tmp/$d" ] || ln -s "usr/$d" "$CACHE/vgroot.tmp/$d"; done
+    mv "$CACHE/vgroot.tmp" "$CACHE/vgroot"
+  fi
+  rm -rf "$CACHE/site313.tmp"
+  # shellcheck disable=SC2086
+  "$PY" -m pip install -q --no-warn-conflicts --target "$CACHE/site313.tmp" --only-binary=:all: \
+    --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 \
+    --platform manylinux2014_aarch64 --python-version 3.13 --implementation cp --abi cp313 \
+    --abi abi3 --abi none $deps "onnxruntime==$ort" "$CACHE"/wheel/crossrank-*.whl
+  rm -rf "$CACHE/site313" && mv "$CACHE/site313.tmp" "$CACHE/site313"
+  echo "valgrind root ready: $CACHE/vgroot (python3.13, valgrind), packages in $CACHE/site313"
+fi
