@@ -433,6 +433,14 @@ def test_the_instruction_counter_refuses_clearly(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(ins, "ROOT", tmp_path / "no-root")  # valgrind's root not built
     assert ins.main([str(tmp_path)]) == 2
     assert "setup.sh valgrind" in capsys.readouterr().err
+    for attr, where in (("CACHE", tmp_path), ("ROOT", tmp_path / "vg"), ("SITE", tmp_path / "s")):
+        monkeypatch.setattr(ins, attr, where)  # set up, but the folder is no export
+    (tmp_path / "qemu").write_text("qemu-aarch64\n")
+    (tmp_path / "vg" / ins.TOOL).parent.mkdir(parents=True)
+    (tmp_path / "vg" / ins.TOOL).write_text("")
+    (tmp_path / "s").mkdir()
+    assert ins.main([str(tmp_path / "s")]) == 2
+    assert str(tmp_path / "s") in capsys.readouterr().err
     with pytest.raises(SystemExit) as bad:
         ins.main([str(tmp_path), "--sample", "0"])
     assert bad.value.code == 2 and "--sample must be" in capsys.readouterr().err

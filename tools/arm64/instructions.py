@@ -35,10 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from crossrank.runtime import modeldir
-from crossrank.runtime.core.errors import ModelLoadError
 from tools.arm64.check import CACHE, CPUS, emulated_env
-from tools.arm64.resumable import check_pairs
+from tools.arm64.resumable import check_pairs, int8_export
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / \
     "arm64-instructions-latest.json"
@@ -181,16 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         print("no valgrind root yet: run `bash tools/arm64/setup.sh valgrind` first",
               file=sys.stderr)
         return 2
-    try:
-        md = modeldir.load(args.model)
-    except ModelLoadError as exc:
-        print(f"{args.model}: {exc}", file=sys.stderr)
+    md = int8_export(args.model)
+    if md is None:
         return 2
     record = md.int8_self_check()
     found = md.int8_check_requests()
-    if record is None or found is None:
-        print(f"{args.model} has no int8 self-check record or check requests (an export "
-              "without int8, or made before the check carried its requests?)", file=sys.stderr)
+    if found is None:
+        print(f"{args.model} carries no check requests (int8_check.json; an export made before "
+              "the check carried them?)", file=sys.stderr)
         return 2
     pairs, n_fast = check_pairs(record, found[0])
     from tokenizers import Tokenizer

@@ -80,6 +80,19 @@ def check_pairs(record: Any, data: Any) -> tuple[list[list[str]], int]:
     return fast + judged, len(fast)
 
 
+def int8_export(path: Path) -> modeldir.ModelDir | None:
+    """The export at path if it has an int8 self-check record; else None, the reason on stderr."""
+    try:
+        md = modeldir.load(path)
+    except ModelLoadError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return None
+    if md.int8_self_check() is None:
+        print(f"{path} has no int8 self-check record (an export without int8?)", file=sys.stderr)
+        return None
+    return md
+
+
 def work_dir(model: Path, cpu_name: str, sha: str) -> Path:
     return CACHE / "resumable" / f"{model.name}-{cpu_name.replace(',', '_')}-{sha[:12]}"
 
@@ -228,14 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     if not ((CACHE / "qemu").is_file() and (CACHE / "site").is_dir()):
         print("no aarch64 Python yet: run `bash tools/arm64/setup.sh` first", file=sys.stderr)
         return 2
-    try:
-        md = modeldir.load(args.model)
-    except ModelLoadError as exc:
-        print(f"{args.model}: {exc}", file=sys.stderr)
-        return 2
-    if md.int8_self_check() is None:
-        print(f"{args.model} has no int8 self-check record (an export without int8?)",
-              file=sys.stderr)
+    md = int8_export(args.model)
+    if md is None:
         return 2
     sha = md.file_sha256(VARIANT_FILES["int8"])
     record = md.int8_self_check()
