@@ -189,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
               "the check carried them?)", file=sys.stderr)
         return 2
     pairs, n_fast = check_pairs(record, found[0])
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(args.model / "tokenizer.json"))
-    tok.enable_truncation(md.max_length)  # as served
-    tokens = [len(e.ids) for e in tok.encode_batch([tuple(p) for p in pairs])]
+    # the exporter records each check pair's token count (as served, truncated to max_length)
+    tokens = [int(n) for n in [*record.get("tokens", []), *found[0].get("tokens", [])]]
+    if len(tokens) != len(pairs):
+        print(f"{args.model}: its check records no token count for every pair; export it again "
+              "(`crossrank export SOURCE --force`)", file=sys.stderr)
+        return 2
     warm, counted = sample(tokens[n_fast:], args.sample)
     warm_pair = pairs[n_fast + warm]
     sampled = [pairs[n_fast + i] for i in counted]
