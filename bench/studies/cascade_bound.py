@@ -107,9 +107,13 @@ def main() -> None:
     args = p.parse_args()
     from crossrank.runtime import modeldir
     from crossrank.runtime.core import fidelity
+    from crossrank.runtime.core.errors import ModelLoadError
 
     where = start()
-    export_bound = modeldir.load(args.model).int8_error_bound()
+    try:
+        export_bound = modeldir.load(args.model).int8_error_bound()
+    except ModelLoadError as exc:
+        p.error(f"{args.model}: {exc}")
     if export_bound is None:
         raise SystemExit(f"{args.model}: no int8 error bound in its manifest (an int8 export "
                          "made by `crossrank export` has one)")
