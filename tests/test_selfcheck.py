@@ -19,6 +19,13 @@ from crossrank.runtime.core import cpu, fidelity
 RNG = np.random.default_rng(31)
 
 
+@pytest.fixture(autouse=True)
+def _an_x86_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake exports were "measured on" avx512_vnni; the checks below run as on an x86 CPU
+    whatever CPU runs the tests (an ARM one would judge them at once: tested on its own)."""
+    monkeypatch.setattr(cpu, "detect_isa", lambda *a, **k: "avx512_vnni")
+
+
 def fake_export(requests: int = 8, per: int = 20) -> tuple[dict[str, Any], dict[str, Any]]:
     """A fast-check record (32 pairs) and check requests as the exporter writes them."""
     fp32 = RNG.normal(0, 3, 32)
@@ -96,6 +103,38 @@ def test_other_kernels_with_a_faithful_int8_pass_the_gate_here() -> None:
     assert j["requests"] == 8 and j["clear_misses"] == 0 and j["passed"]
     assert j["rms_error_over_spread"] <= j["rms_bound"] == fidelity.MAX_RMS_ERROR
     assert got.error_bound is not None and got.error_bound > 0
+
+
+def test_an_arm_cpu_judges_an_x86_export_at_once() -> None:
+    """ARM cannot reproduce an x86 export's int8 (kernels differ), so the fast check is not run
+    there: only the check requests are scored, and the distance from the export's int8 is
+    measured on them (where the export kept its int8 logits for them)."""
+    record, data = fake_export()
+    predict = predictor(record, data, noise=0.02, shift=0.15)
+    got = selfcheck.check_here(record, selfcheck.Requests.parse(data), predict, isa="arm64")
+    assert predict.calls == [len(data["pairs"])]  # type: ignore[attr-defined]
+    assert got.status == "passed" and got.how == "judged" and got.pairs == len(data["pairs"])
+    assert got.max_abs_diff is None and got.tolerance == record["tolerance"]
+    assert got.measured_on == "avx512_vnni" and (got.judgement or {})["passed"]
+    slow = selfcheck.check_here(record, selfcheck.Requests.parse(data),
+                                predictor(record, data, noise=0.02, shift=0.15),
+                                isa="avx512_vnni")  # x86 with other kernels: fast check first
+    assert (slow.judgement, slow.error_bound) == (got.judgement, got.error_bound)
+    assert slow.pairs == 32 and slow.max_abs_diff == pytest.approx(0.15, abs=1e-6)
+    there = dict(data, int8_logits=[v + 0.07 for v in data["fp32_logits"]])
+    with_int8 = selfcheck.check_here(record, selfcheck.Requests.parse(there),
+                                     predictor(record, data, noise=0.0), isa="arm64")
+    assert with_int8.max_abs_diff == pytest.approx(0.07, abs=1e-9)
+    # an export made on ARM: an ARM CPU tries to reproduce it first, an x86 one judges at once
+    arm = dict(record, measured_on="arm64")
+    assert selfcheck.check_here(arm, selfcheck.Requests.parse(data),
+                                predictor(record, data, noise=0.02), isa="arm64").how \
+        == "reproduced"
+    assert selfcheck.check_here(arm, selfcheck.Requests.parse(data),
+                                predictor(record, data, noise=0.02), isa="avx2").how == "judged"
+    # without check requests there is nothing to judge: the fast check decides, as before
+    assert selfcheck.check_here(record, None, predictor(record, data, noise=0.0, shift=0.15),
+                                isa="arm64").status == "failed"
 
 
 def test_an_unfaithful_int8_fails_the_gate_here() -> None:
@@ -338,10 +377,21 @@ def test_the_resumable_check_judges_kept_logits_as_the_serving_check_does() -> N
         logits = np.concatenate([predict([(q, c) for q, c in pairs[:n_fast]]),
                                  predict([(q, c) for q, c in pairs[n_fast:]])])
         got = resumable.judge(record, data, logits)
-        direct = selfcheck.check_here(record, selfcheck.Requests.parse(data), predict)
+        direct = selfcheck.check_here(record, selfcheck.Requests.parse(data), predict,
+                                      isa="arm64")
         assert got.status == want and got.how == "judged"
         assert (got.judgement, got.error_bound, got.max_abs_diff) == (
             direct.judgement, direct.error_bound, direct.max_abs_diff)
+        # an x86 export on ARM: its fast-check pairs are never asked for, so never emulated
+        first = resumable.first_needed(record, n_fast)
+        assert first == 32
+        unscored = np.concatenate([np.full(n_fast, np.nan), logits[n_fast:]])
+        kept = {0: unscored[:first].tolist(), first: unscored[first:].tolist()}
+        assert resumable.assembled(kept, len(pairs)) is None
+        whole = resumable.assembled(kept, len(pairs), first)
+        assert whole is not None
+        assert resumable.judge(record, data, whole).judgement == got.judgement
+    assert resumable.first_needed(dict(record, measured_on="arm64"), 32) == 0
     with pytest.raises(ValueError, match="logits for"):
         resumable.judge(record, data, logits[:-1])
 
@@ -384,9 +434,14 @@ def test_the_resumable_check_resumes_after_the_kept_slices(
     sha = md.file_sha256(modeldir.VARIANT_FILES["int8"])
     pairs = resumable.prepare(sha, md.int8_self_check(), found[0] if found else None, work)
     (work / "logits.jsonl").write_text(json.dumps({"start": 0, "logits": [99.0] * 16}) + "\n")
-    resumable.emulate(realistic_dir, "neoverse-v1", work, 16, 1, 600.0)
+    first = resumable.first_needed(md.int8_self_check(), 32)
+    assert first == 32  # an x86 export: ARM never scores its 32 fast-check pairs
+    resumable.emulate(realistic_dir, "neoverse-v1", work, 16, 1, 600.0, first)
     kept = resumable.kept_logits(work, len(pairs))
     assert kept[0] == [99.0] * 16  # kept, not scored again
+    assert sorted(kept) == [0, *range(32, len(pairs), 16)]  # pairs 16-31 not emulated
+    resumable.emulate(realistic_dir, "neoverse-v1", work, 16, 1, 600.0)  # as for an ARM export
+    kept = resumable.kept_logits(work, len(pairs))
     assert sorted(kept) == list(range(0, len(pairs), 16))
     here = Scorer.from_dir(realistic_dir, variant="int8", int8_check=False)
     kept[0] = here.predict([(q, c) for q, c in pairs[:16]]).tolist()
@@ -394,7 +449,11 @@ def test_the_resumable_check_resumes_after_the_kept_slices(
     assert logits is not None
     assert np.array_equal(logits, here.predict([(q, c) for q, c in pairs]))  # slices = one call
     verdict = resumable.judge(md.int8_self_check(), found[0] if found else None, logits)
-    assert (verdict.status, verdict.how) == ("passed", "reproduced")  # the exporting CPU
+    # judged as an ARM CPU would (at once), with the exporting CPU's own int8: it passes, and
+    # it reproduces the export's int8 on the judged pairs
+    assert (verdict.status, verdict.how) == ("passed", "judged")
+    assert verdict.max_abs_diff is not None and verdict.tolerance is not None
+    assert verdict.max_abs_diff <= verdict.tolerance
     other = tmp_path / "other"  # logits of another export are never mixed in
     other.mkdir()
     (other / "pairs.json").write_text(json.dumps({"int8_sha256": "0" * 64, "pairs": []}))

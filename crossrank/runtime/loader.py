@@ -438,9 +438,11 @@ def judged(check: selfcheck.Int8Check | dict[str, Any]) -> str:
     info`)."""
     d = check if isinstance(check, dict) else asdict(check)
     j = d.get("judgement") or {}
-    head = (f"it does not reproduce the export's int8 scores (max |diff| "
-            f"{d.get('max_abs_diff') or 0.0:.2g}, kernels differ) but "
-            if d.get("status") == "passed" else "")
+    diff = d.get("max_abs_diff")
+    head = ("" if d.get("status") != "passed" else
+            f"it does not reproduce the export's int8 scores (max |diff| {diff:.2g}, kernels "
+            "differ) but " if diff is not None else
+            f"its int8 kernels are not those of the exporting CPU ({d.get('measured_on')}) but ")
     verdict = "passes" if d.get("status") == "passed" else "fails"
     return (f"{head}{verdict} the export's gate on its {j.get('requests')} check requests "
             f"(clear top-10 misses {j.get('clear_misses')}, worst graded NDCG@10 "

@@ -10,10 +10,11 @@ row as unfinished). This splits the same check in two:
    and each slice's logits are appended to WORK/logits.jsonl as soon as they exist. A run that
    is stopped (timeout, end of session, Ctrl-C) loses at most the slice it was on; the next run
    starts after the last slice kept;
-2. once every pair has its logits, the host applies the serving check to them
-   (selfcheck.check_here with those logits as the int8 scorer's answers): the same "reproduces
-   the export's int8?" fast check, then the same judged gate and bounds, and prints the row
-   tools/arm64.check prints.
+2. once every pair the check needs has its logits, the host applies the serving check of an
+   ARM CPU to them (selfcheck.check_here, isa arm64, with those logits as the int8 scorer's
+   answers) and prints the row tools/arm64.check prints. An export made on x86 is judged at
+   once there (the same gate and bounds), so its fast-check pairs are not emulated; one made on
+   ARM gets the "reproduces the export's int8?" fast check first.
 
 Scoring in slices gives the same logits as scoring the pairs at once: every pair's int8 logits
 are its own (per-pair activation scales); checked bit for bit natively on x86 for slices of 1,
@@ -142,12 +143,19 @@ def kept_logits(work: Path, n: int) -> dict[int, list[float]]:
     return {s: v for s, v in got.items() if 0 <= s < n}
 
 
-def assembled(kept: dict[int, list[float]], n: int) -> np.ndarray | None:
-    """All n logits in pair order, or None while some pair has none."""
+def assembled(kept: dict[int, list[float]], n: int, first: int = 0) -> np.ndarray | None:
+    """The n logits in pair order (those before first may be nan: never asked for), or None
+    while some pair from first on has none."""
     out = np.full(n, np.nan)
     for start, vals in kept.items():
         out[start:start + len(vals)] = vals[: n - start]
-    return None if np.isnan(out).any() else out
+    return None if np.isnan(out[first:]).any() else out
+
+
+def first_needed(record: Any, n_fast: int) -> int:
+    """The first pair the serving check on ARM asks for: an export made on x86 is judged at
+    once (selfcheck.check_here), so its fast-check pairs are never scored there."""
+    return n_fast if selfcheck.other_architecture(record, "arm64") else 0
 
 
 def judge(record: Any, data: Any, logits: np.ndarray) -> selfcheck.Int8Check:
@@ -166,7 +174,7 @@ def judge(record: Any, data: Any, logits: np.ndarray) -> selfcheck.Int8Check:
         raise ValueError("the check asked for pairs this run did not score")
 
     requests = selfcheck.Requests.parse(data) if data is not None else None
-    return selfcheck.check_here(record, requests, predict)
+    return selfcheck.check_here(record, requests, predict, isa="arm64")
 
 
 def command(cpu_name: str, md_path: Path, work: Path, size: int, threads: int,
@@ -179,10 +187,11 @@ def command(cpu_name: str, md_path: Path, work: Path, size: int, threads: int,
 
 
 def emulate(md_path: Path, cpu_name: str, work: Path, size: int, threads: int,
-            timeout_s: float) -> str:
-    """Score the slices not yet kept, under qemu, until done or timeout_s; the last lines of
-    its output."""
-    done = sorted(kept_logits(work, len(json.loads((work / "pairs.json").read_text())["pairs"])))
+            timeout_s: float, first: int = 0) -> str:
+    """Score the slices not yet kept, under qemu, until done or timeout_s, but for whole slices
+    before pair `first` (first_needed); the last lines of its output."""
+    kept = kept_logits(work, len(json.loads((work / "pairs.json").read_text())["pairs"]))
+    done = sorted(set(kept) | {s for s in range(0, first, size) if s + size <= first})
     cmd = command(cpu_name, md_path, work, size, threads, done)
     env = emulated_env()
     log = work / "emulation.log"
@@ -254,15 +263,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify:
         print(f"slices against one call, 4 pairs under {args.cpu}: max |diff| "
               f"{verify(path, args.cpu, pairs)}")
+    first = first_needed(record, check_pairs(record, data)[1])
     kept = kept_logits(work, len(pairs))
-    if assembled(kept, len(pairs)) is None:
-        print(f"{sum(map(len, kept.values()))}/{len(pairs)} pairs scored so far; emulating "
-              f"(up to {args.hours:g} h, log {work / 'emulation.log'})", flush=True)
-        print(emulate(path, args.cpu, work, args.slice, args.threads, args.hours * 3600.0))
+
+    def scored() -> str:
+        got = sum(len(v[max(0, first - s):]) for s, v in kept.items())
+        return f"{got}/{len(pairs) - first} pairs the check needs here"
+
+    if assembled(kept, len(pairs), first) is None:
+        print(f"{scored()} scored so far; emulating (up to {args.hours:g} h, log "
+              f"{work / 'emulation.log'})", flush=True)
+        print(emulate(path, args.cpu, work, args.slice, args.threads, args.hours * 3600.0,
+                      first))
         kept = kept_logits(work, len(pairs))
-    logits = assembled(kept, len(pairs))
+    logits = assembled(kept, len(pairs), first)
     if logits is None:
-        print(f"{sum(map(len, kept.values()))}/{len(pairs)} pairs scored: run again to resume")
+        print(f"{scored()} scored: run again to resume")
         return 3
     result = judge(record, data, logits)
     seconds = sum(float(d.get("seconds", 0) or 0) for d in kept_lines(work))
