@@ -557,3 +557,20 @@ def test_the_instruction_counter_stops_a_run_that_hangs_after_its_dump(
                               timeout_s=60, poll_s=0.1)
     assert hung == {"instructions": 42, "logits": [1.5], "features": ["asimd"]}
     assert failed == {"error": "valgrind: failed to start tool"}
+
+
+def test_the_verdict_in_words_names_the_kernels_when_no_difference_was_measured() -> None:
+    """An ARM CPU judging an x86 export whose check requests carry no int8 logits has no
+    distance to the export's int8 to give: the log says whose kernels it runs, not 'max |diff| 0'."""
+    from crossrank.runtime.loader import judged
+
+    record, data = fake_export()
+    got = selfcheck.check_here(record, selfcheck.Requests.parse(data),
+                               predictor(record, data, noise=0.02, shift=0.15), isa="arm64")
+    words = judged(got)
+    assert "not those of the exporting CPU (avx512_vnni)" in words and "passes" in words
+    assert "max |diff|" not in words
+    there = dict(data, int8_logits=[v + 0.07 for v in data["fp32_logits"]])
+    got = selfcheck.check_here(record, selfcheck.Requests.parse(there),
+                               predictor(record, data, noise=0.0), isa="arm64")
+    assert "max |diff| 0.07" in judged(got)
