@@ -15,7 +15,8 @@ passes the ranking check, and 0.17 on the Zen 3, where it fails it).
 Where the CPU's kernels differ (ARM against an x86 export, AVX2 against VNNI), reproducing is
 impossible though int8 may be as faithful there as where it was made: ONNX Runtime's ARM kernels
 differ from x86's by 0.12-0.25 logits while their error against fp32 is the same size. So when
-the fast check fails, the runtime judges int8 on this CPU itself: the export keeps a few of its
+the fast check fails (or cannot pass: an export made on the other architecture, where it is not
+run), the runtime judges int8 on this CPU itself: the export keeps a few of its
 real-prose check requests with their fp32 logits (fp32 is the same on every CPU to ~5e-6), this
 CPU's int8 scores them, and the exporter's measures decide (runtime/core/fidelity.py), scale-free:
 graded NDCG@10 >= 0.98 (the gate's bound) and the error's size, rms |int8 - fp32| x std at most
