@@ -405,6 +405,13 @@ def test_the_resumable_check_keeps_whole_slices_and_ignores_a_torn_line(tmp_path
                    + '{"start": 2, "logi')  # a run killed mid-write
     kept = resumable.kept_logits(tmp_path, 6)
     assert kept == {0: [1.0, 2.0], 4: [5.0, 6.0]}
+    timed = tmp_path / "timed"
+    timed.mkdir()
+    (timed / "logits.jsonl").write_text("".join(
+        json.dumps({"start": s, "logits": [0.0, 0.0], "seconds": 10.0 * (s + 1)}) + "\n"
+        for s in (0, 2, 4)) + json.dumps({"start": "x", "logits": [], "seconds": 99}) + "\n")
+    assert resumable.emulated_seconds(timed) == 10 + 30 + 50
+    assert resumable.emulated_seconds(timed, first=2) == 30 + 50  # slices the check never asks for
     assert resumable.assembled(kept, 6) is None  # pairs 2-3 still missing
     kept[2] = [3.0, 4.0]
     whole = resumable.assembled(kept, 6)
