@@ -439,10 +439,13 @@ def judged(check: selfcheck.Int8Check | dict[str, Any]) -> str:
     d = check if isinstance(check, dict) else asdict(check)
     j = d.get("judgement") or {}
     diff = d.get("max_abs_diff")
-    head = ("" if d.get("status") != "passed" else
-            f"it does not reproduce the export's int8 scores (max |diff| {diff:.2g}, kernels "
-            "differ) but " if diff is not None else
-            f"its int8 kernels are not those of the exporting CPU ({d.get('measured_on')}) but ")
+    if d.get("status") != "passed":
+        head = ""
+    elif diff is None:  # judged at once (other architecture), no distance measured
+        head = f"its int8 kernels are not those of the exporting CPU ({d.get('measured_on')}) but "
+    else:
+        head = (f"it does not reproduce the export's int8 scores (max |diff| {diff:.2g}, "
+                "kernels differ) but ")
     verdict = "passes" if d.get("status") == "passed" else "fails"
     return (f"{head}{verdict} the export's gate on its {j.get('requests')} check requests "
             f"(clear top-10 misses {j.get('clear_misses')}, worst graded NDCG@10 "

@@ -36,9 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from crossrank.runtime import selfcheck
 from tools.arm64.check import CACHE, CPUS, emulated_env
-from tools.arm64.resumable import check_pairs, int8_export
+from tools.arm64.resumable import check_pairs, first_needed, int8_export
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / \
     "arm64-instructions-latest.json"
@@ -211,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     sample_tokens = sum(tokens[n_fast + i] for i in counted)
     per_token = (full["instructions"] - base["instructions"]) / sample_tokens
-    # an ARM CPU judges an x86 export at once, without the fast check (selfcheck.check_here)
-    skip = n_fast if selfcheck.other_architecture(record, "arm64") else 0
+    skip = first_needed(record, n_fast)  # an x86 export's fast-check pairs: not scored on ARM
     served = tokens[skip:]
     result = {
         "model": args.model.name, "cpu": args.cpu, "features_seen": full["features"],
