@@ -33,7 +33,7 @@ DOCS = [
 ]
 LONG = "The committee met on Tuesday to review the annual budget. " * 80  # over 512 tokens
 OWN_LIMIT = {"bert": 512, "electra": 512, "xlm-roberta": 512, "modernbert": 8192,
-             "deberta-v2": 512}
+             "deberta-v2": 512, "qwen3": 1024}
 
 
 @pytest.fixture(scope="module", params=families.FAMILIES)
@@ -78,6 +78,11 @@ def test_exports_with_the_defaults_and_the_int8_gate_runs(
     # every role of the layers is found by the graph's structure, whatever the node names
     roles = quantize.matmul_roles(out / "model.onnx")
     assert set(roles) == set(quantize.ROLES), roles
+    # one output projection and one feed-forward output a layer: a decoder's score head (Qwen3's,
+    # a narrowing MatMul on every token) is not taken for a feed-forward output, nor a GQA key
+    # projection behind its per-head norm
+    layers = json.loads((ckpt / "config.json").read_text())["num_hidden_layers"]
+    assert len(roles["attention-output"]) == len(roles["ffn-out"]) == layers, roles
     int8 = m["variants"]["int8"]
     assert int8["verification"]["enforced"] is True
     assert int8["recipe"]["smoothing"]["nodes"] == sum(len(v) for v in roles.values())
@@ -96,6 +101,25 @@ def test_scores_match_sentence_transformers(family_dir: tuple[str, Path, Path],
     got = scorer.predict(pairs)
     want = reference(ckpt, pairs, scorer.tokenizer.max_length)
     assert np.abs(got - want).max() <= 1e-3
+
+
+def test_a_decoder_padded_on_the_left_scores_the_same(family_dir: tuple[str, Path, Path],
+                                                     scorer: Scorer) -> None:
+    """Qwen tokenizers may pad on the left; crossrank pads on the right. With rotary positions
+    only the relative position counts, so sentence-transformers' left-padded batch gives the
+    same scores."""
+    fam, ckpt, _ = family_dir
+    if fam != "qwen3":
+        pytest.skip("a decoder's last-token score")
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    ce = CrossEncoder(str(ckpt), max_length=scorer.tokenizer.max_length, device="cpu",
+                      activation_fn=torch.nn.Identity())
+    ce.tokenizer.padding_side = "left"
+    pairs = [(QUERY, d) for d in [*DOCS, LONG]]
+    want = np.asarray(ce.predict(pairs, batch_size=8, show_progress_bar=False))
+    assert np.abs(scorer.predict(pairs) - want).max() <= 1e-3
 
 
 def test_every_request_shape_ranks_alike(scorer: Scorer) -> None:

@@ -14,6 +14,10 @@ def _optimize(src: Path, cfg: dict[str, Any], use_gpu: bool) -> Any:
     from onnxruntime.transformers.optimizer import optimize_model
 
     options = FusionOptions("bert")
+    # The rotary fusion matches decoder rerankers (Qwen3's sequence-classification form) and
+    # writes a RotaryEmbedding whose position ids have one row, which ONNX Runtime refuses for any
+    # batch of two or more pairs; no encoder family it serves has a rotary form it matches.
+    options.enable_rotary_embeddings = False
     # The optimizer's symbolic shape inference copies the whole model for every If subgraph, on
     # every fusion that asks: on DeBERTa-v3 base (If nodes in its relative positions) [optimize]
     # ran past 10 minutes with 8 GB resident, against 7 s without it, with the same fusions.

@@ -120,12 +120,15 @@ ROLES = ("attention", "attention-output", "ffn-in", "ffn-out")
 def matmul_roles(model_file: Path) -> dict[str, list[str]]:
     """The encoder layers' quantizable nodes grouped by role, found by the graph's structure
     (node names differ per family: BERT's attention/output/dense, ModernBERT's Wqkv, Wo and Wi,
-    DeBERTa's query_proj): a fused Attention, or a MatMul by a constant weight whose output
-    reaches attention (a Softmax, or a product of two activations: QK' and PV) before a norm or
-    another weight, is an input projection of attention; one whose input comes from attention is
-    its output projection;
-    of the rest, one that widens is a feed-forward input and one that narrows its output.
-    Anything else (the head's square dense layer after pooling) is left out: it stays fp32."""
+    DeBERTa's query_proj, Qwen3's q_proj): a fused Attention, or a MatMul by a constant weight
+    whose output reaches attention (a Softmax, or a product of two activations: QK' and PV)
+    before a norm or another weight, is an input projection of attention (a norm narrower than
+    the projection's output, Qwen3's per-head q_norm and k_norm, is passed through); one whose
+    input comes from attention is its output projection; one whose output reaches the graph's
+    output before a norm or another weight is the score head (a decoder's, applied to every
+    token before the last is picked) and stays fp32; of the rest, one that widens is a
+    feed-forward input and one that narrows its output. Anything else (the head's square dense
+    layer after pooling) is left out: it stays fp32."""
     import onnx
 
     graph = onnx.load(str(model_file), load_external_data=False).graph
@@ -137,9 +140,17 @@ def matmul_roles(model_file: Path) -> dict[str, list[str]]:
     def weighted(node: Any) -> bool:
         return node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in consts
 
-    def reaches(start: Any, forward: bool) -> bool:
+    def per_head(norm: Any, width: int) -> bool:
+        """A norm whose scale is narrower than the projection's output: it normalizes each
+        head (Qwen3's q_norm, k_norm), inside attention, not the layer's residual stream."""
+        scale = norm.input[2] if norm.op_type.startswith("Skip") else norm.input[1]
+        size: int = math.prod(shapes.get(scale, (width,)))
+        return 0 < size < width
+
+    def reaches(start: Any, forward: bool, width: int) -> bool:
         """Does a walk from start (forward through consumers, or back through producers) meet
-        attention scores before a norm, a weighted MatMul or Gemm, or _REACH nodes?"""
+        attention scores before a norm (other than a per-head one), a weighted MatMul or Gemm,
+        or _REACH nodes?"""
         seen: set[int] = set()
         todo = [start]
         while todo and len(seen) < _REACH:
@@ -154,8 +165,28 @@ def matmul_roles(model_file: Path) -> dict[str, list[str]]:
                     seen.add(id(n))
                     if n.op_type in _ATTENTION_OPS or (n.op_type == "MatMul" and not weighted(n)):
                         return True  # scores, or a product of two activations (QK', PV)
-                    if n.op_type in _NORM_OPS or n.op_type == "Gemm" or weighted(n):
+                    if ((n.op_type in _NORM_OPS and not per_head(n, width))
+                            or n.op_type == "Gemm" or weighted(n)):
                         continue
+                    todo.append(n)
+        return False
+
+    outputs = {o.name for o in graph.output}
+
+    def score_head(start: Any) -> bool:
+        """Does start's output reach the graph's output before a norm or another weight?"""
+        seen: set[int] = set()
+        todo = [start]
+        while todo and len(seen) < _REACH:
+            node = todo.pop(0)
+            if outputs.intersection(node.output):
+                return True
+            for name in node.output:
+                for n in consumers.get(name, []):
+                    if id(n) in seen or n.op_type in _NORM_OPS or n.op_type == "Gemm" \
+                            or weighted(n):
+                        continue
+                    seen.add(id(n))
                     todo.append(n)
         return False
 
@@ -165,10 +196,12 @@ def matmul_roles(model_file: Path) -> dict[str, list[str]]:
             roles["attention"].append(node.name)
         elif weighted(node) and len(shapes[node.input[1]]) == 2:
             d_in, d_out = shapes[node.input[1]]
-            if reaches(node, forward=True):
+            if reaches(node, forward=True, width=d_out):
                 roles["attention"].append(node.name)
-            elif reaches(node, forward=False):
+            elif reaches(node, forward=False, width=d_in):
                 roles["attention-output"].append(node.name)
+            elif score_head(node):
+                continue
             elif d_out > d_in:
                 roles["ffn-in"].append(node.name)
             elif d_out < d_in:
