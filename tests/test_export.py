@@ -368,6 +368,17 @@ def test_not_a_cross_encoder(tmp_path: Path) -> None:
         read_config(tmp_path)
 
 
+def test_generative_reranker_names_the_sequence_classification_form(tmp_path: Path) -> None:
+    """Qwen3-Reranker as published is a causal LM (yes/no token logits): refused with the
+    sequence-classification conversion to use instead, not called an embedding model."""
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Qwen3ForCausalLM"],
+                                                      "model_type": "qwen3"}))
+    with pytest.raises(ExportError) as e:
+        read_config(tmp_path)
+    msg = str(e.value)
+    assert "Qwen3ForCausalLM" in msg and "seq-cls" in msg and "bi-encoder" not in msg
+
+
 def test_wrong_num_labels(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(
         {"architectures": ["BertForSequenceClassification"], "num_labels": 3}))

@@ -89,6 +89,16 @@ def read_config(path: Path) -> dict[str, Any]:
         raise ExportError(f"{cfg_path} is not valid JSON ({exc}). The checkpoint is damaged: "
                           "copy or download it again.") from exc
     archs = cfg.get("architectures") or []
+    if any(str(a).endswith("ForCausalLM") for a in archs):
+        raise ExportError(
+            f"{path} is a generative language model ({', '.join(map(str, archs))}): re-rankers "
+            "built on one (Qwen3-Reranker, mxbai-rerank-v2, bge-reranker-v2-gemma) score a pair "
+            "with the logits of a yes/no token, which crossrank does not serve. crossrank serves "
+            "*ForSequenceClassification checkpoints with one score: export a sequence-"
+            "classification conversion of the model where one exists (for Qwen3-Reranker: "
+            "tomaarsen/Qwen3-Reranker-0.6B-seq-cls, -4B-, -8B-), and send queries and chunks in "
+            "the prompt format its model card gives."
+        )
     if not any(str(a).endswith("ForSequenceClassification") for a in archs):
         raise ExportError(
             f"{path} is not a cross-encoder: its architectures are {archs or 'unset'}, with no "

@@ -52,6 +52,10 @@ FAMILIES = (
            "GELU, LayerNorm; attention unfused (disentangled relative positions)",
            "smoothed (q, k, v and the shared position keys as one group), token table int8 "
            "per row; the gate decides per checkpoint"),
+    Family("qwen3", ("qwen3",), "byte-level BPE (tokenizers library; a pair is A then B)",
+           "RMSNorm, skip RMSNorm; attention unfused (grouped-query, rotary, causal)",
+           "smoothed (q, k, v one group, SwiGLU's gate and up another, 1/s folded into the "
+           "norms), token table int8 per row, score head fp32; the gate decides per checkpoint"),
 )
 
 MODELS = (
@@ -68,6 +72,9 @@ MODELS = (
     KnownModel("mixedbread-ai/mxbai-rerank-xsmall-v1", "deberta-v2", 512, "71M"),
     KnownModel("mixedbread-ai/mxbai-rerank-base-v1", "deberta-v2", 512, "184M"),
     KnownModel("mixedbread-ai/mxbai-rerank-large-v1", "deberta-v2", 512, "435M"),
+    KnownModel("tomaarsen/Qwen3-Reranker-0.6B-seq-cls", "qwen3", 40960, "0.6B",
+               "not exported here (no hub access); family tested offline; queries and chunks "
+               "go in the prompt format of its model card"),
 )
 
 
