@@ -1,10 +1,10 @@
 """Each family at its real size against sentence-transformers, measured in the same run.
 
 For every family (fixtures/families.py, "base" shapes: ms-marco-MiniLM-L-12 for BERT; ELECTRA,
-XLM-R and DeBERTa-v3 base; ModernBERT base with its 22 layers) a random-weight checkpoint is
-built offline with a tokenizer of the family's kind trained on the benchmark's own corpus (so
-words are mostly whole tokens, as a real vocabulary gives on plain English; the embedding table
-is small, which changes nothing but memory). It is exported with crossrank's defaults capped at
+XLM-R and DeBERTa-v3 base; ModernBERT base with its 22 layers; Qwen3-Reranker-0.6B's 28 layers)
+a random-weight checkpoint is built offline with a tokenizer of the family's kind trained on the
+benchmark's own corpus (so words are mostly whole tokens, as a real vocabulary gives on plain
+English; the embedding table is small, which changes nothing but memory). It is exported with crossrank's defaults capped at
 512 tokens (the same cap for every family), then one request of N mixed-length chunks
 (bench.workload, ~15% over 512 tokens) is scored by, each in its own process:
 
@@ -13,7 +13,8 @@ is small, which changes nothing but memory). It is exported with crossrank's def
 
 Medians of --rounds timed runs after a warm-up; ratios are against sentence-transformers in the
 same run. Random weights: speed only, the int8 is recorded but never judged. Writes
-bench/results/families-latest.{json,md}.
+bench/results/families-latest.{json,md}, or families-<names>-latest.{json,md} for a subset of
+--families (a run of one family does not overwrite the table of all).
 
     python -m bench.families [--families bert xlm-roberta ...] [--chunks 32] [--rounds 3]
 """
@@ -36,7 +37,7 @@ from crossrank.runtime.core.cpu import detect_isa
 
 WORK = ROOT / "models" / ".families-bench"
 RESULTS = ROOT / "bench" / "results"
-FAMILIES = ("bert", "electra", "xlm-roberta", "modernbert", "deberta-v2")
+FAMILIES = ("bert", "electra", "xlm-roberta", "modernbert", "deberta-v2", "qwen3")
 KINDS = ("sentence-transformers", "crossrank-fp32", "crossrank-int8")
 MAX_LENGTH = 512
 VOCAB = 8000  # trained on the workload's corpus: words mostly whole, as a real vocabulary gives
@@ -144,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     md = report(results, fused, args.chunks, args.rounds)
     print(md)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "families-latest.md").write_text(md)
-    (RESULTS / "families-latest.json").write_text(json.dumps(
+    stem = ("families-latest" if set(args.families) == set(FAMILIES)
+            else f"families-{'-'.join(args.families)}-latest")
+    (RESULTS / f"{stem}.md").write_text(md)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(
         {"cpu": cpu_name(), "isa": detect_isa(), "chunks": args.chunks, "rounds": args.rounds,
          "max_length": MAX_LENGTH, "results": results, "fused_ops": fused}, indent=2) + "\n")
     return 0
