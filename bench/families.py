@@ -4,9 +4,9 @@ For every family (fixtures/families.py, "base" shapes: ms-marco-MiniLM-L-12 for 
 XLM-R and DeBERTa-v3 base; ModernBERT base with its 22 layers; Qwen3-Reranker-0.6B's 28 layers)
 a random-weight checkpoint is built offline with a tokenizer of the family's kind trained on the
 benchmark's own corpus (so words are mostly whole tokens, as a real vocabulary gives on plain
-English; the embedding table is small, which changes nothing but memory). It is exported with crossrank's defaults capped at
-512 tokens (the same cap for every family), then one request of N mixed-length chunks
-(bench.workload, ~15% over 512 tokens) is scored by, each in its own process:
+English; the embedding table is small, which changes nothing but memory). It is exported with
+crossrank's defaults capped at 512 tokens (the same cap for every family), then one request of N
+mixed-length chunks (bench.workload, ~15% over 512 tokens) is scored by, each in its own process:
 
 - sentence-transformers: CrossEncoder.predict, PyTorch fp32, batch 32, max_length 512;
 - crossrank fp32 and crossrank int8 (ONNX Runtime, token-budget batches).
