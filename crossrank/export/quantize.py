@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -147,10 +148,18 @@ def matmul_roles(model_file: Path) -> dict[str, list[str]]:
         size: int = math.prod(shapes.get(scale, (width,)))
         return 0 < size < width
 
-    def reaches(start: Any, forward: bool, width: int) -> bool:
+    def scores(n: Any) -> bool:
+        """Attention scores, or a product of two activations (QK', PV)."""
+        return n.op_type in _ATTENTION_OPS or (n.op_type == "MatMul" and not weighted(n))
+
+    def stops(n: Any, width: int) -> bool:
+        """Where a walk ends: a norm (other than a per-head one), a weighted MatMul or Gemm."""
+        return ((n.op_type in _NORM_OPS and not per_head(n, width))
+                or n.op_type == "Gemm" or weighted(n))
+
+    def reaches(start: Any, forward: bool, width: int, hit: Callable[[Any], bool]) -> bool:
         """Does a walk from start (forward through consumers, or back through producers) meet
-        attention scores before a norm (other than a per-head one), a weighted MatMul or Gemm,
-        or _REACH nodes?"""
+        a node `hit` accepts before one it stops at, or _REACH nodes?"""
         seen: set[int] = set()
         todo = [start]
         while todo and len(seen) < _REACH:
@@ -163,32 +172,22 @@ def matmul_roles(model_file: Path) -> dict[str, list[str]]:
                     if id(n) in seen:
                         continue
                     seen.add(id(n))
-                    if n.op_type in _ATTENTION_OPS or (n.op_type == "MatMul" and not weighted(n)):
-                        return True  # scores, or a product of two activations (QK', PV)
-                    if ((n.op_type in _NORM_OPS and not per_head(n, width))
-                            or n.op_type == "Gemm" or weighted(n)):
+                    if hit(n):
+                        return True
+                    if stops(n, width):
                         continue
                     todo.append(n)
         return False
 
     outputs = {o.name for o in graph.output}
 
+    def writes_output(n: Any) -> bool:
+        return bool(outputs.intersection(n.output))
+
     def score_head(start: Any) -> bool:
         """Does start's output reach the graph's output before a norm or another weight?"""
-        seen: set[int] = set()
-        todo = [start]
-        while todo and len(seen) < _REACH:
-            node = todo.pop(0)
-            if outputs.intersection(node.output):
-                return True
-            for name in node.output:
-                for n in consumers.get(name, []):
-                    if id(n) in seen or n.op_type in _NORM_OPS or n.op_type == "Gemm" \
-                            or weighted(n):
-                        continue
-                    seen.add(id(n))
-                    todo.append(n)
-        return False
+        return writes_output(start) or reaches(
+            start, forward=True, width=0, hit=lambda n: writes_output(n) and not stops(n, 0))
 
     roles: dict[str, list[str]] = {name: [] for name in ROLES}
     for node in graph.node:
@@ -196,9 +195,9 @@ def matmul_roles(model_file: Path) -> dict[str, list[str]]:
             roles["attention"].append(node.name)
         elif weighted(node) and len(shapes[node.input[1]]) == 2:
             d_in, d_out = shapes[node.input[1]]
-            if reaches(node, forward=True, width=d_out):
+            if reaches(node, forward=True, width=d_out, hit=scores):
                 roles["attention"].append(node.name)
-            elif reaches(node, forward=False, width=d_in):
+            elif reaches(node, forward=False, width=d_in, hit=scores):
                 roles["attention-output"].append(node.name)
             elif score_head(node):
                 continue
