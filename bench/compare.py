@@ -1,4 +1,5 @@
-"""Side by side on the 100-chunk mixed request, in one run: the seed, one padded int8 batch, crossrank.
+"""Side by side on the 100-chunk mixed request, in one run: the seed, one padded int8 batch,
+crossrank (int8 on ONNX Runtime), and, where openvino is installed, crossrank's bf16 on OpenVINO.
 
 Each contender runs in its own process (clean peak RSS, no thread interference), warm-up first,
 then the median of several rounds. Prints a table, saves bench/results/compare-latest.{json,md}
@@ -32,6 +33,7 @@ CONTENDERS = {
     "seed": "seed: CrossEncoder.predict, PyTorch fp32, batch 32",
     "padded": "one padded unsorted int8 batch (FlashRank approach)",
     "crossrank": "crossrank: int8, sorted token-budget batches",
+    "openvino": "crossrank: bf16 on OpenVINO (`--provider openvino`)",
 }
 
 
@@ -71,7 +73,8 @@ def worker(kind: str, n: int, rounds: int) -> dict[str, Any]:
     else:
         from crossrank.runtime.scorer import Scorer
 
-        scorer = Scorer.from_dir(EXPORTED)
+        scorer = Scorer.from_dir(EXPORTED, **({"provider": "openvino"} if kind == "openvino"
+                                              else {}))
 
         def fn(docs: list[str]) -> Any:
             return scorer.score(QUERY, docs)
@@ -130,10 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     from bench.models import standin
 
     standin()
+    from crossrank.runtime.execution import ovsession
+
+    kinds = [k for k in CONTENDERS if k != "openvino" or ovsession.available()]
     results: dict[str, dict[str, Any]] = {}
-    for kind in CONTENDERS:
+    for kind in kinds:
         results[kind] = run_worker(kind, args.chunks, args.rounds)
-    sweep: dict[str, dict[int, dict[str, Any]]] = {"seed": {}, "crossrank": {}}
+    sweep: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in ("seed", "crossrank",
+                                                                    "openvino") if k in kinds}
     for n in sorted(set(args.sizes) | {args.chunks}):
         for kind in sweep:
             sweep[kind][n] = (results[kind] if n == args.chunks else
@@ -146,17 +153,23 @@ def main(argv: list[str] | None = None) -> int:
         "| contender | median ms | tokens/s | crossrank is x faster | peak RSS MB |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for kind, label in CONTENDERS.items():
-        row = results[kind]
+    for kind in kinds:
+        label, row = CONTENDERS[kind], results[kind]
         lines.append(f"| {label} | {row['median_s'] * 1e3:.0f} | {row['tokens_per_s']:,.0f} | "
                      f"{ours / row['tokens_per_s']:.2f} | {row['peak_rss_mb']:.0f} |")
     if len(sweep["seed"]) > 1:
-        lines += ["", "| chunks | tokens | seed ms | crossrank ms | x |",
-                  "| ---: | ---: | ---: | ---: | ---: |"]
+        ov = "openvino" in sweep
+        lines += ["", "| chunks | tokens | seed ms | crossrank ms | x |"
+                  + (" bf16 OpenVINO ms | x |" if ov else ""),
+                  "| ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if ov else "")]
         for n in sorted(sweep["seed"]):
             a, b = sweep["seed"][n], sweep["crossrank"][n]
-            lines.append(f"| {n} | {b['tokens']:,} | {a['median_s'] * 1e3:.0f} | "
-                         f"{b['median_s'] * 1e3:.0f} | {a['median_s'] / b['median_s']:.2f} |")
+            line = (f"| {n} | {b['tokens']:,} | {a['median_s'] * 1e3:.0f} | "
+                    f"{b['median_s'] * 1e3:.0f} | {a['median_s'] / b['median_s']:.2f} |")
+            if ov:
+                o = sweep["openvino"][n]
+                line += f" {o['median_s'] * 1e3:.0f} | {a['median_s'] / o['median_s']:.2f} |"
+            lines.append(line)
     table = "\n".join(lines)
     print("\n" + table)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -201,14 +214,18 @@ def plot(sweep: dict[str, dict[int, dict[str, Any]]], out: Path, subtitle: str) 
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     labels = {"seed": "seed: CrossEncoder.predict (PyTorch fp32)",
-              "crossrank": "crossrank (int8, ONNX Runtime)"}
-    for kind, marker in (("seed", "o"), ("crossrank", "s")):
+              "crossrank": "crossrank (int8, ONNX Runtime)",
+              "openvino": "crossrank (bf16, OpenVINO)"}
+    for kind, marker in (("seed", "o"), ("crossrank", "s"), ("openvino", "^")):
+        if kind not in sweep:
+            continue
         sizes = sorted(sweep[kind])
         secs = [sweep[kind][n]["median_s"] for n in sizes]
         ax.plot(sizes, secs, marker=marker, label=labels[kind])
         for n, t in zip(sizes, secs, strict=True):
             ax.annotate(f"{t:.2f} s" if t >= 1 else f"{t * 1e3:.0f} ms", (n, t),
-                        textcoords="offset points", xytext=(6, -10 if kind == "crossrank" else 6),
+                        textcoords="offset points",
+                        xytext=(6, {"seed": 6, "crossrank": 4}.get(kind, -12)),
                         fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")

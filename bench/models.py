@@ -18,7 +18,12 @@ def standin() -> tuple[Path, Path]:
     if not (CKPT / "config.json").is_file():
         log.info("building the L-12 stand-in checkpoint in %s", CKPT)
         build_standin(CKPT)
-    out = run(Options(model=str(CKPT), out_dir=EXPORTED))
+    from crossrank.runtime.execution import ovsession
+    from crossrank.runtime.modeldir import DEFAULT_VARIANTS
+
+    # bf16 (OpenVINO's) where openvino is installed, for bench.compare's fourth contender
+    extra = ("bf16",) if ovsession.available() else ()
+    out = run(Options(model=str(CKPT), out_dir=EXPORTED, variants=(*DEFAULT_VARIANTS, *extra)))
     return CKPT, out
 
 

@@ -135,7 +135,8 @@ def _serve(args: argparse.Namespace) -> int:
     sock = bind(s.host, s.port)
     model_dir = Path(s.resolved_model_dir(args.stand_in))
     if not s.model_dir and not (model_dir / "manifest.json").is_file():
-        _export_for_serving(s.model, s.models_root, args.stand_in, model_dir)
+        _export_for_serving(s.model, s.models_root, args.stand_in, model_dir,
+                            with_bf16=s.provider == "openvino")
     from crossrank.runtime import loader
 
     runtime = loader.load(s.runtime_config(model_dir))
@@ -147,9 +148,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_for_serving(model: str, models_root: str, stand_in: bool, out: Path) -> None:
+def _export_for_serving(model: str, models_root: str, stand_in: bool, out: Path,
+                        with_bf16: bool = False) -> None:
+    """Export what serving needs: the default variants, and bf16 for --provider openvino."""
     from crossrank.export import ExportError, HubUnreachable
     from crossrank.export.pipeline import Options, run
+    from crossrank.runtime.modeldir import DEFAULT_VARIANTS
 
     log.info("%s has no export yet: exporting %s first", out,
              "the stand-in" if stand_in else model)
@@ -158,7 +162,8 @@ def _export_for_serving(model: str, models_root: str, stand_in: bool, out: Path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             run(Options(model=model, stand_in=stand_in, out_dir=out,
-                        models_root=Path(models_root)))
+                        models_root=Path(models_root),
+                        variants=(*DEFAULT_VARIANTS, *(("bf16",) if with_bf16 else ()))))
     except HubUnreachable as exc:
         raise ExportError(f"{exc}\n\nNo model to serve. Offline? Serve a local checkpoint "
                           "(--model /path/to/checkpoint) or the stand-in (--stand-in, random "
@@ -169,7 +174,7 @@ def _export_for_serving(model: str, models_root: str, stand_in: bool, out: Path)
 
 def _export_parser(sub: Any) -> None:
     from crossrank.runtime.core.cpu import ISAS
-    from crossrank.runtime.modeldir import DEFAULT_MODEL, VARIANT_FILES
+    from crossrank.runtime.modeldir import DEFAULT_MODEL, DEFAULT_VARIANTS, VARIANT_FILES
 
     p = sub.add_parser("export", help="export a Hugging Face cross-encoder to verified ONNX",
                        description="Export a Hugging Face cross-encoder to verified ONNX "
@@ -186,9 +191,9 @@ def _export_parser(sub: Any) -> None:
                    help="int8 recipe instead of the one for --isa (docs/int8.md; e.g. "
                         "u8s8-reduced-smooth-pertoken, faster on AVX2 with more error); the "
                         "same gate judges it")
-    p.add_argument("--variants", default=",".join(VARIANT_FILES),
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help=f"comma-separated subset of {','.join(VARIANT_FILES)} (fp32 is always "
-                        "built)")
+                        "built; bf16, for OpenVINO on CPUs with AMX, needs crossrank[openvino])")
     p.add_argument("--exporter", default="auto",
                    help="auto (optimum when installed, else torch.onnx) | optimum | torch")
     p.add_argument("--tokenizer-dir", help="stand-in only: tokenizer files to use instead of the "
@@ -444,7 +449,10 @@ def _info(args: argparse.Namespace) -> int:
             kept = len(recipe.get("fp32_nodes") or [])
             mixed = f"; {kept} nodes kept in fp32 (mixed precision)" if kept else ""
             print(f"        int8 recipe {recipe.get('name', '')} for {recipe['isa']}{note}{mixed}")
-        for line in gate_lines(ver):
+        if ver.get("computed_in"):
+            print(f"        computed in {ver['computed_in']} by OpenVINO at export "
+                  f"({ver.get('status', 'checked')}; served by --provider openvino)")
+        for line in gate_lines(ver, name):
             print("        " + line)
     if checked:
         check = summary["int8_check"]
@@ -469,10 +477,11 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def gate_lines(ver: dict[str, Any]) -> list[str]:
-    """The int8 gate's verdict on each check set and how close it came to each bound (a verdict
-    near its bounds can change with a re-export that moves the int8 scores a little: see
-    docs/int8.md); nothing for a verification without the gate's sets (a stand-in's)."""
+def gate_lines(ver: dict[str, Any], variant: str = "int8") -> list[str]:
+    """The gate's verdict on a lossy variant (int8, bf16) on each check set and how close it came
+    to each bound (a verdict near its bounds can change with a re-export that moves the scores a
+    little: see docs/int8.md); nothing for a verification without the gate's sets (a
+    stand-in's)."""
     sets = [(name, j) for name, j in ver.items()
             if isinstance(j, dict) and "clear_misses" in j and "worst_graded_ndcg" in j]
     if not sets:
@@ -483,7 +492,7 @@ def gate_lines(ver: dict[str, Any]) -> list[str]:
         from crossrank.runtime.core import fidelity
 
         bound = fidelity.bounds()
-    out = [f"int8 gate   {'passed' if ver.get('passed') else 'REFUSED'}; bounds: {bound}"]
+    out = [f"{variant} gate   {'passed' if ver.get('passed') else 'REFUSED'}; bounds: {bound}"]
     for name, j in sets:
         quality = "not judged" if j.get("quality_kept") is None else _num(j["quality_kept"], 3)
         if j.get("quality_kept") is not None and j.get("quality_kept_chance_p") is not None:
@@ -494,9 +503,10 @@ def gate_lines(ver: dict[str, Any]) -> list[str]:
                    f"{_num(j['worst_graded_ndcg'], 4)}, quality kept {quality}")
     err = ver.get("error")
     if isinstance(err, dict) and err.get("bound") is not None:
-        out.append(f"int8 error  mean {_num(err.get('mean_abs'), 3)}, max "
-                   f"{_num(err.get('max_abs'), 3)} logits on {err.get('pairs', '?')} check pairs; "
-                   f"the cascade's bound {_num(err['bound'], 3)}")
+        cascade = f"; the cascade's bound {_num(err['bound'], 3)}" if variant == "int8" else ""
+        out.append(f"{variant} error  mean {_num(err.get('mean_abs'), 3)}, max "
+                   f"{_num(err.get('max_abs'), 3)} logits on {err.get('pairs', '?')} check "
+                   f"pairs{cascade}")
     return out
 
 

@@ -18,7 +18,7 @@ LAYERS: list[list[str]] = [
     [R, f"{R}.core", f"{R}.text", f"{R}.execution", f"{R}.http", f"{R}.core.errors",
      f"{R}.core.choices", f"{R}.core.batching", f"{R}.core.cpu", f"{R}.core.fidelity",
      f"{R}.core.cascade"],
-    [f"{R}.core.options", f"{R}.core.profiles", f"{R}.core.scores"],
+    [f"{R}.core.options", f"{R}.core.profiles", f"{R}.core.scores", f"{R}.execution.ovsession"],
     [f"{R}.text.encoders", f"{R}.text.windows", f"{R}.execution.session",
      f"{R}.execution.engine", f"{R}.modeldir", f"{R}.selfcheck", f"{R}.http.api"],
     [f"{R}.text.pairs", f"{R}.config", f"{R}.http.schema"],

@@ -33,8 +33,10 @@ from crossrank.export import (
 )
 from crossrank.export.standin import STANDIN_MARK
 from crossrank.runtime.core import fidelity
+from crossrank.runtime.execution import ovsession
 from crossrank.runtime.modeldir import (
     DEFAULT_MODEL,
+    DEFAULT_VARIANTS,
     FORMAT_VERSION,
     INT8_CHECK_FILE,
     VARIANT_FILES,
@@ -62,7 +64,7 @@ class Options:
     isa: str | None = None
     int8_recipe: str | None = None  # a recipe of quantize.RECIPES (None: the one for isa)
     force: bool = False
-    variants: tuple[str, ...] = ("fp32", "int8", "fp16")
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
     exporter: str = "auto"
     tokenizer_dir: Path | None = None  # stand-in only: where its tokenizer files come from
     max_length: int | None = None  # a cap below the model's own limit (None: the model's)
@@ -159,6 +161,9 @@ def run(opts: Options) -> Path:
     out = opts.out_dir or (opts.models_root / export_name(opts.model, opts.stand_in))
     isa = opts.isa or quantize.detect_isa()
     recipe = quantize.named_recipe(opts.int8_recipe, isa)  # a bad name fails before any work
+    if "bf16" in opts.variants and not ovsession.available():
+        raise ExportError("The bf16 variant is computed and verified by OpenVINO, which is not "
+                          f"installed: {ovsession.INSTALL_HINT}, or leave bf16 out of --variants.")
     src_tmp: Path | None = None
     try:
         with stage("load", timings):
@@ -221,6 +226,10 @@ def _build(src: convert.Source, cfg: dict[str, Any], act: str, model: Any, stagi
             fused16 = optimize.fuse_fp16(raw, staging / VARIANT_FILES["fp16"], cfg)
             variants["fp16"] = {"file": VARIANT_FILES["fp16"], "shipped": True,
                                 "fused_ops": fused16}
+        if "bf16" in opts.variants:  # OpenVINO reads the plain graph and computes it in bf16
+            onnxfile.copy(raw, staging / VARIANT_FILES["bf16"])
+            variants["bf16"] = {"file": VARIANT_FILES["bf16"], "shipped": True,
+                                "runtime": "openvino", "precision": "bf16"}
     if "int8" in opts.variants and not quantize.quantizable_nodes(staging / VARIANT_FILES["fp32"]):
         # an architecture whose layers the role finder does not recognise: say so, build no
         # int8 that would be fp32 under another name
@@ -289,6 +298,8 @@ def _verify(checkpoint: Path, st: verify.Staged, variants: dict[str, dict[str, A
                 st.logits("fp32", check_pairs), st.logits("int8", check_pairs),
                 check_pairs, quantize.detect_isa(),
                 verify.pair_tokens(st.dir / "tokenizer.json", check_pairs))
+    if "bf16" in variants:
+        _verify_bf16(st, variants["bf16"], real_weights, fp32, pairs)
     if "fp16" in variants:
         if cuda_available():
             got16 = st.logits("fp16", pairs, provider="cuda")
@@ -318,14 +329,44 @@ MAX_FP32_WEIGHT_SHARE = 0.5
 SEARCH_MAX_RMS = fidelity.MAX_RMS_ERROR
 
 
+def _verify_bf16(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
+                 fp32_fixed: np.ndarray, pairs: list[tuple[str, str]]) -> None:
+    """bf16 through OpenVINO against the fp32 export: on real weights by the int8 gate (what
+    users lose on the check sets), refused when it fails; on random weights recorded only."""
+    got = st.logits("bf16", pairs, provider="openvino")
+    if not real_weights:
+        r = verify.compare(fp32_fixed, got)
+        r.update(enforced=False, passed=bool(r["spearman"] >= verify.INT8_MIN_SPEARMAN),
+                 bound=f"spearman >= {verify.INT8_MIN_SPEARMAN} vs fp32 (recorded only)")
+    else:
+        r = _Int8Check(st, fp32_fixed, pairs, variant="bf16", provider="openvino")()
+        r["enforced"] = True
+    r["computed_in"] = ovsession.computes_in("bf16")
+    # a CPU without bf16 instructions computes it in f32: the check then says nothing of bf16
+    r["status"] = "checked" if r["computed_in"] == "bf16" else "unchecked"
+    entry["verification"] = r
+    log.info("bf16 (OpenVINO, computed in %s) vs fp32: Spearman %.4f, max |diff| %.3g (%s)",
+             r["computed_in"], r["spearman"], r["max_abs_diff"],
+             ("passed" if r["passed"] else "FAILED") if real_weights else "recorded only")
+    if real_weights and not r["passed"]:
+        log.warning("bf16 failed its check: not shipping it")
+        onnxfile.remove(st.dir / VARIANT_FILES["bf16"])
+        entry["shipped"] = False
+        entry["reason"] = "failed bf16 verification"
+
+
 class _Int8Check:
     """The int8 gate against the fp32 export (runtime/core/fidelity.py): the real-prose check
     requests and a held-out second set (export/checkset.py), judged by what users lose; int8
-    passes only if both sets pass. The fixed pairs' Spearman is recorded beside it."""
+    passes only if both sets pass. The fixed pairs' Spearman is recorded beside it. Another lossy
+    variant (bf16) is judged by the same gate (`variant`, on `provider`)."""
 
     def __init__(self, st: verify.Staged, fp32_fixed: np.ndarray,
-                 pairs: list[tuple[str, str]]) -> None:
+                 pairs: list[tuple[str, str]], variant: str = "int8",
+                 provider: str = "cpu") -> None:
         self.st = st
+        self.variant = variant
+        self.provider = provider
         self.pairs = pairs
         self.fp32_fixed = fp32_fixed
         self.sets = {}
@@ -347,7 +388,7 @@ class _Int8Check:
 
     def quick(self) -> float:
         """The int8 file's rms error over spread on the quick requests."""
-        got = self.st.logits("int8", self.quick_pairs)
+        got = self.st.logits(self.variant, self.quick_pairs, provider=self.provider)
         return fidelity.rms_error_over_spread(self.quick_ref, got, self.quick_groups)
 
     def judged_requests(self) -> dict[str, Any]:
@@ -394,7 +435,7 @@ class _Int8Check:
                 "export_error": fidelity.error_record(np.abs(int8 - fp32_all))}
 
     def __call__(self) -> dict[str, Any]:
-        got = self.st.logits("int8", self.pairs)
+        got = self.st.logits(self.variant, self.pairs, provider=self.provider)
         r = verify.compare(self.fp32_fixed, got)
         r["bound"] = fidelity.bounds() + " (on each set: ranking, held_out)"
         r["check_set"] = checkset.describe()
@@ -404,7 +445,7 @@ class _Int8Check:
         gots: list[np.ndarray] = []
         groups: list[int] = []
         for name, (cs, fp32) in self.sets.items():
-            rank_got = self.st.logits("int8", list(cs.pairs))
+            rank_got = self.st.logits(self.variant, list(cs.pairs), provider=self.provider)
             j = fidelity.judge(fp32, rank_got, cs.groups, cs.labels)
             r[name] = j.as_dict()
             passed = passed and j.passed

@@ -28,7 +28,8 @@ from crossrank.runtime.core.errors import ConfigError
 from crossrank.runtime.core.options import ScoreRequest
 from crossrank.runtime.core.profiles import BatchPolicy, ProviderProfile
 from crossrank.runtime.execution.engine import Engine, Runner
-from crossrank.runtime.execution.session import Session, resolve_provider, usable_cores
+from crossrank.runtime.execution.session import open_session as open_runner
+from crossrank.runtime.execution.session import resolve_provider, usable_cores
 from crossrank.runtime.modeldir import VARIANT_FILES
 from crossrank.runtime.service import Refiner, Service
 from crossrank.runtime.text.pairs import PairTokenizer
@@ -286,7 +287,7 @@ def _assemble(c: RuntimeConfig, tok: PairTokenizer, model_file: Path, pol: Batch
     lane_threads = threads // pol.lanes
 
     def open_session() -> Runner:
-        return Session(model_file, profile=prof, threads=lane_threads, spin=c.spin)
+        return open_runner(model_file, prof, threads=lane_threads, lanes=pol.lanes, spin=c.spin)
 
     sess = runner(open_session) if runner is not None else open_session()
     engine = Engine(sess, pol, max_length=tok.max_length, pad_token_id=pad_token_id)

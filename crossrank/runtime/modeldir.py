@@ -21,8 +21,20 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L-12-v2"
 STAND_IN_NAME = "stand-in-L-12"  # the offline stand-in's export directory
-VARIANT_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
+# bf16: the plain fp32 graph (no ONNX Runtime fusions) that OpenVINO computes in bfloat16
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx",
+                 "bf16": "model_bf16.onnx"}
 VARIANTS = ("auto", *VARIANT_FILES)
+# What `crossrank export` builds unless told: bf16 needs OpenVINO installed, so it is asked for.
+DEFAULT_VARIANTS = ("fp32", "int8", "fp16")
+# The runtime each variant's file is written for (profiles.ProviderProfile.backend): bf16 is
+# OpenVINO's, the others carry ONNX Runtime's fused operators.
+VARIANT_BACKEND = {"bf16": "openvino"}
+
+
+def backend_of(variant: str) -> str:
+    """The runtime that serves a variant's file."""
+    return VARIANT_BACKEND.get(variant, "onnxruntime")
 INT8_CHECK_FILE = "int8_check.json"  # check requests for judging int8 on the serving CPU
 
 
@@ -101,10 +113,24 @@ class ModelDir:
         return bool(v.get("shipped"))
 
     def choose_variant(self, requested: str, profile: ProviderProfile) -> str:
-        """The profile's default (int8 on CPU, fp16 on CUDA) for auto, fp32 when the default was
-        not shipped; a named variant must have been shipped."""
+        """The profile's default (int8 on CPU, fp16 on CUDA, bf16 on OpenVINO) for auto, fp32 when
+        the default was not shipped (OpenVINO has no fp32 to fall back to: an error); a named
+        variant must have been shipped and be one the profile's runtime serves."""
         if requested not in VARIANTS:
             raise ConfigError(f"Unknown variant {requested!r}; choose one of {', '.join(VARIANTS)}.")
+        wanted = profile.default_variant if requested == "auto" else requested
+        if backend_of(wanted) != profile.backend:
+            served = [v for v in VARIANT_FILES if backend_of(v) == profile.backend]
+            raise ConfigError(
+                f"Variant {wanted} runs on {backend_of(wanted)}, not on provider={profile.name} "
+                f"({profile.backend}), which serves {', '.join(served)}"
+                + (": use provider=openvino" if wanted == "bf16" else "") + ".")
+        if backend_of(profile.default_variant) != "onnxruntime" and not self.shipped(wanted):
+            reason = self.manifest.get("variants", {}).get(wanted, {}).get("reason", "not exported")
+            raise ConfigError(
+                f"{self.path} has no {wanted} variant ({reason}), the only one "
+                f"provider={profile.name} serves; export it with `crossrank export SOURCE "
+                f"--variants fp32,int8,{wanted}`, or use provider=cpu.")
         if requested != "auto":
             if not self.shipped(requested):
                 reason = self.manifest.get("variants", {}).get(requested, {}).get("reason", "")

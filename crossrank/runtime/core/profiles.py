@@ -3,7 +3,8 @@
 Everything that differs between hardware targets lives here and is read everywhere else: the
 ONNX Runtime provider and its options, the variant served by default, batch budgets, shape
 rounding, whether tokenizing overlaps the device, IO binding and tokenizer threads. Adding a
-provider (ROCm, CoreML, OpenVINO) is one entry in PROFILES and one in PROVIDER_ORDER.
+provider (ROCm, CoreML) is one entry in PROFILES and one in PROVIDER_ORDER; the openvino entry is
+the one served by another runtime than ONNX Runtime (its `backend`).
 
 Settings that callers vary are varied by building a new frozen object (dataclasses.replace),
 never by changing a live one; /info reports the objects actually in use.
@@ -47,7 +48,7 @@ class ProviderProfile:
     """One hardware target: what ONNX Runtime runs on and the policy measured for it."""
 
     name: str  # what users pass as --provider
-    ort_provider: str  # ONNX Runtime's execution provider name
+    ort_provider: str  # ONNX Runtime's execution provider name ("" for another backend)
     ort_options: tuple[tuple[str, str | int | bool], ...]  # that provider's options
     default_variant: str  # what variant=auto serves when the export shipped it
     batch: BatchPolicy
@@ -79,6 +80,10 @@ class ProviderProfile:
     # 36.2 ms in one part vs 40.0 ms in runs; docs/performance.md "GPU"), so it tokenizes in one
     # run unless pipelining was asked for explicitly.
     slices_with_nanotoken: int = 1
+    # What runs the graph: "onnxruntime" (execution/session.py) or "openvino"
+    # (execution/ovsession.py, which computes in `precision`).
+    backend: str = "onnxruntime"
+    precision: str = ""
 
     def policy_for(self, variant: str, tokenizer: str = "tokenizers") -> BatchPolicy:
         """The batch policy for serving this variant on this provider with this tokenizer back
@@ -94,7 +99,7 @@ class ProviderProfile:
 
     def describe(self) -> dict[str, object]:
         """JSON-able, for /info and `crossrank info`."""
-        return {"name": self.name, "ort_provider": self.ort_provider,
+        return {"name": self.name, "backend": self.backend, "ort_provider": self.ort_provider,
                 "default_variant": self.default_variant, "io_binding": self.io_binding,
                 "tokenizer_threads": self.tokenizer_threads,
                 "disabled_optimizers": list(self.disabled_optimizers)}
@@ -135,6 +140,24 @@ PROFILES: dict[str, ProviderProfile] = {
         io_binding=True,
         tokenizer_threads=0,
         preload_libraries=True,
+    ),
+    # OpenVINO on the CPU, computing the bf16 variant in bfloat16 (AMX on Xeons from Sapphire
+    # Rapids on). bf16 has no activation ranges, so rows batch freely. One lane (one OpenVINO
+    # stream on every thread): on a 2-core Xeon (model 207), stand-in L-12, two lanes were no
+    # faster at 100 and 1000 chunks and slower at 1 and 10 (31 against 18 ms for one chunk);
+    # 2048-token batches as on the CPU provider (docs/performance.md "bf16 with OpenVINO").
+    # Asked for by name (`--provider openvino`): auto keeps ONNX Runtime.
+    "openvino": ProviderProfile(
+        name="openvino",
+        ort_provider="",
+        ort_options=(),
+        default_variant="bf16",
+        batch=BatchPolicy(token_budget=2048, max_rows=64),
+        variant_max_rows=(),
+        io_binding=False,
+        tokenizer_threads=1,
+        backend="openvino",
+        precision="bf16",
     ),
 }
 # provider=auto takes the first of these that this onnxruntime build offers.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ from crossrank.runtime.core import profiles
 from crossrank.runtime.core.batching import Batch
 from crossrank.runtime.core.errors import ConfigError, InferenceError, ModelLoadError
 from crossrank.runtime.core.profiles import ProviderProfile
+from crossrank.runtime.execution import SessionInfo, ovsession
+from crossrank.runtime.execution.ovsession import OVSession
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,12 @@ def usable_cores() -> int:
 
 
 def available(name: str) -> bool:
-    """True when this onnxruntime build offers the named profile's execution provider."""
-    return profiles.profile(name).ort_provider in ort.get_available_providers()
+    """True when the named profile's runtime is here: this onnxruntime build's execution
+    provider, or the openvino package for the openvino profile."""
+    prof = profiles.profile(name)
+    if prof.backend == "openvino":
+        return ovsession.available()
+    return prof.ort_provider in ort.get_available_providers()
 
 
 def cuda_available() -> bool:
@@ -44,6 +49,9 @@ def resolve_provider(provider: str) -> ProviderProfile:
     if provider == "auto":
         return profiles.profile(next(p for p in profiles.PROVIDER_ORDER if available(p)))
     prof = profiles.profile(provider)
+    if not available(provider) and prof.backend == "openvino":
+        raise ConfigError(f"provider={provider} needs the openvino package: "
+                          f"{ovsession.INSTALL_HINT} (or use provider=cpu).")
     if not available(provider):
         raise ConfigError(
             f"provider={provider} was requested but this onnxruntime has no {prof.ort_provider} "
@@ -52,16 +60,6 @@ def resolve_provider(provider: str) -> ProviderProfile:
             "NVIDIA GPU), or use provider=cpu."
         )
     return prof
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    """What the session is running: file, provider and its inputs."""
-
-    model_file: str
-    provider: str
-    threads: int
-    input_names: tuple[str, ...]
 
 
 class Session:
@@ -142,6 +140,15 @@ class Session:
                 raise InferenceError(f"the model returned {out.shape[1]} logits per pair, not 1")
             out = out[:, 0]
         return out
+
+
+def open_session(model_file: Path, profile: ProviderProfile, threads: int, lanes: int = 1,
+                 spin: bool = True) -> Session | OVSession:
+    """The session for a profile's backend: ONNX Runtime's, one shared by the lanes (each run on
+    `threads`), or OpenVINO's (one stream a lane, `threads` each)."""
+    if profile.backend == "openvino":
+        return OVSession(model_file, profile.precision, threads=threads, lanes=lanes)
+    return Session(model_file, profile=profile, threads=threads, spin=spin)
 
 
 def _preload_libraries() -> None:
