@@ -19,6 +19,8 @@ from crossrank.export import ExportError, convert, quantize
 from crossrank.export.pipeline import Options, run
 from crossrank.runtime import loader
 from crossrank.runtime.core.options import ScoreOptions, ScoreRequest
+from crossrank.runtime.execution import ovsession
+from crossrank.runtime.modeldir import DEFAULT_VARIANTS
 from crossrank.runtime.scorer import Scorer
 from crossrank.runtime.settings import Settings
 from fixtures import families
@@ -32,6 +34,7 @@ DOCS = [
     "",
 ]
 LONG = "The committee met on Tuesday to review the annual budget. " * 80  # over 512 tokens
+BF16 = ("bf16",) if ovsession.available() else ()
 OWN_LIMIT = {"bert": 512, "electra": 512, "xlm-roberta": 512, "modernbert": 8192,
              "deberta-v2": 512, "qwen3": 1024}
 
@@ -39,12 +42,14 @@ OWN_LIMIT = {"bert": 512, "electra": 512, "xlm-roberta": 512, "modernbert": 8192
 @pytest.fixture(scope="module", params=families.FAMILIES)
 def family_dir(request: pytest.FixtureRequest,
                tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
-    """(family, checkpoint, export): random weights marked as real, so the int8 gate runs."""
+    """(family, checkpoint, export): random weights marked as real, so the int8 gate runs; with
+    bf16 (OpenVINO's) too where openvino is installed."""
     logging.getLogger("crossrank.export").setLevel(logging.INFO)
     fam = str(request.param)
     tmp = tmp_path_factory.mktemp(fam)
     ckpt = families.build(fam, tmp / "ckpt", stand_in=False)
-    return fam, ckpt, run(Options(model=str(ckpt), out_dir=tmp / "export"))
+    return fam, ckpt, run(Options(model=str(ckpt), out_dir=tmp / "export",
+                                  variants=(*DEFAULT_VARIANTS, *BF16)))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +73,7 @@ def test_exports_with_the_defaults_and_the_int8_gate_runs(
     m = json.loads((out / "manifest.json").read_text())
     assert m["model_type"] == json.loads((ckpt / "config.json").read_text())["model_type"]
     assert m["variants"]["fp32"]["verification"]["passed"]
-    assert set(m["variants"]) == {"fp32", "int8", "fp16"}
+    assert set(m["variants"]) == {"fp32", "int8", "fp16", *BF16}
     # the model's own limit: ModernBERT's 8,192 positions, XLM-R's 514 less its offset of 2
     assert m["max_length"] == m["model_max_length"] == OWN_LIMIT[fam]
     # the pad id the runtime pads with is the tokenizer's (XLM-R 1, ModernBERT not 0)
@@ -242,3 +247,24 @@ def test_sentencepiece_missing_names_the_fix(tmp_path: Path,
         convert.write_tokenizer(ckpt, tmp_path)
     msg = str(e.value)
     assert "spm.model" in msg and "sentencepiece" in msg and "crossrank[export]" in msg
+
+
+@pytest.mark.skipif(not BF16, reason="openvino is not installed (crossrank[openvino])")
+def test_bf16_on_openvino_follows_fp32_or_says_why_not(family_dir: tuple[str, Path, Path],
+                                                       scorer: Scorer) -> None:
+    """Every family's plain graph runs on OpenVINO but DeBERTa's (a dynamic-rank `If` its CPU
+    plug-in refuses): that export ships no bf16 and says why. Random weights marked as real:
+    the gate's verdict is accepted either way, as for int8."""
+    fam, _, out = family_dir
+    v = json.loads((out / "manifest.json").read_text())["variants"]["bf16"]
+    if fam == "deberta-v2":
+        assert not v["shipped"] and v["reason"].startswith("OpenVINO cannot run this graph")
+        return
+    assert v["shipped"] or v["reason"] == "failed bf16 verification"
+    if not v["shipped"]:
+        return
+    pairs = [(QUERY, d) for d in DOCS] + [(QUERY, LONG)]
+    ref = np.asarray(scorer.predict(pairs))
+    with Scorer.from_dir(out, provider="openvino") as ov:
+        got = np.asarray(ov.predict(pairs))
+    assert np.abs(got - ref).max() <= 0.02 * max(1.0, float(np.abs(ref).max()))

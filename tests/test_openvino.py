@@ -132,3 +132,34 @@ def test_serving_on_openvino_exports_bf16_too(tmp_path: Path,
     cli._export_for_serving("some/model", str(tmp_path), False, tmp_path / "m", with_bf16=True)
     cli._export_for_serving("some/model", str(tmp_path), False, tmp_path / "m")
     assert "bf16" in asked[0] and "bf16" not in asked[1] and "int8" in asked[0]
+
+
+@needs_openvino
+def test_a_graph_openvino_cannot_run_ships_no_bf16(tiny_ckpt: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """As DeBERTa's (a dynamic-rank `If` OpenVINO's CPU plug-in refuses): the export goes on
+    without bf16 and the manifest says why; the other variants ship."""
+    import json
+
+    from crossrank.export import verify
+    from crossrank.runtime.core.errors import ModelLoadError
+
+    real = verify.Staged.logits
+
+    def logits(self: verify.Staged, variant: str, pairs: list[tuple[str, str]],
+               provider: str = "cpu") -> np.ndarray:
+        if variant == "bf16":
+            try:
+                raise RuntimeError("Exception from src/x.cpp:1:\nCPU plug-in doesn't support If")
+            except RuntimeError as cause:
+                raise ModelLoadError("OpenVINO cannot load it") from cause
+        return real(self, variant, pairs, provider)
+
+    monkeypatch.setattr(verify.Staged, "logits", logits)
+    out = run(Options(model=str(tiny_ckpt), out_dir=tmp_path / "m", variants=("fp32", "bf16")))
+    m = json.loads((out / "manifest.json").read_text())
+    assert not m["variants"]["bf16"]["shipped"]
+    assert m["variants"]["bf16"]["reason"] == ("OpenVINO cannot run this graph: CPU plug-in "
+                                               "doesn't support If")
+    assert not (out / VARIANT_FILES["bf16"]).exists() and VARIANT_FILES["bf16"] not in m["files"]
+    assert m["variants"]["fp32"]["shipped"]

@@ -33,6 +33,7 @@ from crossrank.export import (
 )
 from crossrank.export.standin import STANDIN_MARK
 from crossrank.runtime.core import fidelity
+from crossrank.runtime.core.errors import InferenceError, ModelLoadError
 from crossrank.runtime.execution import ovsession
 from crossrank.runtime.modeldir import (
     DEFAULT_MODEL,
@@ -332,8 +333,16 @@ SEARCH_MAX_RMS = fidelity.MAX_RMS_ERROR
 def _verify_bf16(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
                  fp32_fixed: np.ndarray, pairs: list[tuple[str, str]]) -> None:
     """bf16 through OpenVINO against the fp32 export: on real weights by the int8 gate (what
-    users lose on the check sets), refused when it fails; on random weights recorded only."""
-    got = st.logits("bf16", pairs, provider="openvino")
+    users lose on the check sets), refused when it fails; on random weights recorded only. A
+    graph OpenVINO cannot run (DeBERTa's dynamic-rank `If`) ships no bf16, and says why."""
+    try:
+        got = st.logits("bf16", pairs, provider="openvino")
+    except (ModelLoadError, InferenceError) as exc:
+        why = ovsession.reason(exc.__cause__) if exc.__cause__ else str(exc)
+        log.warning("bf16: OpenVINO cannot run this graph, not shipping it: %s", why)
+        onnxfile.remove(st.dir / VARIANT_FILES["bf16"])
+        entry.update(shipped=False, reason=f"OpenVINO cannot run this graph: {why}")
+        return
     if not real_weights:
         r = verify.compare(fp32_fixed, got)
         r.update(enforced=False, passed=bool(r["spearman"] >= verify.INT8_MIN_SPEARMAN),

@@ -37,6 +37,13 @@ def available() -> bool:
         return False
 
 
+def reason(exc: BaseException) -> str:
+    """OpenVINO's message without its trace of source locations ("Exception from src/...")."""
+    lines = [ln.strip() for ln in str(exc).splitlines()
+             if ln.strip() and not ln.strip().startswith("Exception from")]
+    return " ".join(lines)[:300] or type(exc).__name__
+
+
 def computes_in(precision: str) -> str:
     """What OpenVINO's CPU device computes a `precision` hint in here: bf16 only where the CPU
     has bfloat16 instructions (AMX, AVX-512 BF16), f32 elsewhere."""
@@ -63,10 +70,10 @@ class OVSession:
             self._compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # openvino raises RuntimeError with a long trace of its own
             raise ModelLoadError(
-                f"OpenVINO cannot load {model_file}: {str(exc).strip().splitlines()[0][:300]}. "
-                "The file is damaged or was not written by `crossrank export --variants ...,bf16`: "
-                "export the model again (`crossrank export SOURCE --variants fp32,int8,bf16 "
-                "--force`)."
+                f"OpenVINO cannot load {model_file}: {reason(exc)}. The file is damaged, was not "
+                "written by `crossrank export --variants ...,bf16`, or holds an operator "
+                "OpenVINO's CPU plug-in does not run: export the model again (`crossrank export "
+                "SOURCE --variants fp32,int8,bf16 --force`), or serve with provider=cpu."
             ) from exc
         names = {p.get_any_name(): p for p in self._compiled.inputs}
         known = {"input_ids", "attention_mask", "token_type_ids"}
@@ -96,7 +103,7 @@ class OVSession:
         try:
             out = np.array(req.infer(feed)[0], dtype=np.float32)
         except Exception as exc:
-            raise InferenceError(f"inference failed: {str(exc).strip()[:200]}") from exc
+            raise InferenceError(f"inference failed: {reason(exc)[:200]}") from exc
         if out.ndim == 2:
             if out.shape[1] != 1:
                 raise InferenceError(f"the model returned {out.shape[1]} logits per pair, not 1")
