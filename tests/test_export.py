@@ -610,7 +610,7 @@ def test_a_refused_int8_is_kept_for_the_cascade_only(tiny_dir: Path, tmp_path: P
         def __call__(self) -> dict[str, Any]:
             return dict(refused)
 
-    monkeypatch.setattr(pipeline, "_Int8Check", Check)
+    monkeypatch.setattr(pipeline, "_GateCheck", Check)
     entry: dict[str, Any] = {"file": "model_int8.onnx", "shipped": True, "recipe": recipe}
     pipeline._verify_int8(verify.Staged(staging, 512, 0), entry, True, np.zeros(1), [("q", "p")])
     assert entry["shipped"] is False and entry["cascade_only"] is True

@@ -163,7 +163,7 @@ def quantize_with_search(fp32_dir: Path, base: str, dst: Path) -> list[dict[str,
     pairs = verify.fixed_pairs()
     staged = verify.Staged(staging, 512, 0)
     fp32_fixed = staged.logits("fp32", pairs)
-    check = pipeline._Int8Check(staged, fp32_fixed, pairs)
+    check = pipeline._GateCheck(staged, fp32_fixed, pairs)
     first = check()
     trail: list[dict[str, Any]] = [{"all_int8": True, "passed": first["passed"]}]
     if not first["passed"]:

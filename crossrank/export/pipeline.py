@@ -348,7 +348,7 @@ def _verify_bf16(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
         r.update(enforced=False, passed=bool(r["spearman"] >= verify.INT8_MIN_SPEARMAN),
                  bound=f"spearman >= {verify.INT8_MIN_SPEARMAN} vs fp32 (recorded only)")
     else:
-        r = _Int8Check(st, fp32_fixed, pairs, variant="bf16", provider="openvino")()
+        r = _GateCheck(st, fp32_fixed, pairs, variant="bf16", provider="openvino")()
         r["enforced"] = True
     r["computed_in"] = ovsession.computes_in("bf16")
     # a CPU without bf16 instructions computes it in f32: the check then says nothing of bf16
@@ -364,11 +364,11 @@ def _verify_bf16(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
         entry["reason"] = "failed bf16 verification"
 
 
-class _Int8Check:
-    """The int8 gate against the fp32 export (runtime/core/fidelity.py): the real-prose check
-    requests and a held-out second set (export/checkset.py), judged by what users lose; int8
-    passes only if both sets pass. The fixed pairs' Spearman is recorded beside it. Another lossy
-    variant (bf16) is judged by the same gate (`variant`, on `provider`)."""
+class _GateCheck:
+    """The gate of a lossy variant (int8; bf16 on OpenVINO) against the fp32 export
+    (runtime/core/fidelity.py): the real-prose check requests and a held-out second set
+    (export/checkset.py), judged by what users lose; the variant passes only if both sets pass.
+    The fixed pairs' Spearman is recorded beside it."""
 
     def __init__(self, st: verify.Staged, fp32_fixed: np.ndarray,
                  pairs: list[tuple[str, str]], variant: str = "int8",
@@ -471,7 +471,7 @@ class _Int8Check:
 
 
 def _verify_int8(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
-                 fp32_fixed: np.ndarray, pairs: list[tuple[str, str]]) -> _Int8Check | None:
+                 fp32_fixed: np.ndarray, pairs: list[tuple[str, str]]) -> _GateCheck | None:
     """Check the int8 model; on real weights, if it fails, keep the nodes that hurt the check
     most in fp32 (fewest first) until it passes; if nothing passes, do not ship it. Returns the
     check (None on random weights, which have no rankings to check)."""
@@ -483,7 +483,7 @@ def _verify_int8(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
         entry["verification"] = r
         log.info("int8 vs fp32: Spearman %.4f (recorded only: stand-in)", r["spearman"])
         return None
-    check = _Int8Check(st, fp32_fixed, pairs)
+    check = _GateCheck(st, fp32_fixed, pairs)
     r = check()
     r["enforced"] = True
     entry["verification"] = r
@@ -532,7 +532,7 @@ def _worst(r: dict[str, Any]) -> dict[str, Any]:
                       "quality_kept_chance_p")}
 
 
-def _mixed_precision(staging: Path, recipe: dict[str, Any], check: _Int8Check,
+def _mixed_precision(staging: Path, recipe: dict[str, Any], check: _GateCheck,
                      max_length: int = 512) -> dict[str, Any]:
     """Keep in fp32 the fewest quantized nodes with which the check passes, most harmful first.
 

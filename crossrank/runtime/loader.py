@@ -28,8 +28,7 @@ from crossrank.runtime.core.errors import ConfigError
 from crossrank.runtime.core.options import ScoreRequest
 from crossrank.runtime.core.profiles import BatchPolicy, ProviderProfile
 from crossrank.runtime.execution.engine import Engine, Runner
-from crossrank.runtime.execution.session import open_session as open_runner
-from crossrank.runtime.execution.session import resolve_provider, usable_cores
+from crossrank.runtime.execution.session import open_runner, resolve_provider, usable_cores
 from crossrank.runtime.modeldir import VARIANT_FILES
 from crossrank.runtime.service import Refiner, Service
 from crossrank.runtime.text.pairs import PairTokenizer

@@ -30,12 +30,12 @@ DEFAULT_VARIANTS = ("fp32", "int8", "fp16")
 # The runtime each variant's file is written for (profiles.ProviderProfile.backend): bf16 is
 # OpenVINO's, the others carry ONNX Runtime's fused operators.
 VARIANT_BACKEND = {"bf16": "openvino"}
+INT8_CHECK_FILE = "int8_check.json"  # check requests for judging int8 on the serving CPU
 
 
 def backend_of(variant: str) -> str:
     """The runtime that serves a variant's file."""
     return VARIANT_BACKEND.get(variant, "onnxruntime")
-INT8_CHECK_FILE = "int8_check.json"  # check requests for judging int8 on the serving CPU
 
 
 def data_file(name: str) -> str:

@@ -142,8 +142,8 @@ class Session:
         return out
 
 
-def open_session(model_file: Path, profile: ProviderProfile, threads: int, lanes: int = 1,
-                 spin: bool = True) -> Session | OVSession:
+def open_runner(model_file: Path, profile: ProviderProfile, threads: int, lanes: int = 1,
+                spin: bool = True) -> Session | OVSession:
     """The session for a profile's backend: ONNX Runtime's, one shared by the lanes (each run on
     `threads`), or OpenVINO's (one stream a lane, `threads` each)."""
     if profile.backend == "openvino":
