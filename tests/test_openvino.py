@@ -59,6 +59,8 @@ def test_bf16_scores_follow_fp32(bf16_dir: Path) -> None:
     bf16 = Scorer.from_dir(bf16_dir, provider="openvino")
     try:
         assert bf16.info.variant == "bf16" and bf16.info.provider == "openvino"
+        assert bf16.info.computes_in in ("bf16", "f32") and fp32.info.computes_in is None
+        assert bf16.runtime.describe()["profile"]["backend"] == "openvino"
         ref = np.array(fp32.predict(PAIRS))
         got = np.array(bf16.predict(PAIRS))
         # bfloat16 keeps 8 bits of mantissa: a few 1e-3 of the scores' scale on a tiny model

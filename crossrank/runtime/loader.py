@@ -66,6 +66,9 @@ class RuntimeInfo:
     # int8 error bound it re-scores within (None: no cascade)
     cascade_k: int | None = None
     cascade_bound: float | None = None
+    # what the backend computes in, where it decides (OpenVINO: bf16 with bf16 instructions,
+    # f32 without); None for ONNX Runtime, whose variant says it
+    computes_in: str | None = None
 
 
 @dataclass
@@ -209,7 +212,8 @@ def load(config: RuntimeConfig, *, runner: RunnerSeam | None = None,
         rt = _with_cascade(rt, md, k, build, check, refused)
     if refused is not None and rt is not refused:
         refused.close()
-    rt.info = _verdict(rt.info, isa, check, served_int8)
+    rt.info = replace(_verdict(rt.info, isa, check, served_int8),
+                      computes_in=getattr(rt.engine.session, "precision", None))
     log.info("serving %s (%s, %s, %d threads, %s)%s", md.name, rt.info.variant, prof.name,
              rt.info.threads, tok.backend, _check_note(check))
     return rt
