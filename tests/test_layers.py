@@ -15,9 +15,11 @@ PACKAGE = ROOT / "crossrank"
 VERSION = "crossrank"
 R = "crossrank.runtime"
 LAYERS: list[list[str]] = [
-    [R, f"{R}.core", f"{R}.text", f"{R}.execution", f"{R}.http", f"{R}.core.errors",
+    [R, f"{R}.core", f"{R}.text", f"{R}.http", f"{R}.core.errors",
      f"{R}.core.choices", f"{R}.core.batching", f"{R}.core.cpu", f"{R}.core.fidelity",
      f"{R}.core.cascade"],
+    # what every session shares: its info, inputs and outputs
+    [f"{R}.execution"],
     [f"{R}.core.options", f"{R}.core.profiles", f"{R}.core.scores", f"{R}.execution.ovsession"],
     [f"{R}.text.encoders", f"{R}.text.windows", f"{R}.execution.session",
      f"{R}.execution.engine", f"{R}.modeldir", f"{R}.selfcheck", f"{R}.http.api"],

@@ -310,9 +310,7 @@ def _verify(checkpoint: Path, st: verify.Staged, variants: dict[str, dict[str, A
             r16["status"] = "checked"
             variants["fp16"]["verification"] = r16
             if real_weights and not r16["passed"]:
-                onnxfile.remove(st.dir / VARIANT_FILES["fp16"])
-                variants["fp16"]["shipped"] = False
-                variants["fp16"]["reason"] = "failed fp16 verification"
+                _not_shipped(st, variants["fp16"], "fp16", "failed fp16 verification")
         else:
             variants["fp16"]["verification"] = {"status": "unchecked",
                                                 "reason": "no CUDA provider at export time"}
@@ -330,6 +328,21 @@ MAX_FP32_WEIGHT_SHARE = 0.5
 SEARCH_MAX_RMS = fidelity.MAX_RMS_ERROR
 
 
+def _not_shipped(st: verify.Staged, entry: dict[str, Any], variant: str, reason: str) -> None:
+    """A variant refused after it was written: its file goes, its entry says why."""
+    onnxfile.remove(st.dir / VARIANT_FILES[variant])
+    entry.update(shipped=False, reason=reason)
+
+
+def _recorded_only(fp32_fixed: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    """A lossy variant of random weights against fp32 on the fixed pairs: rankings mean nothing
+    there, so the Spearman bound is recorded, never enforced."""
+    r = verify.compare(fp32_fixed, got)
+    r.update(enforced=False, passed=bool(r["spearman"] >= verify.INT8_MIN_SPEARMAN),
+             bound=f"spearman >= {verify.INT8_MIN_SPEARMAN} vs fp32 (recorded only)")
+    return r
+
+
 def _verify_bf16(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
                  fp32_fixed: np.ndarray, pairs: list[tuple[str, str]]) -> None:
     """bf16 through OpenVINO against the fp32 export: on real weights by the int8 gate (what
@@ -340,13 +353,10 @@ def _verify_bf16(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
     except (ModelLoadError, InferenceError) as exc:
         why = ovsession.reason(exc.__cause__) if exc.__cause__ else str(exc)
         log.warning("bf16: OpenVINO cannot run this graph, not shipping it: %s", why)
-        onnxfile.remove(st.dir / VARIANT_FILES["bf16"])
-        entry.update(shipped=False, reason=f"OpenVINO cannot run this graph: {why}")
+        _not_shipped(st, entry, "bf16", f"OpenVINO cannot run this graph: {why}")
         return
     if not real_weights:
-        r = verify.compare(fp32_fixed, got)
-        r.update(enforced=False, passed=bool(r["spearman"] >= verify.INT8_MIN_SPEARMAN),
-                 bound=f"spearman >= {verify.INT8_MIN_SPEARMAN} vs fp32 (recorded only)")
+        r = _recorded_only(fp32_fixed, got)
     else:
         r = _GateCheck(st, fp32_fixed, pairs, variant="bf16", provider="openvino")()
         r["enforced"] = True
@@ -359,9 +369,7 @@ def _verify_bf16(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
              ("passed" if r["passed"] else "FAILED") if real_weights else "recorded only")
     if real_weights and not r["passed"]:
         log.warning("bf16 failed its check: not shipping it")
-        onnxfile.remove(st.dir / VARIANT_FILES["bf16"])
-        entry["shipped"] = False
-        entry["reason"] = "failed bf16 verification"
+        _not_shipped(st, entry, "bf16", "failed bf16 verification")
 
 
 class _GateCheck:
@@ -476,10 +484,7 @@ def _verify_int8(st: verify.Staged, entry: dict[str, Any], real_weights: bool,
     most in fp32 (fewest first) until it passes; if nothing passes, do not ship it. Returns the
     check (None on random weights, which have no rankings to check)."""
     if not real_weights:  # random weights: rankings mean nothing; record the fixed pairs only
-        got = st.logits("int8", pairs)
-        r = verify.compare(fp32_fixed, got)
-        r.update(enforced=False, passed=bool(r["spearman"] >= verify.INT8_MIN_SPEARMAN),
-                 bound=f"spearman >= {verify.INT8_MIN_SPEARMAN} vs fp32 (recorded only)")
+        r = _recorded_only(fp32_fixed, st.logits("int8", pairs))
         entry["verification"] = r
         log.info("int8 vs fp32: Spearman %.4f (recorded only: stand-in)", r["spearman"])
         return None

@@ -18,7 +18,7 @@ import numpy as np
 
 from crossrank.runtime.core.batching import Batch
 from crossrank.runtime.core.errors import ConfigError, InferenceError, ModelLoadError
-from crossrank.runtime.execution import SessionInfo
+from crossrank.runtime.execution import SessionInfo, check_inputs, feed, one_per_row
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,10 @@ class OVSession:
                 "OpenVINO's CPU plug-in does not run: export the model again (`crossrank export "
                 "SOURCE --variants fp32,int8,bf16 --force`), or serve with provider=cpu."
             ) from exc
-        names = {p.get_any_name(): p for p in self._compiled.inputs}
-        known = {"input_ids", "attention_mask", "token_type_ids"}
-        if set(names) - known or "input_ids" not in names:
-            raise ModelLoadError(f"{model_file} has inputs {sorted(names)}; crossrank expects "
-                                 "input_ids, attention_mask and optionally token_type_ids.")
-        self._inputs = {n: (np.int32 if "i32" in str(p.get_element_type()) else np.int64)
-                        for n, p in names.items()}
+        self._inputs: dict[str, type] = {
+            p.get_any_name(): (np.int32 if "i32" in str(p.get_element_type()) else np.int64)
+            for p in self._compiled.inputs}
+        check_inputs(model_file, self._inputs)
         self._local = threading.local()
         # what the CPU computes in: bf16 asked for runs in f32 on CPUs without bf16 instructions
         hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -97,15 +94,8 @@ class OVSession:
         req = getattr(self._local, "request", None)
         if req is None:
             req = self._local.request = self._compiled.create_infer_request()
-        arrays = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                  "token_type_ids": batch.token_type_ids}
-        feed = {n: np.ascontiguousarray(arrays[n], dtype=dt) for n, dt in self._inputs.items()}
-        try:
-            out = np.array(req.infer(feed)[0], dtype=np.float32)
+        try:  # a copy: the request reuses its output buffer on the next run
+            logits = np.array(req.infer(feed(batch, self._inputs))[0])
         except Exception as exc:
             raise InferenceError(f"inference failed: {reason(exc)[:200]}") from exc
-        if out.ndim == 2:
-            if out.shape[1] != 1:
-                raise InferenceError(f"the model returned {out.shape[1]} logits per pair, not 1")
-            out = out[:, 0]
-        return out
+        return one_per_row(logits)

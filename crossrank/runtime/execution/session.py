@@ -14,7 +14,7 @@ from crossrank.runtime.core import profiles
 from crossrank.runtime.core.batching import Batch
 from crossrank.runtime.core.errors import ConfigError, InferenceError, ModelLoadError
 from crossrank.runtime.core.profiles import ProviderProfile
-from crossrank.runtime.execution import SessionInfo, ovsession
+from crossrank.runtime.execution import SessionInfo, check_inputs, feed, one_per_row, ovsession
 from crossrank.runtime.execution.ovsession import OVSession
 
 log = logging.getLogger(__name__)
@@ -99,12 +99,9 @@ class Session:
                               "the device's libraries (CUDA and cuDNN for cuda), or use "
                               "provider=cpu.")
         inputs = self._sess.get_inputs()
-        self._input_types = {i.name: (np.int32 if "int32" in i.type else np.int64) for i in inputs}
-        known = {"input_ids", "attention_mask", "token_type_ids"}
-        unknown = set(self._input_types) - known
-        if unknown or "input_ids" not in self._input_types:
-            raise ModelLoadError(f"{model_file} has inputs {sorted(self._input_types)}; crossrank "
-                                 "expects input_ids, attention_mask and optionally token_type_ids.")
+        self._input_types: dict[str, type] = {
+            i.name: (np.int32 if "int32" in i.type else np.int64) for i in inputs}
+        check_inputs(model_file, self._input_types)
         outputs = self._sess.get_outputs()
         self._output = outputs[0].name
         # On a device, bind inputs so each is copied once per batch and the logits are read back
@@ -115,31 +112,20 @@ class Session:
 
     def run(self, batch: Batch) -> np.ndarray:
         """float32 logits, one per row."""
-        arrays = {
-            "input_ids": batch.input_ids,
-            "attention_mask": batch.attention_mask,
-            "token_type_ids": batch.token_type_ids,
-        }
-        feed = {name: np.ascontiguousarray(arrays[name], dtype=dt)
-                for name, dt in self._input_types.items()}
+        arrays = feed(batch, self._input_types)
         try:
             if self._io_binding:
                 binding = self._sess.io_binding()
-                for name, arr in feed.items():
+                for name, arr in arrays.items():
                     binding.bind_cpu_input(name, arr)
                 binding.bind_output(self._output, "cpu")
                 self._sess.run_with_iobinding(binding)
                 logits = binding.copy_outputs_to_cpu()[0]
             else:
-                (logits,) = self._sess.run([self._output], feed)
+                (logits,) = self._sess.run([self._output], arrays)
         except Exception as exc:
             raise InferenceError(f"inference failed: {str(exc)[:200]}") from exc
-        out = np.asarray(logits, dtype=np.float32)
-        if out.ndim == 2:
-            if out.shape[1] != 1:
-                raise InferenceError(f"the model returned {out.shape[1]} logits per pair, not 1")
-            out = out[:, 0]
-        return out
+        return one_per_row(logits)
 
 
 def open_runner(model_file: Path, profile: ProviderProfile, threads: int, lanes: int = 1,
